@@ -1,0 +1,85 @@
+"""What every stage's thin I/O shell shares: atomic writes and one-line failures."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, Mapping
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from stages.config import ParamsError
+
+
+class StageError(Exception):
+    """A failure the user can fix (bad input file, missing data source): one line, non-zero exit."""
+
+
+def parquet_bytes(table: pa.Table | pd.DataFrame, schema: pa.Schema | None = None) -> bytes:
+    """Serialise a table to Parquet in memory, with an explicit schema when given."""
+    if isinstance(table, pd.DataFrame):
+        table = pa.Table.from_pandas(table, schema=schema, preserve_index=False)
+    elif schema is not None:
+        table = table.cast(schema)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    return buffer.getvalue()
+
+
+def json_bytes(data: Mapping) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+
+def csv_bytes(frame: pd.DataFrame) -> bytes:
+    return frame.to_csv(index=False, lineterminator="\n", float_format="%.6g").encode()
+
+
+@contextmanager
+def staged_path(final: Path) -> Iterator[Path]:
+    """A temp path beside `final` for writers that need a file name (Keras); renamed on success."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=final.suffix)
+    os.close(handle)
+    temp_path = Path(temp)
+    try:
+        yield temp_path
+        os.replace(temp_path, final)
+    finally:
+        temp_path.unlink(missing_ok=True)
+
+
+def write_outputs(outputs: Mapping[str | Path, bytes]) -> None:
+    """Write every output to a temp file in its folder first, then rename them all.
+
+    A failure while writing leaves the earlier outputs untouched.
+    """
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, content in outputs.items():
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            with os.fdopen(handle, "wb") as file:
+                file.write(content)
+            staged.append((Path(temp), path))
+        for temp, path in staged:
+            os.replace(temp, path)
+    finally:
+        for temp, _ in staged:
+            temp.unlink(missing_ok=True)
+
+
+def run_stage(name: str, main: Callable[[], None]) -> None:
+    """Run a stage's main(); a known failure becomes one line on stderr and exit status 2."""
+    try:
+        main()
+    except (StageError, ParamsError) as error:
+        print(f"{name}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
