@@ -18,8 +18,16 @@ import pyarrow.parquet as pq
 from stages.config import ParamsError
 
 
+def _umask_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 class StageError(Exception):
     """A failure the user can fix (bad input file, missing data source): one line, non-zero exit."""
+
+    exit_code = 2
 
 
 def parquet_bytes(table: pa.Table | pd.DataFrame, schema: pa.Schema | None = None) -> bytes:
@@ -48,6 +56,7 @@ def staged_path(final: Path) -> Iterator[Path]:
     handle, temp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=final.suffix)
     os.close(handle)
     temp_path = Path(temp)
+    temp_path.chmod(_umask_mode())  # mkstemp makes 0600; outputs get the usual permissions
     try:
         yield temp_path
         os.replace(temp_path, final)
@@ -66,9 +75,10 @@ def write_outputs(outputs: Mapping[str | Path, bytes]) -> None:
             path = Path(path)
             path.parent.mkdir(parents=True, exist_ok=True)
             handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            staged.append((Path(temp), path))
             with os.fdopen(handle, "wb") as file:
                 file.write(content)
-            staged.append((Path(temp), path))
+            Path(temp).chmod(_umask_mode())  # mkstemp makes 0600; outputs get the usual permissions
         for temp, path in staged:
             os.replace(temp, path)
     finally:
@@ -77,9 +87,9 @@ def write_outputs(outputs: Mapping[str | Path, bytes]) -> None:
 
 
 def run_stage(name: str, main: Callable[[], None]) -> None:
-    """Run a stage's main(); a known failure becomes one line on stderr and exit status 2."""
+    """Run a stage's main(); a known failure becomes one line on stderr and a non-zero exit."""
     try:
         main()
     except (StageError, ParamsError) as error:
         print(f"{name}: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(getattr(error, "exit_code", 2)) from None

@@ -1,4 +1,4 @@
-"""Training engines: plain `model.fit`, and (see compiled) an XLA-compiled epoch loop.
+"""Training engines: plain `model.fit`, and `train_compiled`, an XLA-compiled epoch loop.
 
 Both take the same inputs and return the learning curve: one row per epoch with
 `epoch`, `train/loss`, `val/loss` (and `train/accuracy`, `val/accuracy` for classifiers).
@@ -7,12 +7,14 @@ The model is left holding the final weights (the best ones when early stopping r
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
 import keras
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
 from stages.config import TrainConfig
 from stages.datasets import Task
@@ -67,7 +69,179 @@ def learning_curve(history: dict[str, list[float]], task: Task) -> pd.DataFrame:
     return curve
 
 
-ENGINES = {"fit": train_with_fit}
+# The loss objects that match model.LOSS (same reduction as compile(loss=...): mean over the batch).
+LOSS_FUNCTIONS = {
+    "regression": keras.losses.MeanSquaredError,
+    "binary": keras.losses.BinaryCrossentropy,
+    "multiclass": keras.losses.SparseCategoricalCrossentropy,
+}
+CURVE_COLUMNS = ("loss", "val_loss", "accuracy", "val_accuracy")  # Keras history names, one row per epoch
+PROGRESS_INTERVAL_S = 2.0
+
+
+def _on_device(array: np.ndarray) -> tf.Tensor:
+    """Copy an array once to where the compiled function runs (the GPU when TensorFlow sees one)."""
+    device = "/GPU:0" if tf.config.list_logical_devices("GPU") else "/CPU:0"
+    with tf.device(device):
+        return tf.identity(tf.convert_to_tensor(array))
+
+
+def train_compiled(model: keras.Model, task: Task, config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
+                   x_val: np.ndarray, y_val: np.ndarray, seed: int, *,
+                   max_epochs_per_call: int | None = None) -> pd.DataFrame:
+    """The same training as `train_with_fit`, run by one XLA-compiled TensorFlow function.
+
+    Each call of the function runs several whole epochs (a while loop over epochs, each a while
+    loop over the full mini-batches plus one static-size step for the last partial batch), so
+    Python and Keras run once per call instead of once per step. The number of epochs per call
+    grows until a call takes about PROGRESS_INTERVAL_S (at most `max_epochs_per_call`); it does
+    not change the results.
+
+    As in fit: Adam at `config.learning_rate`; rows reshuffled every epoch; the last partial
+    batch is a step of its own; the training loss includes the model's regularization losses (l2)
+    and is the mean of the epoch's batch losses weighted by batch size (running, as the weights
+    move), train accuracy likewise from the training-mode predictions (dropout on); validation
+    loss and accuracy on the whole validation set with training=False at each epoch end; early
+    stopping like EarlyStopping(monitor="val_loss", patience, restore_best_weights=True), with
+    one curve row per epoch actually run and the best weights restored at the end.
+
+    Where it differs from fit: the shuffle order comes from a stateless RNG seeded by
+    (seed, epoch), not Keras' global RNG, so the runs are not step-for-step identical to fit's;
+    validation runs as one batch, so its mean may differ from fit's batched one in the last
+    float32 bits; only the trainable weights are restored by early stopping (the model has no
+    other state that inference uses).
+    """
+    keras.utils.set_random_seed(seed)
+    optimizer = keras.optimizers.Adam(config.learning_rate)
+    weights = model.trainable_variables
+    optimizer.build(weights)  # its slot variables must exist before tracing
+    loss_function = LOSS_FUNCTIONS[task.kind]()
+    patience = config.early_stopping_patience
+    epochs = config.epochs
+
+    x_train = np.asarray(x_train, dtype=np.float32)
+    x_val = np.asarray(x_val, dtype=np.float32)
+    target_dtype = np.int64 if task.kind == "multiclass" else np.float32
+    y_train = np.asarray(y_train, dtype=target_dtype)
+    y_val = np.asarray(y_val, dtype=target_dtype)
+    rows, val_rows = len(x_train), len(x_val)
+    batch_size = min(config.batch_size, rows)
+    full_batches, last_batch = divmod(rows, batch_size)  # XLA needs static shapes: two step sizes
+
+    # Early-stopping state lives in variables so it carries across calls.
+    best_val_loss = tf.Variable(np.inf, dtype=tf.float32, trainable=False)
+    epochs_without_improvement = tf.Variable(0, dtype=tf.int32, trainable=False)
+    best_weights = [tf.Variable(tf.convert_to_tensor(weight), trainable=False) for weight in weights]
+
+    def total_loss(y, predictions):
+        loss = loss_function(y, predictions)
+        if model.losses:  # l2 penalties, added to the loss as fit does
+            loss = loss + tf.add_n(model.losses)
+        return loss
+
+    def correct_count(y, predictions):
+        if task.kind == "binary":
+            predicted = tf.cast(tf.reshape(predictions, [-1]) > 0.5, tf.float32)
+            return tf.reduce_sum(tf.cast(tf.equal(predicted, tf.reshape(y, [-1])), tf.float32))
+        if task.kind == "multiclass":
+            return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(predictions, axis=-1), y), tf.float32))
+        return tf.constant(0.0)
+
+    def train_step(x, y, indices):
+        x_batch, y_batch = tf.gather(x, indices), tf.gather(y, indices)
+        with tf.GradientTape() as tape:
+            predictions = model(x_batch, training=True)
+            loss = total_loss(y_batch, predictions)
+        optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+        size = float(indices.shape[0])
+        return loss * size, correct_count(y_batch, predictions)
+
+    def run_epoch(x, y, x_validation, y_validation, epoch):
+        shuffle_seed = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+        order = tf.argsort(tf.random.stateless_uniform([rows], shuffle_seed, minval=None, maxval=None, dtype=tf.int32))
+        loss_sum, correct = tf.constant(0.0), tf.constant(0.0)
+        for step in tf.range(full_batches):
+            step_loss, step_correct = train_step(x, y, tf.slice(order, [step * batch_size], [batch_size]))
+            loss_sum, correct = loss_sum + step_loss, correct + step_correct
+        if last_batch:
+            step_loss, step_correct = train_step(x, y, order[full_batches * batch_size:])
+            loss_sum, correct = loss_sum + step_loss, correct + step_correct
+        predictions = model(x_validation, training=False)
+        val_loss = total_loss(y_validation, predictions)
+        val_accuracy = correct_count(y_validation, predictions) / val_rows
+        return tf.stack([loss_sum / rows, val_loss, correct / rows, val_accuracy])
+
+    def track_best(epoch, val_loss):
+        # EarlyStopping counts the first epoch as an improvement, then strictly lower val_loss.
+        if tf.logical_or(tf.equal(epoch, 0), val_loss < best_val_loss):
+            best_val_loss.assign(val_loss)
+            for best, weight in zip(best_weights, weights):
+                best.assign(weight)
+            epochs_without_improvement.assign(0)
+        else:
+            epochs_without_improvement.assign_add(1)
+
+    def keep_going(epoch, end):
+        if patience > 0:
+            return tf.logical_and(epoch < end, epochs_without_improvement < patience)
+        return epoch < end
+
+    @tf.function(jit_compile=os.environ.get('DNNLAB_JIT','1')=='1')
+    def run_epochs(x, y, x_validation, y_validation, first_epoch, epoch_count):
+        """Run epochs first_epoch.. (epoch_count of them, fewer when early stopping stops); the
+        curve rows come back in a buffer indexed by epoch, with the epoch after the last one run."""
+        curve = tf.zeros([epochs, len(CURVE_COLUMNS)])
+        epoch_index = tf.range(epochs)[:, None]
+        epoch, end = first_epoch, first_epoch + epoch_count
+        while keep_going(epoch, end):
+            row = run_epoch(x, y, x_validation, y_validation, epoch)
+            curve = tf.where(epoch_index == epoch, row[None, :], curve)
+            if patience > 0:
+                track_best(epoch, row[1])
+            epoch += 1
+        return curve, epoch
+
+    data = [_on_device(array) for array in (x_train, y_train, x_val, y_val)]
+    if os.environ.get('DNNLAB_DEBUG'):
+        t0=time.monotonic(); import cProfile; cProfile.runctx('run_epochs.get_concrete_function(*data, tf.constant(0), tf.constant(1))', globals(), locals(), '/tmp/trace.prof'); print('trace', time.monotonic()-t0, file=sys.stderr)
+        if os.environ.get('DNNLAB_HLO'): open(os.environ['DNNLAB_HLO'],'w').write(run_epochs.experimental_get_compiler_ir(*data, tf.constant(0), tf.constant(1))(stage='optimized_hlo'))
+    history: list[np.ndarray] = []
+    epoch, epochs_per_call, calls = 0, 1, 0
+    last_report = time.monotonic()
+    while epoch < epochs:
+        count = min(epochs_per_call, epochs - epoch)
+        started = time.monotonic()
+        curve, next_epoch = run_epochs(*data, tf.constant(epoch, tf.int32), tf.constant(count, tf.int32))
+        next_epoch = int(next_epoch)
+        history.append(curve.numpy()[epoch:next_epoch])
+        elapsed = time.monotonic() - started
+        calls += 1
+        if os.environ.get('DNNLAB_DEBUG'): print('call', calls, epoch, next_epoch, round(elapsed,3), file=sys.stderr)
+        if calls > 1:  # the first call includes compilation: time the later ones
+            epochs_per_call = max(1, int(PROGRESS_INTERVAL_S * (next_epoch - epoch) / max(elapsed, 1e-6)))
+            if max_epochs_per_call:
+                epochs_per_call = min(epochs_per_call, max_epochs_per_call)
+        stopped = next_epoch < epoch + count
+        epoch = next_epoch
+        now = time.monotonic()
+        if now - last_report >= PROGRESS_INTERVAL_S or stopped or epoch == epochs:
+            last_report = now
+            report_progress(epoch, epochs, dict(zip(_logged(task), history[-1][-1])))
+        if stopped:
+            break
+
+    if patience > 0:  # like restore_best_weights=True, also when training ran to the last epoch
+        for weight, best in zip(weights, best_weights):
+            weight.assign(best)
+    table = np.concatenate(history)
+    return learning_curve({name: table[:, column] for column, name in enumerate(CURVE_COLUMNS)}, task)
+
+
+def _logged(task: Task) -> tuple[str, ...]:
+    return CURVE_COLUMNS if task.is_classifier else CURVE_COLUMNS[:2]
+
+
+ENGINES = {"compiled": train_compiled, "fit": train_with_fit}
 
 
 def train_model(model: keras.Model, task: Task, config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
