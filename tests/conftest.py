@@ -1,0 +1,99 @@
+"""Shared fixtures: the data mirror, and throwaway copies of this repo for DVC/Prefect runs.
+
+Tests that run `dvc repro` or `dvc exp run` do so in a temporary copy with its own git and
+DVC state, never in the working tree.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages.config import apply_overrides
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+# Small enough for CI's 2 cores, big enough that every stage does real work.
+TINY_EPOCHS = {"synthetic.train.epochs": 20, "heart.train.epochs": 5, "mnist.train.epochs": 1}
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    """The read-only copy of the real datasets (DNNLAB_DATA_MIRROR, else ../shared/data)."""
+    path = Path(os.environ.get("DNNLAB_DATA_MIRROR") or REPO_ROOT.parent / "shared" / "data").resolve()
+    if not (path / "heart" / "heart.csv").exists():
+        pytest.fail(f"no data mirror at {path}: set DNNLAB_DATA_MIRROR to a folder laid out like ../shared/data")
+    return path
+
+
+def repo_env(mirror: Path, **extra: str) -> dict[str, str]:
+    """The environment a stage sees under `dvc repro`: venv first on PATH, mirror set, no Prefect server."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
+    env.update({
+        "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+        "DNNLAB_DATA_MIRROR": str(mirror),
+        "GIT_AUTHOR_NAME": "dnnlab tests", "GIT_AUTHOR_EMAIL": "tests@dnnlab.invalid",
+        "GIT_COMMITTER_NAME": "dnnlab tests", "GIT_COMMITTER_EMAIL": "tests@dnnlab.invalid",
+    })
+    env.update(extra)
+    return env
+
+
+def run(command: list[str], cwd: Path, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def set_params(repo: Path, overrides: dict) -> None:
+    """Apply dotted-key overrides to the copy's params.yaml, validated like `dvc exp run -S`."""
+    path = repo / "params.yaml"
+    path.write_text(yaml.safe_dump(apply_overrides(yaml.safe_load(path.read_text()), overrides), sort_keys=False))
+
+
+def copy_source_tree(destination: Path) -> Path:
+    """The files git would submit (tracked and untracked-not-ignored), as a fresh git repo, committed."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    for name in filter(None, listed.split("\0")):
+        source = REPO_ROOT / name
+        if source.is_file():
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return destination
+
+
+def init_repo(repo: Path, env: dict[str, str]) -> None:
+    run(["git", "init", "-q", "-b", "main"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "test copy"], repo, env)
+
+
+@pytest.fixture(scope="session")
+def built_repo(tmp_path_factory, mirror) -> Path:
+    """A repo copy with tiny epochs, fully built by `dvc repro` and committed; copy it before changing it."""
+    repo = copy_source_tree(tmp_path_factory.mktemp("built") / "repo")
+    # Lab-default outputs committed in this checkout would make the tiny run look up to date.
+    for stale in ("dvc.lock",):
+        (repo / stale).unlink(missing_ok=True)
+    env = repo_env(mirror)
+    set_params(repo, TINY_EPOCHS)
+    init_repo(repo, env)
+    run(["dvc", "repro"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "tiny pipeline built"], repo, env)
+    return repo
+
+
+@pytest.fixture
+def workspace(built_repo, tmp_path) -> Path:
+    """A private copy of the built repo (git history, DVC cache and outputs included)."""
+    return Path(shutil.copytree(built_repo, tmp_path / "repo", symlinks=True))

@@ -1,0 +1,63 @@
+"""The whole DVC pipeline in a temporary repo copy, on the real data (mirror) with tiny epochs."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from tests.conftest import TINY_EPOCHS, repo_env, run, set_params
+
+ALL_STAGES = {
+    "generate", "fetch@heart", "fetch@mnist", "preprocess@synthetic", "preprocess@heart", "preprocess@mnist",
+    "train@synthetic", "train@heart", "train@mnist", "evaluate@synthetic", "evaluate@heart", "evaluate@mnist",
+    "report",
+}
+
+
+def stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def test_repro_builds_every_output(built_repo: Path):
+    for path in ["data/raw/synthetic/domain.parquet", "data/raw/heart/heart.csv", "data/raw/mnist/x_train.npy",
+                 "data/processed/mnist/train.parquet", "data/processed/heart/test.parquet",
+                 "models/synthetic.keras", "models/heart.keras", "models/mnist.keras",
+                 "reports/plots/synthetic/evaluation/predictions.csv", "reports/plots/heart/evaluation/roc.csv",
+                 "reports/plots/mnist/evaluation/confusion.csv", "reports/report.html"]:
+        assert (built_repo / path).is_file(), path
+    for dataset in ("synthetic", "heart", "mnist"):
+        metrics = json.loads((built_repo / f"reports/metrics/{dataset}.json").read_text())
+        assert metrics["train/epochs_run"] <= TINY_EPOCHS[f"{dataset}.train.epochs"]
+    assert json.loads((built_repo / "reports/metrics/mnist.json").read_text())["test/accuracy"] > 0.8
+
+
+def test_second_repro_runs_nothing_and_noise_change_reruns_the_synthetic_chain(workspace: Path, mirror: Path):
+    env = repo_env(mirror)
+    again = run(["dvc", "repro"], workspace, env)
+    assert stages_run(again.stdout) == set()
+    assert run(["dvc", "status", "--json"], workspace, env).stdout.strip() == "{}"
+
+    set_params(workspace, {"synthetic.noise_sigma": 0.5})
+    changed = run(["dvc", "repro"], workspace, env)
+    assert stages_run(changed.stdout) == {
+        "generate", "preprocess@synthetic", "train@synthetic", "evaluate@synthetic", "report"}
+
+
+def test_experiment_with_wider_model_shows_in_exp_show_and_metrics_diff(workspace: Path, mirror: Path):
+    env = repo_env(mirror)
+    before = json.loads((workspace / "reports/metrics/synthetic.json").read_text())
+    run(["dvc", "exp", "run", "-S", "model.width=128", "-n", "wide"], workspace, env)
+
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], workspace, env).stdout)
+    experiments = [exp for commit in shown for exp in (commit.get("experiments") or [])]
+    wide = next(exp for exp in experiments if exp.get("name") == "wide")
+    data = wide["revs"][0]["data"]
+    assert data["params"]["params.yaml"]["data"]["model"]["width"] == 128
+    synthetic = data["metrics"]["reports/metrics/synthetic.json"]["data"]
+    assert synthetic["test/mse"] != before["test/mse"]
+
+    # `dvc exp run` leaves the experiment's results in the workspace: diff them against HEAD.
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], workspace, env).stdout)
+    assert "test/mse" in diff["reports/metrics/synthetic.json"]
+    assert diff["reports/metrics/synthetic.json"]["test/mse"]["new"] == synthetic["test/mse"]
