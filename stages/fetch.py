@@ -150,6 +150,7 @@ def check_mnist_arrays(arrays: dict[str, np.ndarray], source: str) -> dict[str, 
             raise StageError(f"{source}: {name} is {array.dtype} {array.shape}; expected uint8 {shape}")
         if name.startswith("y") and array.max() > 9:
             raise StageError(f"{source}: {name} holds label {int(array.max())}; labels are 0..9")
+    for name, array in arrays.items():
         digest = hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
         if digest != MNIST_ARRAY_SHA256[name]:
             raise StageError(f"{source}: {name} differs from published MNIST (sha256 {digest[:12]}…); "

@@ -1,0 +1,80 @@
+"""params.yaml: the repo's own file is valid, and bad keys or values are refused by name."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from stages.config import ParamsError, apply_overrides, load_params, parse_params
+from tests.conftest import REPO_ROOT
+
+
+@pytest.fixture
+def raw() -> dict:
+    return yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+
+
+def test_repo_params_load_with_lab_defaults():
+    params = load_params(REPO_ROOT / "params.yaml")
+    assert params.synthetic.n == 1000 and params.synthetic.domain == (-5.0, 5.0)
+    assert params.synthetic.train.epochs == 2000 and params.synthetic.train.batch_size == 32
+    assert (params.mnist.model.width, params.mnist.model.depth) == (128, 3)
+    assert (params.mnist.train.epochs, params.mnist.train.batch_size) == (50, 200)
+    assert (params.synthetic.model.width, params.heart.model.depth) == (64, 2)
+    assert params.heart.deduplicate is True and params.heart.test_size == 0.2
+
+
+def test_dataset_model_overrides_the_shared_model_key_by_key(raw):
+    params = parse_params(apply_overrides(raw, {"model.width": 32, "heart.model.dropout": 0.25}))
+    assert params.synthetic.model.width == 32 and params.heart.model.width == 32
+    assert params.heart.model.dropout == 0.25 and params.synthetic.model.dropout == 0.0
+    assert params.mnist.model.width == 128  # mnist overrides the width itself
+
+
+@pytest.mark.parametrize(("overrides", "named"), [
+    ({"model.width": 0}, "model.width"),
+    ({"model.width": 2.5}, "model.width"),
+    ({"model.activation": "relu6"}, "model.activation"),
+    ({"synthetic.domain": [5, -5]}, "synthetic.domain"),
+    ({"synthetic.domain": [1, 1]}, "synthetic.domain"),
+    ({"mnist.train.batch_size": 0}, "mnist.train.batch_size"),
+    ({"heart.test_size": 0}, "heart.test_size"),
+    ({"heart.test_size": 1.5}, "heart.test_size"),
+    ({"heart.deduplicate": "yes"}, "heart.deduplicate"),
+    ({"model.widht": 64}, "model.widht"),
+    ({"synthetic.train.epoch": 5}, "synthetic.train.epoch"),
+    ({"mnist.model.dropout": 1.0}, "mnist.model.dropout"),
+    ({"synthetic.train.engine": "turbo"}, "synthetic.train.engine"),
+    ({"seed": -1}, "seed"),
+])
+def test_bad_values_are_refused_naming_the_key_and_what_is_allowed(raw, overrides, named):
+    with pytest.raises(ParamsError) as error:
+        apply_overrides(raw, overrides)
+    message = str(error.value)
+    assert named in message and ("allowed" in message or "unknown" in message)
+    assert "\n" not in message
+
+
+def test_missing_section_is_named(raw):
+    del raw["heart"]["train"]
+    with pytest.raises(ParamsError, match="missing key heart.train"):
+        parse_params(raw)
+
+
+def test_study_entries_are_validated_and_duplicates_collapse(raw):
+    raw["study"] = {"variations": [
+        {"name": "wide", "params": {"synthetic.model.width": 128}},
+        {"name": "wide-again", "params": {"synthetic.model.width": 128}},
+        {"name": "deep", "params": {"synthetic.model.depth": 3}},
+    ]}
+    assert [variation.name for variation in parse_params(raw).study] == ["wide", "deep"]
+    raw["study"]["variations"].append({"name": "typo", "params": {"synthetic.model.widht": 1}})
+    with pytest.raises(ParamsError, match=r"study.variations\[3\] \(typo\)"):
+        parse_params(raw)
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 1\nmodel: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(path)
