@@ -6,10 +6,10 @@ INSTALLED := $(VENV)/.installed
 
 .PHONY: setup pipeline test benchmark
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[test]'
 	touch $(INSTALLED)
 
 setup: $(INSTALLED)
