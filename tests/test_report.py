@@ -1,0 +1,257 @@
+"""The report stage on tiny hand-made inputs: one self-contained page, its figures, captions and
+table, and one-line failures that leave the previous report alone."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stages import report
+from stages.common import StageError, csv_bytes, parquet_bytes, run_stage, write_outputs
+from stages.generate import DOMAIN_SCHEMA
+from stages.preprocess import preprocess_mnist
+
+SECTION_TITLES = ("Synthetic data", "Learning curves", "Fitted curve vs truth", "Extrapolation",
+                  "Heart disease classifier", "Sample digits", "MNIST confusion matrix", "Mispredicted digits",
+                  "Metrics")
+# 1 synthetic data + 3 learning curves + fit + extrapolation + ROC + heart confusion
+# + sample digits + MNIST confusion + mispredicted gallery
+EXPECTED_IMAGES = 11
+MNIST_ACTUAL = [7, 1, 0, 4, 4, 9]
+MNIST_PREDICTED = [7, 7, 0, 4, 9, 9]  # rows 1 and 4 are wrong
+
+METRICS = {
+    "synthetic": {"train/loss": 1.0, "val/loss": 1.1, "train/epochs_run": 3, "test/mse": 1.2,
+                  "test/relative_mse": 0.012345678, "test/mse_vs_truth": 0.1,
+                  "domain/mse_vs_truth": 0.2, "ood/mse_vs_truth": 42.424242},
+    "heart": {"train/loss": 0.3, "val/loss": 0.4, "train/accuracy": 0.9, "val/accuracy": 0.8, "train/epochs_run": 3,
+              "test/accuracy": 0.87654321, "test/precision": 0.75, "test/recall": 1.0, "test/f1": 0.857142,
+              "test/roc_auc": 0.9, "test/rows": 6},
+    "mnist": {"train/loss": 0.1, "val/loss": 0.2, "train/accuracy": 0.95, "val/accuracy": 0.9, "train/epochs_run": 3,
+              "test/accuracy": 2 / 3, "test/macro_f1": 0.61, "test/accuracy_digit_4": 0.5},
+}
+
+
+def make_inputs(root: Path) -> dict[str, Path]:
+    """Every file the report reads, tiny, laid out as dvc.yaml lays them out."""
+    metrics, plots, data = root / "metrics", root / "plots", root / "data"
+    outputs: dict[Path, bytes] = {metrics / f"{name}.json": json.dumps(values).encode()
+                                  for name, values in METRICS.items()}
+    for name in report.DATASETS:
+        curve = pd.DataFrame({"epoch": [1, 2, 3], "train/loss": [3.0, 2.0, 1.0], "val/loss": [3.5, 2.5, 1.1]})
+        if name != "synthetic":
+            curve = curve.assign(**{"train/accuracy": [0.5, 0.7, 0.9], "val/accuracy": [0.5, 0.6, 0.8]})
+        outputs[plots / name / "learning_curve.csv"] = csv_bytes(curve)
+
+    x_grid = np.linspace(-8, 8, 33)
+    outputs[plots / "synthetic" / "evaluation" / "predictions.csv"] = csv_bytes(pd.DataFrame({
+        "x": x_grid, "y_true": np.abs(x_grid) + 1, "y_pred": 0.8 * x_grid + 2,
+        "region": np.where(np.abs(x_grid) <= 5, "domain", "extrapolation")}))
+    outputs[plots / "heart" / "evaluation" / "roc.csv"] = csv_bytes(pd.DataFrame(
+        {"fpr": [0.0, 0.0, 0.5, 1.0], "tpr": [0.0, 0.5, 1.0, 1.0], "threshold": [1.0, 0.9, 0.4, 0.1]}))
+    outputs[plots / "heart" / "evaluation" / "confusion.csv"] = csv_bytes(pd.DataFrame(
+        {"actual": [0, 0, 1, 1, 1, 0], "predicted": [0, 1, 1, 1, 1, 0]}))
+    outputs[plots / "mnist" / "evaluation" / "confusion.csv"] = csv_bytes(pd.DataFrame(
+        {"index": range(len(MNIST_ACTUAL)), "actual": MNIST_ACTUAL, "predicted": MNIST_PREDICTED}))
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("test", 5)):
+        x = rng.uniform(-5, 5, n)
+        outputs[data / "synthetic" / f"{split}.parquet"] = parquet_bytes(
+            pd.DataFrame({"x": x, "y": np.abs(x) + 1 + rng.normal(0, 1, n), "y_true": np.abs(x) + 1}), DOMAIN_SCHEMA)
+    images = rng.integers(0, 256, size=(len(MNIST_ACTUAL), 28, 28), dtype=np.uint8)
+    tables = preprocess_mnist({"x_train": images[:2], "y_train": np.array([0, 1], np.uint8),
+                               "x_test": images, "y_test": np.array(MNIST_ACTUAL, np.uint8)})
+    outputs[data / "mnist" / "test.parquet"] = parquet_bytes(tables["test"])
+    write_outputs(outputs)
+    return {"metrics": metrics, "plots": plots, "data": data, "out": root / "reports" / "report.html"}
+
+
+def argv(paths: dict[str, Path]) -> list[str]:
+    return ["--metrics", str(paths["metrics"]), "--plots", str(paths["plots"]), "--data", str(paths["data"]),
+            "--out", str(paths["out"])]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[dict[str, Path], str]:
+    paths = make_inputs(tmp_path_factory.mktemp("report"))
+    report.main(argv(paths))
+    return paths, paths["out"].read_text()
+
+
+def embedded_pngs(page: str) -> list[bytes]:
+    return [base64.b64decode(data) for data in re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
+
+
+# --- the whole stage ---
+
+def test_main_writes_one_self_contained_page_with_every_figure(built):
+    paths, page = built
+    assert [p.name for p in paths["out"].parent.iterdir()] == ["report.html"]  # no temp files left
+    pngs = embedded_pngs(page)
+    assert len(pngs) == EXPECTED_IMAGES
+    assert all(png.startswith(b"\x89PNG\r\n\x1a\n") for png in pngs)
+    for title in SECTION_TITLES:
+        assert f"<h2>{title}</h2>" in page
+    assert 'src="http' not in page and "<script" not in page and "<link" not in page
+    assert not re.search(r'(src|href)="(?!data:|#)', page), "every reference is a data URI or an in-page anchor"
+
+
+def test_metrics_table_shows_every_dataset_to_four_significant_digits(built):
+    _, page = built
+    table = page[page.index('<table class="metrics">'):page.index("</table>")]
+
+    def row(key: str) -> list[str]:
+        match = re.search(rf'<tr><th scope="row" title="{re.escape(key)}">([^<]*)</th>(.*?)</tr>', table)
+        assert match, key
+        return [match.group(1), *re.findall(r'<td class="value">([^<]*)</td>', match.group(2))]
+
+    assert row("test/relative_mse") == ["Test relative MSE", "0.01235", "–", "–"]
+    assert row("ood/mse_vs_truth") == ["Out-of-domain MSE vs truth", "42.42", "–", "–"]
+    assert row("test/accuracy") == ["Test accuracy", "–", "0.8765", "0.6667"]
+    assert row("train/epochs_run") == ["Train epochs run", "3", "3", "3"]
+    assert row("test/accuracy_digit_4") == ["Test accuracy (digit 4)", "–", "–", "0.5000"]
+
+
+def test_captions_carry_numbers_computed_from_the_inputs(built):
+    _, page = built
+    assert "test relative MSE 0.01235" in page  # intro
+    assert "0.2000 on the domain, 42.42 out of domain (212× larger)" in page
+    assert "6 test patients: accuracy 87.65 %" in page and "ROC AUC 0.8750" in page
+    assert "2 of 6 test images mispredicted (33.33 %)" in page
+    assert "most frequent confusion 1 → 7 (1 images)" in page
+
+
+def test_mispredicted_gallery_lists_exactly_the_wrong_rows_as_true_over_predicted(built):
+    _, page = built
+    alt = re.search(r'alt="(mispredicted test digits[^"]*)"', page).group(1)
+    assert re.findall(r"#(\d+): (\d) / (\d)", alt) == [("1", "1", "7"), ("4", "4", "9")]
+
+
+def test_same_inputs_give_byte_identical_report(built, tmp_path):
+    paths, page = built
+    again = {**paths, "out": tmp_path / "again.html"}
+    report.main(argv(again))
+    assert again["out"].read_text() == page
+
+
+# --- failures: one line naming the file, non-zero exit, previous report untouched ---
+
+@pytest.mark.parametrize("relative, damage", [
+    ("metrics/heart.json", "delete"),
+    ("metrics/mnist.json", "{not json"),
+    ("plots/synthetic/learning_curve.csv", "delete"),
+    ("plots/synthetic/evaluation/predictions.csv", "x,y_true\n1,2\n"),   # columns missing
+    ("plots/heart/evaluation/roc.csv", "\xff\xfe\x00garbage"),
+    ("plots/mnist/evaluation/confusion.csv", "index,actual,predicted\n99,1,2\n"),  # row beyond the test split
+    ("data/synthetic/train.parquet", "delete"),
+    ("data/mnist/test.parquet", "not parquet at all"),
+])
+def test_missing_or_corrupt_input_fails_in_one_line_and_keeps_the_old_report(tmp_path, capsys, relative, damage):
+    paths = make_inputs(tmp_path)
+    target = tmp_path / relative
+    if damage == "delete":
+        target.unlink()
+    else:
+        target.write_bytes(damage.encode("latin-1"))
+    previous = b"<html>the previous report</html>\n"
+    paths["out"].parent.mkdir(parents=True)
+    paths["out"].write_bytes(previous)
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_stage("report", lambda: report.main(argv(paths)))
+
+    assert exit_info.value.code != 0
+    message = capsys.readouterr().err
+    assert message.count("\n") == 1 and message.startswith("report: error: ")
+    assert str(target) in message and "dvc repro" in message
+    assert paths["out"].read_bytes() == previous
+    assert sorted(p.name for p in paths["out"].parent.iterdir()) == ["report.html"]
+
+
+def test_metrics_that_are_not_a_flat_object_of_numbers_are_refused(tmp_path):
+    path = tmp_path / "heart.json"
+    path.write_text(json.dumps({"test/accuracy": {"nested": 1}}))
+    with pytest.raises(StageError, match="flat JSON object"):
+        report.read_metrics(path)
+
+
+# --- the pure pieces ---
+
+def test_misprediction_figure_titles_each_digit_true_over_predicted_in_test_order():
+    confusion = pd.DataFrame({"index": [5, 0, 3, 1, 2], "actual": [3, 1, 8, 2, 2], "predicted": [5, 1, 0, 2, 7]})
+    wrong = report.mispredicted(confusion)
+    assert wrong["index"].tolist() == [2, 3, 5]
+    fig = report.misprediction_figure(np.zeros((6, 28, 28), np.uint8), wrong, columns=4)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["2 / 7", "8 / 0", "3 / 5"]
+
+
+def test_mispredicted_stops_at_the_limit():
+    confusion = pd.DataFrame({"index": range(40), "actual": [1] * 40, "predicted": [2] * 40})
+    assert report.mispredicted(confusion)["index"].tolist() == list(range(report.MAX_MISPREDICTED))
+
+
+def test_learning_curve_has_log_epochs_and_an_accuracy_panel_only_for_classifiers():
+    curve = pd.DataFrame({"epoch": [1, 2, 3], "train/loss": [3.0, 2.0, 1.0], "val/loss": [3.0, 2.5, 2.0]})
+    regression = report.learning_curve_figure(curve, "r")
+    classifier = report.learning_curve_figure(
+        curve.assign(**{"train/accuracy": [0.5, 0.6, 0.7], "val/accuracy": [0.5, 0.5, 0.6]}), "c")
+    assert len(regression.axes) == 1 and len(classifier.axes) == 2
+    assert all(ax.get_xscale() == "log" for ax in classifier.axes)
+    assert [line.get_label() for line in classifier.axes[1].lines] == ["train/accuracy", "val/accuracy"]
+
+
+def test_extrapolation_figure_shades_both_sides_outside_the_domain():
+    x = np.linspace(-8, 8, 17)
+    grid = pd.DataFrame({"x": x, "y_true": x, "y_pred": x, "region": np.where(np.abs(x) <= 5, "domain", "extrapolation")})
+    ax = report.extrapolation_figure(grid).axes[0]
+    spans = sorted(tuple(np.round(patch.get_x() + np.array([0, patch.get_width()]), 6)) for patch in ax.patches)
+    assert spans == [(-8.0, -5.0), (5.0, 8.0)]
+
+
+def test_roc_figure_puts_the_auc_in_its_title():
+    roc = pd.DataFrame({"fpr": [0.0, 0.0, 0.5, 1.0], "tpr": [0.0, 0.5, 1.0, 1.0]})
+    assert report.roc_auc(roc) == pytest.approx(0.875)
+    assert "AUC = 0.875" in report.roc_figure(roc).axes[0].get_title()
+
+
+def test_confusion_counts_cover_every_label_even_when_absent():
+    counts = report.confusion_counts(pd.DataFrame({"actual": [0, 0, 2], "predicted": [0, 2, 2]}), [0, 1, 2])
+    assert counts.to_numpy().tolist() == [[1, 0, 1], [0, 0, 0], [0, 0, 1]]
+
+
+def test_png_bytes_carry_no_software_version():
+    png = report.figure_to_png(report.roc_figure(pd.DataFrame({"fpr": [0.0, 1.0], "tpr": [0.0, 1.0]})))
+    assert b"matplotlib" not in png.lower()
+
+
+def test_html_page_escapes_text_and_links_sections_in_page():
+    page = report.html_page("A <b> & c", [report.Section("First part", 'say "hi"', (report.Image("QUJD", "a<alt>"),)),
+                                          report.Section("Second", html="<table></table>")], intro="x < y")
+    assert "<title>A &lt;b&gt; &amp; c</title>" in page and "<p class=\"intro\">x &lt; y</p>" in page
+    assert '<a href="#first-part">First part</a>' in page and '<section id="first-part">' in page
+    assert '<img src="data:image/png;base64,QUJD" alt="a&lt;alt&gt;">' in page
+    assert "<table></table>" in page
+
+
+@pytest.mark.parametrize("key, name", [
+    ("test/accuracy_digit_3", "Test accuracy (digit 3)"),
+    ("ood/mse_vs_truth", "Out-of-domain MSE vs truth"),
+    ("test/roc_auc", "Test ROC AUC"),
+    ("val/loss", "Validation loss"),
+])
+def test_readable_metric_names(key, name):
+    assert report.readable_metric_name(key) == name
+
+
+@pytest.mark.parametrize("value, text", [(0.012345678, "0.01235"), (1.0, "1.000"), (123456.0, "1.235e+05"),
+                                         (300, "300"), (float("nan"), "nan")])
+def test_format_value_keeps_four_significant_digits(value, text):
+    assert report.format_value(value) == text
