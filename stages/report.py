@@ -17,7 +17,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -25,11 +25,13 @@ matplotlib.use("Agg")  # no display, and the same pixels on every machine
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import pyarrow as pa  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from stages.common import StageError, run_stage, write_outputs  # noqa: E402
+from stages.datasets import MNIST_PIXELS, mnist_images, read_split  # noqa: E402
 
 DATASETS = ("synthetic", "heart", "mnist")
 DATASET_TITLES = {"synthetic": "Synthetic regression", "heart": "Heart disease", "mnist": "MNIST"}
@@ -368,88 +370,106 @@ def _image(fig: Figure, alt: str, caption: str = "") -> Image:
     return Image(figure_to_png_base64(fig), alt, caption)
 
 
-def build_sections(inputs: ReportInputs) -> list[Section]:
-    """The lab's figures, each with a caption computed from the inputs."""
-    synthetic, heart, mnist = (inputs.metrics.get(name, {}) for name in DATASETS)
-    grid = inputs.synthetic_grid
+def synthetic_sections(train: pd.DataFrame, test: pd.DataFrame, grid: pd.DataFrame,
+                       metrics: Mapping[str, float]) -> list[Section]:
+    """Part 1: the data and truth, the fit on the domain, and the extrapolation."""
     domain_grid = grid[grid["region"] == "domain"]
-    train, test = inputs.synthetic_train, inputs.synthetic_test
-    sections = [Section(
-        "Synthetic data",
-        f"{len(train)} train and {len(test)} test samples on x in [{format_value(float(min(train['x'].min(), test['x'].min())))}, "
-        f"{format_value(float(max(train['x'].max(), test['x'].max())))}]; "
-        f"noise standard deviation (y − truth) {format_value(float(np.std(pd.concat([train, test]).eval('y - y_true'))))}.",
-        (_image(synthetic_data_figure(train, test, domain_grid), "synthetic train and test samples and the true function"),),
-    )]
+    both = pd.concat([train, test])
+    noise = float(np.std(both["y"] - both["y_true"]))
+    return [
+        Section("Synthetic data",
+                f"{len(train)} train and {len(test)} test samples on x in [{format_value(float(both['x'].min()))}, "
+                f"{format_value(float(both['x'].max()))}]; noise standard deviation (y − truth) {format_value(noise)}.",
+                (_image(synthetic_data_figure(train, test, domain_grid),
+                        "synthetic train and test samples and the true function"),)),
+        Section("Fitted curve vs truth",
+                f"Test MSE {_get(metrics, 'test/mse')} (relative MSE {_get(metrics, 'test/relative_mse')}); "
+                f"MSE against the true function {_get(metrics, 'test/mse_vs_truth')} on the test points.",
+                (_image(fit_figure(domain_grid, test), "network prediction and true function on the domain"),)),
+        Section("Extrapolation", extrapolation_caption(metrics),
+                (_image(extrapolation_figure(grid, train),
+                        "predictions on the domain and the shaded extrapolation region"),)),
+    ]
 
-    curves = tuple(_image(learning_curve_figure(inputs.curves[name], f"{DATASET_TITLES[name]} learning curves"),
-                          f"{name} learning curves", curve_caption(name, inputs.curves[name]))
-                   for name in DATASETS if name in inputs.curves)
-    sections.append(Section("Learning curves", "Train and validation loss (and accuracy for the classifiers) "
-                            "per epoch, epoch axis log-scaled.", curves))
 
-    sections.append(Section(
-        "Fitted curve vs truth",
-        f"Test MSE {_get(synthetic, 'test/mse')} (relative MSE {_get(synthetic, 'test/relative_mse')}); "
-        f"MSE against the true function {_get(synthetic, 'test/mse_vs_truth')} on the test points.",
-        (_image(fit_figure(domain_grid, test), "network prediction and true function on the domain"),)))
-    sections.append(Section(
-        "Extrapolation", extrapolation_caption(synthetic),
-        (_image(extrapolation_figure(grid, train), "predictions on the domain and the shaded extrapolation region"),)))
+def learning_curves_section(curves: Mapping[str, pd.DataFrame]) -> Section:
+    images = tuple(_image(learning_curve_figure(curves[name], f"{DATASET_TITLES[name]} learning curves"),
+                          f"{name} learning curves", curve_caption(name, curves[name]))
+                   for name in DATASETS if name in curves)
+    return Section("Learning curves", "Train and validation loss (and accuracy for the classifiers) per epoch, "
+                   "epoch axis log-scaled.", images)
 
-    heart_counts = confusion_counts(inputs.heart_confusion, [0, 1])
-    sections.append(Section(
+
+def heart_section(roc: pd.DataFrame, confusion: pd.DataFrame, metrics: Mapping[str, float]) -> Section:
+    """Part 2: ROC curve and confusion matrix of the heart-disease classifier."""
+    counts = confusion_counts(confusion, [0, 1])
+    return Section(
         "Heart disease classifier",
-        f"{int(heart_counts.values.sum())} test patients: accuracy {_percent(heart, 'test/accuracy')}, "
-        f"precision {_get(heart, 'test/precision')}, recall {_get(heart, 'test/recall')}, "
-        f"ROC AUC {format_value(roc_auc(inputs.heart_roc))}; "
-        f"{int(heart_counts.loc[1, 0])} missed and {int(heart_counts.loc[0, 1])} false alarms at threshold 0.5.",
-        (_image(roc_figure(inputs.heart_roc), "heart ROC curve"),
-         _image(confusion_figure(inputs.heart_confusion, [0, 1], "Heart confusion matrix"), "heart confusion matrix"))))
+        f"{int(counts.values.sum())} test patients: accuracy {_percent(metrics, 'test/accuracy')}, "
+        f"precision {_get(metrics, 'test/precision')}, recall {_get(metrics, 'test/recall')}, "
+        f"ROC AUC {format_value(roc_auc(roc))}; "
+        f"{int(counts.loc[1, 0])} missed and {int(counts.loc[0, 1])} false alarms at threshold 0.5.",
+        (_image(roc_figure(roc), "heart ROC curve"),
+         _image(confusion_figure(confusion, [0, 1], "Heart confusion matrix"), "heart confusion matrix")))
 
-    shown = min(SAMPLE_DIGITS, len(inputs.mnist_images))
-    label_counts = np.bincount(np.asarray(inputs.mnist_labels, dtype=np.int64), minlength=10)
-    sections.append(Section(
+
+def _images_word(count: int) -> str:
+    return f"{count} image" if count == 1 else f"{count} images"
+
+
+def mnist_sections(images: np.ndarray, labels: np.ndarray, confusion: pd.DataFrame,
+                   metrics: Mapping[str, float]) -> list[Section]:
+    """Part 3: sample digits, the confusion matrix and the first mispredicted digits."""
+    shown = min(SAMPLE_DIGITS, len(images))
+    label_counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=10)
+    samples = Section(
         "Sample digits",
-        f"The first {shown} of {len(inputs.mnist_images)} test images with their labels "
+        f"The first {shown} of {len(images)} test images with their labels "
         f"(test set: {label_counts.min()} to {label_counts.max()} images per digit).",
-        (_image(digit_grid_figure(inputs.mnist_images[:shown], [str(label) for label in inputs.mnist_labels[:shown]],
-                                  columns=5), "the first test digits with their labels"),)))
+        (_image(digit_grid_figure(images[:shown], [str(label) for label in labels[:shown]], columns=5),
+                "the first test digits with their labels"),))
 
-    counts = confusion_counts(inputs.mnist_confusion, list(range(10)))
-    off_diagonal = counts.where(~np.eye(10, dtype=bool), 0)
-    actual, predicted = np.unravel_index(int(np.argmax(off_diagonal.to_numpy())), off_diagonal.shape)
-    digit_accuracy = {d: float(mnist[f"test/accuracy_digit_{d}"]) for d in range(10) if f"test/accuracy_digit_{d}" in mnist}
+    off_diagonal = confusion_counts(confusion, list(range(10))).to_numpy() * ~np.eye(10, dtype=bool)
+    actual, predicted = np.unravel_index(int(np.argmax(off_diagonal)), off_diagonal.shape)
+    digit_accuracy = {d: float(metrics[f"test/accuracy_digit_{d}"]) for d in range(10)
+                      if f"test/accuracy_digit_{d}" in metrics}
     worst = (f"; hardest digit {min(digit_accuracy, key=digit_accuracy.get)} "
              f"({100 * min(digit_accuracy.values()):.2f} %)" if digit_accuracy else "")
-    common = (f"; most frequent confusion {actual} → {predicted} ({int(off_diagonal.iat[actual, predicted])} images)"
-              if off_diagonal.to_numpy().max() > 0 else "")
-    sections.append(Section(
+    common = (f"; most frequent confusion {actual} → {predicted} ({_images_word(int(off_diagonal[actual, predicted]))})"
+              if off_diagonal.max() > 0 else "")
+    matrix = Section(
         "MNIST confusion matrix",
-        f"Test accuracy {_percent(mnist, 'test/accuracy')}, macro F1 {_get(mnist, 'test/macro_f1')}{worst}{common}.",
-        (_image(confusion_figure(inputs.mnist_confusion, list(range(10)), "MNIST confusion matrix"),
-                "MNIST confusion matrix"),)))
+        f"Test accuracy {_percent(metrics, 'test/accuracy')}, macro F1 {_get(metrics, 'test/macro_f1')}{worst}{common}.",
+        (_image(confusion_figure(confusion, list(range(10)), "MNIST confusion matrix"), "MNIST confusion matrix"),))
 
-    wrong_all = inputs.mnist_confusion[inputs.mnist_confusion["actual"] != inputs.mnist_confusion["predicted"]]
-    wrong = mispredicted(inputs.mnist_confusion)
-    total = len(inputs.mnist_confusion)
+    total, wrong_count = len(confusion), int((confusion["actual"] != confusion["predicted"]).sum())
+    wrong = mispredicted(confusion)
+    gallery: tuple[Image, ...] = ()
     if len(wrong):
         titles = ", ".join(f"#{i}: {misprediction_title(a, p)}"
                            for i, a, p in zip(wrong["index"], wrong["actual"], wrong["predicted"]))
-        gallery = (_image(misprediction_figure(inputs.mnist_images, wrong, columns=8),
+        gallery = (_image(misprediction_figure(images, wrong, columns=8),
                           f"mispredicted test digits, true / predicted: {titles}"),)
-    else:
-        gallery = ()
-    sections.append(Section(
+    errors = Section(
         "Mispredicted digits",
-        f"{len(wrong_all)} of {total} test images mispredicted ({100 * len(wrong_all) / max(total, 1):.2f} %)"
+        f"{wrong_count} of {total} test images mispredicted ({100 * wrong_count / max(total, 1):.2f} %)"
         + (f"; the first {len(wrong)} in test order, each titled true / predicted." if len(wrong) else "."),
-        gallery))
+        gallery)
+    return [samples, matrix, errors]
 
-    sections.append(Section("Metrics", "All metrics written by the evaluate stages, to 4 significant digits.",
-                            html=metrics_table_html({name: inputs.metrics[name] for name in DATASETS
-                                                     if name in inputs.metrics})))
-    return sections
+
+def build_sections(inputs: ReportInputs) -> list[Section]:
+    """The lab's figures in the lab's order, each section with a caption computed from the inputs."""
+    synthetic, heart, mnist = (inputs.metrics.get(name, {}) for name in DATASETS)
+    data, fit, extrapolation = synthetic_sections(inputs.synthetic_train, inputs.synthetic_test,
+                                                  inputs.synthetic_grid, synthetic)
+    return [
+        data, learning_curves_section(inputs.curves), fit, extrapolation,
+        heart_section(inputs.heart_roc, inputs.heart_confusion, heart),
+        *mnist_sections(inputs.mnist_images, inputs.mnist_labels, inputs.mnist_confusion, mnist),
+        Section("Metrics", "All metrics written by the evaluate stages, to 4 significant digits.",
+                html=metrics_table_html({name: inputs.metrics[name] for name in DATASETS if name in inputs.metrics})),
+    ]
 
 
 def build_report(inputs: ReportInputs) -> str:
@@ -480,7 +500,7 @@ def read_metrics(path: Path) -> dict[str, float]:
     return data
 
 
-def read_csv(path: Path, columns: Iterable[str]) -> pd.DataFrame:
+def read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path)
     except FileNotFoundError:
@@ -490,7 +510,7 @@ def read_csv(path: Path, columns: Iterable[str]) -> pd.DataFrame:
     return check_columns(frame, columns, path)
 
 
-def check_columns(frame: pd.DataFrame, columns: Iterable[str], path: Path) -> pd.DataFrame:
+def check_columns(frame: pd.DataFrame, columns: Sequence[str], path: Path) -> pd.DataFrame:
     missing = [column for column in columns if column not in frame.columns]
     if missing:
         raise StageError(f"{path} lacks column(s) {', '.join(missing)}; {_REBUILD}")
@@ -502,8 +522,7 @@ def check_columns(frame: pd.DataFrame, columns: Iterable[str], path: Path) -> pd
     return frame
 
 
-def read_parquet(folder: Path, split: str, columns: Iterable[str]):
-    from stages.datasets import read_split
+def read_parquet(folder: Path, split: str, columns: Sequence[str]) -> pa.Table:
     table = read_split(folder, split)
     missing = [column for column in columns if column not in table.column_names]
     if missing:
@@ -513,9 +532,6 @@ def read_parquet(folder: Path, split: str, columns: Iterable[str]):
 
 def read_inputs(metrics_dir: Path, plots_dir: Path, data_dir: Path) -> ReportInputs:
     """Read and check every input file; a missing or corrupt one is a StageError naming it."""
-    import pyarrow as pa
-    from stages.datasets import MNIST_PIXELS, mnist_images
-
     metrics = {name: read_metrics(metrics_dir / f"{name}.json") for name in DATASETS}
     curves = {name: read_csv(plots_dir / name / "learning_curve.csv",
                              ["epoch", "train/loss", "val/loss"] + (["train/accuracy", "val/accuracy"]

@@ -125,7 +125,7 @@ def test_captions_carry_numbers_computed_from_the_inputs(built):
     assert "0.2000 on the domain, 42.42 out of domain (212× larger)" in page
     assert "6 test patients: accuracy 87.65 %" in page and "ROC AUC 0.8750" in page
     assert "2 of 6 test images mispredicted (33.33 %)" in page
-    assert "most frequent confusion 1 → 7 (1 images)" in page
+    assert "most frequent confusion 1 → 7 (1 image)" in page
 
 
 def test_mispredicted_gallery_lists_exactly_the_wrong_rows_as_true_over_predicted(built):
