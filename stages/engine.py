@@ -7,7 +7,7 @@ The model is left holding the final weights (the best ones when early stopping r
 
 from __future__ import annotations
 
-import os
+import math
 import sys
 import time
 
@@ -77,6 +77,9 @@ LOSS_FUNCTIONS = {
 }
 CURVE_COLUMNS = ("loss", "val_loss", "accuracy", "val_accuracy")  # Keras history names, one row per epoch
 PROGRESS_INTERVAL_S = 2.0
+# XLA compiles for 1-3 s on a 2-core CPU, then runs small-batch steps ~5x faster than a TF graph:
+# worth it from about this many training steps (the synthetic task's 40000, not heart's <= 2600).
+XLA_MIN_STEPS = 10_000
 
 
 def _on_device(array: np.ndarray) -> tf.Tensor:
@@ -86,9 +89,16 @@ def _on_device(array: np.ndarray) -> tf.Tensor:
         return tf.identity(tf.convert_to_tensor(array))
 
 
+def shuffled_order(seed: int, epoch: tf.Tensor | int, rows: int) -> tf.Tensor:
+    """The row order of one epoch: a fresh permutation each epoch, from a stateless RNG seeded by
+    (seed, epoch) only, so the same seed gives the same run whatever ran before."""
+    shuffle_seed = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    return tf.argsort(tf.random.stateless_uniform([rows], shuffle_seed, minval=None, maxval=None, dtype=tf.int32))
+
+
 def train_compiled(model: keras.Model, task: Task, config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
                    x_val: np.ndarray, y_val: np.ndarray, seed: int, *,
-                   max_epochs_per_call: int | None = None) -> pd.DataFrame:
+                   jit_compile: bool | None = None, max_epochs_per_call: int | None = None) -> pd.DataFrame:
     """The same training as `train_with_fit`, run by one XLA-compiled TensorFlow function.
 
     Each call of the function runs several whole epochs (a while loop over epochs, each a while
@@ -127,6 +137,8 @@ def train_compiled(model: keras.Model, task: Task, config: TrainConfig, x_train:
     rows, val_rows = len(x_train), len(x_val)
     batch_size = min(config.batch_size, rows)
     full_batches, last_batch = divmod(rows, batch_size)  # XLA needs static shapes: two step sizes
+    if jit_compile is None:
+        jit_compile = epochs * math.ceil(rows / batch_size) >= XLA_MIN_STEPS
 
     # Early-stopping state lives in variables so it carries across calls.
     best_val_loss = tf.Variable(np.inf, dtype=tf.float32, trainable=False)
@@ -157,13 +169,16 @@ def train_compiled(model: keras.Model, task: Task, config: TrainConfig, x_train:
         return loss * size, correct_count(y_batch, predictions)
 
     def run_epoch(x, y, x_validation, y_validation, epoch):
-        shuffle_seed = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
-        order = tf.argsort(tf.random.stateless_uniform([rows], shuffle_seed, minval=None, maxval=None, dtype=tf.int32))
-        loss_sum, correct = tf.constant(0.0), tf.constant(0.0)
-        for step in tf.range(full_batches):
+        order = shuffled_order(seed, epoch, rows)
+
+        def full_batch(step, loss_sum, correct):
             step_loss, step_correct = train_step(x, y, tf.slice(order, [step * batch_size], [batch_size]))
-            loss_sum, correct = loss_sum + step_loss, correct + step_correct
-        if last_batch:
+            return step + 1, loss_sum + step_loss, correct + step_correct
+
+        _, loss_sum, correct = tf.while_loop(
+            lambda step, loss_sum, correct: step < full_batches, full_batch,
+            (tf.constant(0), tf.constant(0.0), tf.constant(0.0)), parallel_iterations=1)
+        if last_batch:  # the rows left over: one more step, of their static size
             step_loss, step_correct = train_step(x, y, order[full_batches * batch_size:])
             loss_sum, correct = loss_sum + step_loss, correct + step_correct
         predictions = model(x_validation, training=False)
@@ -172,51 +187,48 @@ def train_compiled(model: keras.Model, task: Task, config: TrainConfig, x_train:
         return tf.stack([loss_sum / rows, val_loss, correct / rows, val_accuracy])
 
     def track_best(epoch, val_loss):
-        # EarlyStopping counts the first epoch as an improvement, then strictly lower val_loss.
-        if tf.logical_or(tf.equal(epoch, 0), val_loss < best_val_loss):
-            best_val_loss.assign(val_loss)
-            for best, weight in zip(best_weights, weights):
-                best.assign(weight)
-            epochs_without_improvement.assign(0)
-        else:
-            epochs_without_improvement.assign_add(1)
+        # EarlyStopping counts the first epoch as an improvement, then only a strictly lower val_loss.
+        # Selects instead of a branch: copying the weights each epoch costs little next to the epoch.
+        improved = tf.logical_or(tf.equal(epoch, 0), val_loss < best_val_loss)
+        best_val_loss.assign(tf.where(improved, val_loss, best_val_loss))
+        for best, weight in zip(best_weights, weights):
+            best.assign(tf.where(improved, tf.convert_to_tensor(weight), best))
+        epochs_without_improvement.assign(tf.where(improved, 0, epochs_without_improvement + 1))
 
-    def keep_going(epoch, end):
-        if patience > 0:
-            return tf.logical_and(epoch < end, epochs_without_improvement < patience)
-        return epoch < end
-
-    @tf.function(jit_compile=os.environ.get('DNNLAB_JIT','1')=='1')
+    # Plain tf.while_loop rather than autograph: converting the Python code took longer than XLA.
+    @tf.function(jit_compile=jit_compile, autograph=False)
     def run_epochs(x, y, x_validation, y_validation, first_epoch, epoch_count):
         """Run epochs first_epoch.. (epoch_count of them, fewer when early stopping stops); the
         curve rows come back in a buffer indexed by epoch, with the epoch after the last one run."""
-        curve = tf.zeros([epochs, len(CURVE_COLUMNS)])
+        end = first_epoch + epoch_count
         epoch_index = tf.range(epochs)[:, None]
-        epoch, end = first_epoch, first_epoch + epoch_count
-        while keep_going(epoch, end):
+
+        def keep_going(epoch, curve):
+            if patience > 0:
+                return tf.logical_and(epoch < end, epochs_without_improvement < patience)
+            return epoch < end
+
+        def one_epoch(epoch, curve):
             row = run_epoch(x, y, x_validation, y_validation, epoch)
-            curve = tf.where(epoch_index == epoch, row[None, :], curve)
             if patience > 0:
                 track_best(epoch, row[1])
-            epoch += 1
-        return curve, epoch
+            return epoch + 1, tf.where(epoch_index == epoch, row[None, :], curve)
+
+        return tf.while_loop(keep_going, one_epoch, (first_epoch, tf.zeros([epochs, len(CURVE_COLUMNS)])),
+                             parallel_iterations=1)
 
     data = [_on_device(array) for array in (x_train, y_train, x_val, y_val)]
-    if os.environ.get('DNNLAB_DEBUG'):
-        t0=time.monotonic(); import cProfile; cProfile.runctx('run_epochs.get_concrete_function(*data, tf.constant(0), tf.constant(1))', globals(), locals(), '/tmp/trace.prof'); print('trace', time.monotonic()-t0, file=sys.stderr)
-        if os.environ.get('DNNLAB_HLO'): open(os.environ['DNNLAB_HLO'],'w').write(run_epochs.experimental_get_compiler_ir(*data, tf.constant(0), tf.constant(1))(stage='optimized_hlo'))
     history: list[np.ndarray] = []
     epoch, epochs_per_call, calls = 0, 1, 0
     last_report = time.monotonic()
     while epoch < epochs:
         count = min(epochs_per_call, epochs - epoch)
         started = time.monotonic()
-        curve, next_epoch = run_epochs(*data, tf.constant(epoch, tf.int32), tf.constant(count, tf.int32))
+        next_epoch, curve = run_epochs(*data, tf.constant(epoch, tf.int32), tf.constant(count, tf.int32))
         next_epoch = int(next_epoch)
         history.append(curve.numpy()[epoch:next_epoch])
         elapsed = time.monotonic() - started
         calls += 1
-        if os.environ.get('DNNLAB_DEBUG'): print('call', calls, epoch, next_epoch, round(elapsed,3), file=sys.stderr)
         if calls > 1:  # the first call includes compilation: time the later ones
             epochs_per_call = max(1, int(PROGRESS_INTERVAL_S * (next_epoch - epoch) / max(elapsed, 1e-6)))
             if max_epochs_per_call:
@@ -226,7 +238,8 @@ def train_compiled(model: keras.Model, task: Task, config: TrainConfig, x_train:
         now = time.monotonic()
         if now - last_report >= PROGRESS_INTERVAL_S or stopped or epoch == epochs:
             last_report = now
-            report_progress(epoch, epochs, dict(zip(_logged(task), history[-1][-1])))
+            last_row = np.concatenate(history)[-1]  # a call may run no epoch: stopped at the previous one's end
+            report_progress(epoch, epochs, dict(zip(_logged(task), last_row)))
         if stopped:
             break
 

@@ -1,0 +1,171 @@
+"""The two training engines side by side on the lab's three tasks, with the lab defaults.
+
+    python -m benchmarks.training [--scale S] [--json] [--seeds N] [--cases synthetic,heart,mnist]
+
+For each case both engines train the same network on the same real data (the processed splits,
+built in memory from the data mirror: DNNLAB_DATA_MIRROR, else ../shared/data). Seconds are the
+wall time of `train_model`, XLA compilation included. Reported per case and engine: seconds, the
+final model's validation loss, and a test metric (synthetic: MSE / mean(y_test)^2; heart: ROC
+AUC; mnist: accuracy), then the ratio fit / compiled. With --seeds N each engine runs with seeds
+seed, seed+1, ... (same data) and the figures are medians; the ranges of the validation loss say
+whether the compiled engine's lies within (or below) fit's. --scale 0.1 runs a tenth of the epochs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stages.config import DATASETS, Params, load_params
+from stages.datasets import TASKS, features_and_target
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ENGINE_ORDER = ("fit", "compiled")
+METRIC_NAME = {"synthetic": "test rel. MSE", "heart": "test ROC AUC", "mnist": "test accuracy"}
+
+
+@dataclasses.dataclass(frozen=True)
+class CaseData:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    seconds: float
+    val_loss: float
+    test_metric: float
+    epochs_run: int
+
+
+def data_mirror() -> Path:
+    return Path(os.environ.get("DNNLAB_DATA_MIRROR") or REPO_ROOT.parent / "shared" / "data").resolve()
+
+
+def load_case(dataset: str, params: Params, mirror: Path) -> CaseData:
+    """The processed train/test splits; validation = the last share of train, as Keras takes it."""
+    from stages.preprocess import build_splits
+    from stages.train import split_validation
+    splits = build_splits(dataset, params, mirror)
+    x, y = features_and_target(dataset, splits["train"])
+    x_test, y_test = features_and_target(dataset, splits["test"])
+    (x_train, y_train), (x_val, y_val) = split_validation(x, y, params.dataset(dataset).train.validation_split)
+    return CaseData(x_train, y_train, x_val, y_val, x_test, y_test)
+
+
+def test_metric(dataset: str, predictions: np.ndarray, y_test: np.ndarray) -> float:
+    if dataset == "synthetic":
+        return float(np.mean((predictions.reshape(-1) - y_test) ** 2) / np.mean(y_test) ** 2)
+    if dataset == "heart":
+        from sklearn.metrics import roc_auc_score
+        return float(roc_auc_score(y_test, predictions.reshape(-1)))
+    return float(np.mean(np.argmax(predictions, axis=1) == y_test))
+
+
+def train_once(dataset: str, params: Params, engine: str, data: CaseData, seed: int, scale: float) -> Run:
+    from stages.engine import LOSS_FUNCTIONS, train_model
+    from stages.model import build_model
+    from stages.train import seed_everything
+
+    config = params.dataset(dataset)
+    train_config = dataclasses.replace(config.train, engine=engine,
+                                       epochs=max(1, round(config.train.epochs * scale)))
+    task = TASKS[dataset]
+    seed_everything(seed)  # as the train stage does: seeds and deterministic kernels
+    model = build_model(config.model, data.x_train.shape[1], task, seed)
+    started = time.perf_counter()
+    curve = train_model(model, task, train_config, data.x_train, data.y_train, data.x_val, data.y_val, seed)
+    seconds = time.perf_counter() - started
+    # The final model's validation loss (the restored best one under early stopping), measured
+    # the same way for both engines: the training loss function plus any l2 penalty.
+    val_predictions = model(data.x_val, training=False)
+    val_loss = float(LOSS_FUNCTIONS[task.kind]()(data.y_val, val_predictions) + sum(model.losses, 0.0))
+    predictions = np.asarray(model(data.x_test, training=False))
+    return Run(seconds, val_loss, test_metric(dataset, predictions, data.y_test), len(curve))
+
+
+def run_case(dataset: str, params: Params, data: CaseData, seeds: list[int], scale: float) -> dict:
+    runs: dict[str, list[Run]] = {engine: [] for engine in ENGINE_ORDER}
+    for seed in seeds:
+        for engine in ENGINE_ORDER:
+            print(f"{dataset}: {engine}, seed {seed}", file=sys.stderr, flush=True)
+            runs[engine].append(train_once(dataset, params, engine, data, seed, scale))
+
+    def median(engine: str, field: str) -> float:
+        return statistics.median(getattr(run, field) for run in runs[engine])
+
+    case = {"name": dataset}
+    for engine in ENGINE_ORDER:
+        case[f"{engine}_seconds"] = median(engine, "seconds")
+        case[f"{engine}_val_loss"] = median(engine, "val_loss")
+        case[f"{engine}_test_metric"] = median(engine, "test_metric")
+        case[f"{engine}_epochs"] = median(engine, "epochs_run")
+    case["ratio"] = case["fit_seconds"] / case["compiled_seconds"]
+    if len(seeds) > 1:
+        for engine in ENGINE_ORDER:
+            losses = [run.val_loss for run in runs[engine]]
+            case[f"{engine}_val_loss_range"] = [min(losses), max(losses)]
+        fit_low, fit_high = case["fit_val_loss_range"]
+        compiled_low, compiled_high = case["compiled_val_loss_range"]
+        case["compiled_val_loss_vs_fit"] = ("below" if compiled_high < fit_low
+                                            else "within or below" if compiled_high <= fit_high else "above")
+    return case
+
+
+def print_table(cases: list[dict], seeds: list[int], scale: float) -> None:
+    print(f"training engines, lab defaults, scale {scale:g}, seeds {seeds} (medians over seeds)")
+    print(f"{'case':<10} {'engine':<9} {'epochs':>6} {'seconds':>9} {'val loss':>9} {'test metric':>24} {'fit/compiled':>13}")
+    for case in cases:
+        name = case["name"]
+        for engine in ENGINE_ORDER:
+            ratio = f"{case['ratio']:.1f}x" if engine == "compiled" else ""
+            metric = f"{METRIC_NAME[name]} {case[f'{engine}_test_metric']:.4f}"
+            print(f"{name:<10} {engine:<9} {case[f'{engine}_epochs']:>6g} {case[f'{engine}_seconds']:>9.2f} "
+                  f"{case[f'{engine}_val_loss']:>9.4f} {metric:>24} {ratio:>13}")
+        if "compiled_val_loss_vs_fit" in case:
+            fit_low, fit_high = case["fit_val_loss_range"]
+            compiled_low, compiled_high = case["compiled_val_loss_range"]
+            print(f"{'':<10} val loss ranges: fit [{fit_low:.4f}, {fit_high:.4f}], compiled "
+                  f"[{compiled_low:.4f}, {compiled_high:.4f}]: compiled {case['compiled_val_loss_vs_fit']} fit's")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=float, default=1.0, help="share of the configured epochs to run (default 1)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per engine (default 1)")
+    parser.add_argument("--cases", default=",".join(DATASETS), help="comma-separated cases (default all)")
+    parser.add_argument("--params", default=str(REPO_ROOT / "params.yaml"))
+    args = parser.parse_args(argv)
+    cases = [name.strip() for name in args.cases.split(",") if name.strip()]
+    unknown = [name for name in cases if name not in DATASETS]
+    if unknown or not cases:
+        parser.error(f"--cases: unknown {', '.join(unknown) or '(none given)'}; allowed: {', '.join(DATASETS)}")
+    if args.scale <= 0 or args.seeds < 1:
+        parser.error("--scale must be > 0 and --seeds >= 1")
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    params = load_params(args.params)
+    seeds = [params.seed + index for index in range(args.seeds)]
+    mirror = data_mirror()
+    results = [run_case(name, params, load_case(name, params, mirror), seeds, args.scale) for name in cases]
+    if args.json:
+        print(json.dumps({"scale": args.scale, "seeds": seeds, "cases": results}, indent=2))
+    else:
+        print_table(results, seeds, args.scale)
+
+
+if __name__ == "__main__":
+    main()
