@@ -80,6 +80,7 @@ PROGRESS_INTERVAL_S = 2.0
 # XLA compiles for 1-3 s on a 2-core CPU, then runs small-batch steps ~5x faster than a TF graph:
 # worth it from about this many training steps (the synthetic task's 40000, not heart's <= 2600).
 XLA_MIN_STEPS = 10_000
+ORDER_BUFFER_ENTRIES = 1 << 22  # row indices passed per call (16 MB): 2000 synthetic epochs, 50 of MNIST
 
 
 def _on_device(array: np.ndarray) -> tf.Tensor:
@@ -89,11 +90,13 @@ def _on_device(array: np.ndarray) -> tf.Tensor:
         return tf.identity(tf.convert_to_tensor(array))
 
 
-def shuffled_order(seed: int, epoch: tf.Tensor | int, rows: int) -> tf.Tensor:
-    """The row order of one epoch: a fresh permutation each epoch, from a stateless RNG seeded by
-    (seed, epoch) only, so the same seed gives the same run whatever ran before."""
-    shuffle_seed = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
-    return tf.argsort(tf.random.stateless_uniform([rows], shuffle_seed, minval=None, maxval=None, dtype=tf.int32))
+def shuffled_order(seed: int, epoch: int, rows: int) -> np.ndarray:
+    """The row order of one epoch: a fresh permutation each epoch, from a generator seeded by
+    (seed, epoch) only, so the same seed gives the same run whatever ran before.
+
+    Drawn here rather than inside the compiled function: XLA takes ~0.3 s to compile an RNG and a sort.
+    """
+    return np.random.default_rng([seed, epoch]).permutation(rows).astype(np.int32)
 
 
 def train_compiled(model: keras.Model, task: Task, config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
@@ -102,13 +105,13 @@ def train_compiled(model: keras.Model, task: Task, config: TrainConfig, x_train:
     """The same training as `train_with_fit`, run by one XLA-compiled TensorFlow function.
 
     Each call of the function runs several whole epochs (a while loop over epochs, each a while
-    loop over the full mini-batches plus one static-size step for the last partial batch), so
-    Python and Keras run once per call instead of once per step. The number of epochs per call
+    loop over the mini-batches, all of one static shape), so Python and Keras run once per call
+    instead of once per step. The number of epochs per call
     grows until a call takes about PROGRESS_INTERVAL_S (at most `max_epochs_per_call`); it does
     not change the results.
 
     As in fit: Adam at `config.learning_rate`; rows reshuffled every epoch; the last partial
-    batch is a step of its own; the training loss includes the model's regularization losses (l2)
+    batch is a step of its own (padded to the batch shape with rows weighted 0); the training loss includes the model's regularization losses (l2)
     and is the mean of the epoch's batch losses weighted by batch size (running, as the weights
     move), train accuracy likewise from the training-mode predictions (dropout on); validation
     loss and accuracy on the whole validation set with training=False at each epoch end; early
@@ -125,7 +128,7 @@ def train_compiled(model: keras.Model, task: Task, config: TrainConfig, x_train:
     optimizer = keras.optimizers.Adam(config.learning_rate)
     weights = model.trainable_variables
     optimizer.build(weights)  # its slot variables must exist before tracing
-    loss_function = LOSS_FUNCTIONS[task.kind]()
+    loss_per_row = LOSS_FUNCTIONS[task.kind](reduction=None)
     patience = config.early_stopping_patience
     epochs = config.epochs
 
@@ -134,56 +137,59 @@ def train_compiled(model: keras.Model, task: Task, config: TrainConfig, x_train:
     target_dtype = np.int64 if task.kind == "multiclass" else np.float32
     y_train = np.asarray(y_train, dtype=target_dtype)
     y_val = np.asarray(y_val, dtype=target_dtype)
-    rows, val_rows = len(x_train), len(x_val)
+    rows = len(x_train)
     batch_size = min(config.batch_size, rows)
-    full_batches, last_batch = divmod(rows, batch_size)  # XLA needs static shapes: two step sizes
+    steps_per_epoch = math.ceil(rows / batch_size)
+    padding = steps_per_epoch * batch_size - rows
     if jit_compile is None:
-        jit_compile = epochs * math.ceil(rows / batch_size) >= XLA_MIN_STEPS
+        jit_compile = epochs * steps_per_epoch >= XLA_MIN_STEPS
 
     # Early-stopping state lives in variables so it carries across calls.
     best_val_loss = tf.Variable(np.inf, dtype=tf.float32, trainable=False)
     epochs_without_improvement = tf.Variable(0, dtype=tf.int32, trainable=False)
     best_weights = [tf.Variable(tf.convert_to_tensor(weight), trainable=False) for weight in weights]
 
-    def total_loss(y, predictions):
-        loss = loss_function(y, predictions)
-        if model.losses:  # l2 penalties, added to the loss as fit does
-            loss = loss + tf.add_n(model.losses)
-        return loss
+    def regularization():
+        return tf.add_n(model.losses) if model.losses else 0.0  # l2 penalties, added as fit does
 
-    def correct_count(y, predictions):
+    def correct_per_row(y, predictions):
         if task.kind == "binary":
             predicted = tf.cast(tf.reshape(predictions, [-1]) > 0.5, tf.float32)
-            return tf.reduce_sum(tf.cast(tf.equal(predicted, tf.reshape(y, [-1])), tf.float32))
+            return tf.cast(tf.equal(predicted, tf.reshape(y, [-1])), tf.float32)
         if task.kind == "multiclass":
-            return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(predictions, axis=-1), y), tf.float32))
-        return tf.constant(0.0)
+            return tf.cast(tf.equal(tf.argmax(predictions, axis=-1), y), tf.float32)
+        return tf.zeros([tf.shape(predictions)[0]])
 
-    def train_step(x, y, indices):
+    def train_step(x, y, indices, in_batch):
+        """One Adam step on the rows `indices` where `in_batch` is 1 (0 marks padding); returns the
+        batch loss times its row count, and its correct predictions."""
         x_batch, y_batch = tf.gather(x, indices), tf.gather(y, indices)
+        batch_rows = tf.reduce_sum(in_batch)
         with tf.GradientTape() as tape:
             predictions = model(x_batch, training=True)
-            loss = total_loss(y_batch, predictions)
+            loss = tf.reduce_sum(loss_per_row(y_batch, predictions) * in_batch) / batch_rows + regularization()
         optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
-        size = float(indices.shape[0])
-        return loss * size, correct_count(y_batch, predictions)
+        return loss * batch_rows, tf.reduce_sum(correct_per_row(y_batch, predictions) * in_batch)
 
-    def run_epoch(x, y, x_validation, y_validation, epoch):
-        order = shuffled_order(seed, epoch, rows)
+    def run_epoch(x, y, x_validation, y_validation, order):
+        # Every step has the same static shape (XLA needs static shapes; one shape is also traced
+        # and compiled once): the last, partial batch is filled up with rows weighted 0, so its
+        # step has the loss and gradient of its real rows alone, as fit's smaller last batch.
+        order = tf.concat([order, order[:padding]], axis=0)
+        in_batch = tf.concat([tf.ones([rows]), tf.zeros([padding])], axis=0)
 
-        def full_batch(step, loss_sum, correct):
-            step_loss, step_correct = train_step(x, y, tf.slice(order, [step * batch_size], [batch_size]))
-            return step + 1, loss_sum + step_loss, correct + step_correct
+        def step(index, loss_sum, correct):
+            batch = [index * batch_size]
+            step_loss, step_correct = train_step(
+                x, y, tf.slice(order, batch, [batch_size]), tf.slice(in_batch, batch, [batch_size]))
+            return index + 1, loss_sum + step_loss, correct + step_correct
 
         _, loss_sum, correct = tf.while_loop(
-            lambda step, loss_sum, correct: step < full_batches, full_batch,
+            lambda index, loss_sum, correct: index < steps_per_epoch, step,
             (tf.constant(0), tf.constant(0.0), tf.constant(0.0)), parallel_iterations=1)
-        if last_batch:  # the rows left over: one more step, of their static size
-            step_loss, step_correct = train_step(x, y, order[full_batches * batch_size:])
-            loss_sum, correct = loss_sum + step_loss, correct + step_correct
         predictions = model(x_validation, training=False)
-        val_loss = total_loss(y_validation, predictions)
-        val_accuracy = correct_count(y_validation, predictions) / val_rows
+        val_loss = tf.reduce_mean(loss_per_row(y_validation, predictions)) + regularization()
+        val_accuracy = tf.reduce_mean(correct_per_row(y_validation, predictions))
         return tf.stack([loss_sum / rows, val_loss, correct / rows, val_accuracy])
 
     def track_best(epoch, val_loss):
@@ -195,46 +201,51 @@ def train_compiled(model: keras.Model, task: Task, config: TrainConfig, x_train:
             best.assign(tf.where(improved, tf.convert_to_tensor(weight), best))
         epochs_without_improvement.assign(tf.where(improved, 0, epochs_without_improvement + 1))
 
+    # Epochs per call are bounded by the shuffle orders passed in: one row of `rows` per epoch.
+    slots = max(1, min(epochs, ORDER_BUFFER_ENTRIES // rows))
+
     # Plain tf.while_loop rather than autograph: converting the Python code took longer than XLA.
     @tf.function(jit_compile=jit_compile, autograph=False)
-    def run_epochs(x, y, x_validation, y_validation, first_epoch, epoch_count):
-        """Run epochs first_epoch.. (epoch_count of them, fewer when early stopping stops); the
-        curve rows come back in a buffer indexed by epoch, with the epoch after the last one run."""
-        end = first_epoch + epoch_count
-        epoch_index = tf.range(epochs)[:, None]
+    def run_epochs(x, y, x_validation, y_validation, orders, first_epoch, epoch_count):
+        """Run epoch_count epochs from first_epoch (fewer if early stopping stops), the i-th in the row
+        order orders[i]; return how many ran and their curve rows (the first rows of a buffer)."""
+        slot = tf.range(slots)[:, None]
 
-        def keep_going(epoch, curve):
+        def keep_going(done, curve):
             if patience > 0:
-                return tf.logical_and(epoch < end, epochs_without_improvement < patience)
-            return epoch < end
+                return tf.logical_and(done < epoch_count, epochs_without_improvement < patience)
+            return done < epoch_count
 
-        def one_epoch(epoch, curve):
-            row = run_epoch(x, y, x_validation, y_validation, epoch)
+        def one_epoch(done, curve):
+            row = run_epoch(x, y, x_validation, y_validation, orders[done])
             if patience > 0:
-                track_best(epoch, row[1])
-            return epoch + 1, tf.where(epoch_index == epoch, row[None, :], curve)
+                track_best(first_epoch + done, row[1])
+            return done + 1, tf.where(slot == done, row[None, :], curve)
 
-        return tf.while_loop(keep_going, one_epoch, (first_epoch, tf.zeros([epochs, len(CURVE_COLUMNS)])),
+        return tf.while_loop(keep_going, one_epoch, (tf.constant(0), tf.zeros([slots, len(CURVE_COLUMNS)])),
                              parallel_iterations=1)
 
     data = [_on_device(array) for array in (x_train, y_train, x_val, y_val)]
+    orders = np.zeros((slots, rows), dtype=np.int32)
     history: list[np.ndarray] = []
     epoch, epochs_per_call, calls = 0, 1, 0
     last_report = time.monotonic()
     while epoch < epochs:
-        count = min(epochs_per_call, epochs - epoch)
         started = time.monotonic()
-        next_epoch, curve = run_epochs(*data, tf.constant(epoch, tf.int32), tf.constant(count, tf.int32))
-        next_epoch = int(next_epoch)
-        history.append(curve.numpy()[epoch:next_epoch])
+        count = min(epochs_per_call, epochs - epoch, slots)
+        for index in range(count):
+            orders[index] = shuffled_order(seed, epoch + index, rows)
+        done, curve = run_epochs(*data, orders, tf.constant(epoch, tf.int32), tf.constant(count, tf.int32))
+        done = int(done)
+        history.append(curve.numpy()[:done])
         elapsed = time.monotonic() - started
         calls += 1
         if calls > 1:  # the first call includes compilation: time the later ones
-            epochs_per_call = max(1, int(PROGRESS_INTERVAL_S * (next_epoch - epoch) / max(elapsed, 1e-6)))
+            epochs_per_call = max(1, int(PROGRESS_INTERVAL_S * done / max(elapsed, 1e-6)))
             if max_epochs_per_call:
                 epochs_per_call = min(epochs_per_call, max_epochs_per_call)
-        stopped = next_epoch < epoch + count
-        epoch = next_epoch
+        stopped = done < count
+        epoch += done
         now = time.monotonic()
         if now - last_report >= PROGRESS_INTERVAL_S or stopped or epoch == epochs:
             last_report = now
