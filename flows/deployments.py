@@ -1,0 +1,114 @@
+"""The pipeline's deployments, defined once: served by `python -m flows.serve`, rendered into prefect.yaml.
+
+    python -m flows.deployments --write-prefect-yaml   # regenerate prefect.yaml after editing DEPLOYMENTS
+    python -m flows.deployments --check                # exit 1 if prefect.yaml is out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+if TYPE_CHECKING:
+    from prefect.deployments.runner import RunnerDeployment
+
+ENTRYPOINT = "flows/pipeline.py:pipeline"
+WORK_POOL = "dnnlab"  # a process work pool: `prefect work-pool create dnnlab --type process`
+TAGS = ("dnnlab",)
+PREFECT_YAML = Path(__file__).resolve().parents[1] / "prefect.yaml"
+
+
+@dataclass(frozen=True)
+class PipelineDeployment:
+    """One deployment of the `pipeline` flow: a name, an optional cron schedule, default parameters."""
+
+    name: str
+    description: str
+    cron: str | None = None
+    timezone: str = "UTC"
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+DEPLOYMENTS = (
+    PipelineDeployment(
+        name="nightly",
+        description="Every night at 03:00 UTC: download the data again, rerun what changed, "
+                    "and commit dvc.lock and the metrics when the results changed.",
+        cron="0 3 * * *",
+        parameters={"force_fetch": True, "record": True},
+    ),
+    PipelineDeployment(
+        name="on-demand",
+        description="Run the pipeline now: the stale stages run, nothing is committed.",
+    ),
+)
+
+
+def runner_deployments() -> list[RunnerDeployment]:
+    """The deployments as `prefect.serve` takes them."""
+    from prefect.schedules import Cron
+
+    from flows.pipeline import pipeline
+
+    return [
+        pipeline.to_deployment(
+            name=spec.name,
+            description=spec.description,
+            schedules=[Cron(spec.cron, timezone=spec.timezone)] if spec.cron else [],
+            parameters=dict(spec.parameters),
+            tags=list(TAGS),
+        )
+        for spec in DEPLOYMENTS
+    ]
+
+
+def prefect_yaml_text() -> str:
+    """prefect.yaml for `prefect deploy --all` with the process work pool WORK_POOL."""
+    deployments = []
+    for spec in DEPLOYMENTS:
+        deployments.append({
+            "name": spec.name,
+            "description": spec.description,
+            "entrypoint": ENTRYPOINT,
+            "parameters": dict(spec.parameters),
+            "schedules": [{"cron": spec.cron, "timezone": spec.timezone, "active": True}] if spec.cron else [],
+            "tags": list(TAGS),
+            "work_pool": {"name": WORK_POOL},
+        })
+    header = (
+        "# Generated from flows/deployments.py by `python -m flows.deployments --write-prefect-yaml`:\n"
+        "# edit that file, not this one. Deploy from the repository root (no pull step: the worker runs\n"
+        "# the flow in this checkout):\n"
+        f"#   prefect work-pool create {WORK_POOL} --type process\n"
+        "#   prefect --no-prompt deploy --all\n"
+        f"#   prefect worker start --pool {WORK_POOL}\n"
+    )
+    body = {"name": "dnnlab", "build": None, "push": None, "pull": None, "deployments": deployments}
+    return header + yaml.safe_dump(body, sort_keys=False, width=100)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.deployments", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--write-prefect-yaml", action="store_true", help=f"write {PREFECT_YAML.name}")
+    action.add_argument("--check", action="store_true", help=f"fail if {PREFECT_YAML.name} is out of date")
+    args = parser.parse_args(argv)
+    if args.write_prefect_yaml:
+        PREFECT_YAML.write_text(prefect_yaml_text())
+        print(f"wrote {PREFECT_YAML}")
+        return 0
+    if not PREFECT_YAML.exists() or PREFECT_YAML.read_text() != prefect_yaml_text():
+        print(f"deployments: error: {PREFECT_YAML.name} differs from flows/deployments.py; "
+              "run `python -m flows.deployments --write-prefect-yaml`", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,489 @@
+"""The `pipeline` flow: the DVC graph in DVC's order, each stage that runs its own Prefect flow run.
+
+DVC stays the authority on what is stale. The flow asks DVC once (in-process) for the stage
+order and checks each stage with `Stage.changed()` just before its turn, so a stage whose
+upstream really changed its outputs runs and one whose upstream wrote identical bytes does not.
+A stale stage runs as `dvc repro --single-item <stage>` in a subprocess, inside a child flow
+run named after the stage, so DVC writes `dvc.lock` and the cache exactly as `dvc repro`
+would; an up-to-date stage is recorded as a cheap `skip:<stage>` task run.
+
+    python -m flows.pipeline [--target STAGE]... [--force-fetch] [--set KEY=VALUE]... [--record] [--json]
+"""
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from prefect import flow, get_run_logger, task
+from prefect.states import Failed, State
+
+from flows import PARENT_ENV, prefect_api_url  # PARENT_ENV: set for stage subprocesses, already in a flow run
+
+FORCE_DOWNLOAD_ENV = "DNNLAB_FORCE_DOWNLOAD"  # read by stages/fetch.py
+NETWORK_EXIT_CODE = 75  # stages.fetch.NETWORK_EXIT_CODE (not imported: it would load pandas here)
+RETRIED_STAGES = ("fetch",)  # the stages with network I/O
+HEADLINE_METRICS = {"mnist": "test/accuracy", "synthetic": "test/relative_mse", "heart": "test/roc_auc"}
+ARTIFACT_KEY = "pipeline-run"
+
+
+class StageFailed(Exception):
+    """A stage's command failed: its one-line error and its exit code."""
+
+    def __init__(self, line: str, exit_code: int):
+        super().__init__(line)
+        self.line, self.exit_code = line, exit_code
+
+
+@dataclass
+class StageRecord:
+    name: str
+    status: str  # "ran" | "skipped" | "failed"
+    seconds: float
+
+
+# --- DVC, in-process: order, staleness, git-tracked outputs, metrics ---
+
+class DvcProject:
+    """One in-process `dvc.repo.Repo`: the plan (as `dvc repro [targets]` orders it) and per-stage staleness."""
+
+    def __init__(self, root: Path, targets: Optional[list[str]] = None):
+        from dvc.repo import Repo
+        from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
+
+        self.root = root
+        self.repo = Repo(str(root))
+        try:
+            selected = collect_stages(self.repo, targets) if targets else None
+        except Exception as error:  # StageNotFound & co: a bad --target
+            self.repo.close()
+            raise ValueError(f"unknown target {', '.join(targets or [])!r}: {error}") from None
+        self.stages = {stage.addressing: stage for stage in plan_repro(get_active_graph(self.repo.index.graph),
+                                                                        selected)}
+
+    @property
+    def order(self) -> list[str]:
+        return list(self.stages)
+
+    def changed(self, name: str) -> bool:
+        """What `dvc repro` asks before running a stage; up-to-date stages cost a few milliseconds."""
+        with self.repo.lock:  # released before the stage's own `dvc repro` needs it
+            return bool(self.stages[name].changed())
+
+    def git_tracked_outputs(self) -> list[str]:
+        """dvc.lock and every `cache: false` output (metrics, plot data): what `record` commits."""
+        paths = ["dvc.lock"]
+        for stage in self.repo.index.stages:
+            paths += [os.path.relpath(out.fs_path, self.root) for out in stage.outs if not out.use_cache]
+        return sorted(set(paths), key=paths.index)
+
+    def git_tracked_inputs(self) -> list[str]:
+        """The files the stages read that git tracks (code, params files): their results are what we commit."""
+        paths = []
+        for stage in self.repo.index.stages:
+            paths += [os.path.relpath(dep.fs_path, self.root) for dep in stage.deps
+                      if (self.root / os.path.relpath(dep.fs_path, self.root)).is_file()]
+        outputs = tuple(os.path.relpath(out.fs_path, self.root) for stage in self.repo.index.stages
+                        for out in stage.outs)
+        return sorted({path for path in paths if not path.startswith("..")
+                       and not any(path == out or path.startswith(out + os.sep) for out in outputs)})
+
+    def report_path(self) -> Optional[str]:
+        stage = next((s for s in self.repo.index.stages if s.addressing == "report"), None)
+        return os.path.relpath(stage.outs[0].fs_path, self.root) if stage and stage.outs else None
+
+    def metrics_diff(self) -> dict:
+        """`dvc metrics diff --all HEAD` (workspace against the last commit), as its --json prints it."""
+        if self.repo.scm.no_commits:
+            return {}
+        return self.repo.metrics.diff(a_rev="HEAD", all=True).get("diff", {})
+
+    def close(self) -> None:
+        self.repo.close()
+
+
+# --- running one stage: a subprocess whose lines go to the Prefect run logger ---
+
+def _child_env(force_download: bool) -> dict[str, str]:
+    env = dict(os.environ)
+    env[PARENT_ENV] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    # The stages' `python -m stages.…` must find this interpreter's packages, however we were started.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    if force_download:
+        env[FORCE_DOWNLOAD_ENV] = "1"
+    return env
+
+
+def stream_command(command: list[str], cwd: Path, env: dict[str, str], log: Any) -> tuple[int, list[str], list[str]]:
+    """Run a command, sending each stdout line to log.info and each stderr line to log.warning as it comes."""
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, errors="replace", bufsize=1)
+    lines: "queue.Queue[tuple[str, Optional[str]]]" = queue.Queue()
+
+    def pump(stream: Any, name: str) -> None:
+        for line in stream:
+            lines.put((name, line.rstrip("\n")))
+        lines.put((name, None))
+
+    for stream, name in ((process.stdout, "stdout"), (process.stderr, "stderr")):
+        threading.Thread(target=pump, args=(stream, name), daemon=True).start()
+    captured: dict[str, list[str]] = {"stdout": [], "stderr": []}
+    open_streams = 2
+    while open_streams:
+        name, line = lines.get()
+        if line is None:
+            open_streams -= 1
+            continue
+        line = line.rsplit("\r", 1)[-1]  # progress bars redraw with \r: keep what the terminal would show
+        captured[name].append(line)
+        if line.strip():
+            (log.info if name == "stdout" else log.warning)(line)
+    return process.wait(), captured["stdout"], captured["stderr"]
+
+
+def failure_line(stage: str, returncode: int, stderr: list[str]) -> tuple[str, int]:
+    """The stage's own one-line error (`fetch: error: …`) and its exit code, from `dvc repro`'s stderr."""
+    exit_code = returncode
+    for line in reversed(stderr):
+        if match := re.search(r"exited with (-?\d+)", line):
+            exit_code = int(match.group(1))
+            break
+    own = [line for line in stderr if re.match(r"^[\w@.-]+: error: ", line)]
+    dvc = [line.removeprefix("ERROR: ") for line in stderr if line.startswith("ERROR: ")]
+    return (own or dvc or [f"{stage}: `dvc repro` exited {returncode}"])[-1], exit_code
+
+
+def _is_network_failure(task: Any, task_run: Any, state: State) -> bool:
+    error = state.data
+    return isinstance(error, StageFailed) and error.exit_code == NETWORK_EXIT_CODE
+
+
+@task(name="dvc repro")
+def repro_stage(stage: str, root: str, force: bool) -> str:
+    """`dvc repro --single-item [--force] <stage>`: "ran", or "skipped" if DVC found nothing to do."""
+    command = [sys.executable, "-m", "dvc", "repro", "--single-item", *(["--force"] if force else []), stage]
+    returncode, stdout, stderr = stream_command(command, Path(root), _child_env(force), get_run_logger())
+    if returncode != 0:
+        raise StageFailed(*failure_line(stage, returncode, stderr))
+    return "ran" if any(line.startswith("Running stage") for line in stdout) else "skipped"
+
+
+@flow(name="stage")
+def stage_flow(stage: str, root: str, force: bool = False, retries: int = 0,
+               retry_delay_seconds: float = 0.0) -> Any:
+    """One DVC stage; network failures (exit 75) are retried with exponential backoff."""
+    options: dict[str, Any] = {"task_run_name": f"dvc repro {stage}"}
+    if retries > 0:
+        options.update(retries=retries, retry_condition_fn=_is_network_failure,
+                       retry_delay_seconds=[retry_delay_seconds * 2 ** attempt for attempt in range(retries)])
+    state = repro_stage.with_options(**options)(stage, root, force, return_state=True)
+    if state.is_failed():
+        error = state.result(raise_on_failure=False)
+        return Failed(message=error.line if isinstance(error, StageFailed) else f"{stage}: {error}")
+    return state.result()
+
+
+@task(name="skip", task_run_name="skip:{stage}")
+def skip_stage(stage: str) -> str:
+    """An up-to-date stage, recorded: a task run costs a fraction of a child flow run."""
+    return "skipped"
+
+
+# --- overrides (a DVC experiment), record, summary ---
+
+def _override_text(key: str, value: Any) -> str:
+    """`key=value` in the grammar of `dvc exp run -S` (strings pass through as typed on a command line)."""
+    return f"{key}={value if isinstance(value, str) else json.dumps(value)}"
+
+
+def apply_overrides(root: Path, overrides: dict[str, Any]) -> None:
+    """Edit params.yaml as `dvc exp run -S` does, then validate it like the stages will; restore it on error."""
+    from dvc.utils.hydra import apply_overrides as dvc_apply_overrides
+    from stages.config import ParamsError, load_params
+
+    path = root / "params.yaml"
+    original = path.read_bytes()
+    texts = [_override_text(key, value) for key, value in overrides.items()]
+    try:
+        dvc_apply_overrides(path, texts)
+        load_params(path)
+    except ParamsError as error:
+        path.write_bytes(original)
+        raise ValueError(str(error)) from None
+    except Exception as error:  # hydra's grammar and struct errors arrive wrapped by DVC
+        path.write_bytes(original)
+        cause = error.__cause__ or error
+        raise ValueError(f"cannot apply {' '.join(texts)} to params.yaml: {cause}".splitlines()[0]) from None
+
+
+def _git(root: Path, *args: str) -> str:
+    result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)}: {(result.stderr or result.stdout).strip().splitlines()[-1:]}")
+    return result.stdout
+
+
+def headline(metrics: dict) -> str:
+    """`mnist test/accuracy 0.981, …` from a metrics diff, in HEADLINE_METRICS' order."""
+    parts = []
+    for dataset, metric in HEADLINE_METRICS.items():
+        for path, values in metrics.items():
+            if Path(path).stem == dataset and metric in values:
+                value = values[metric].get("new")
+                if isinstance(value, (int, float)):
+                    parts.append(f"{dataset} {metric} {value:.4g}")
+    return ", ".join(parts)
+
+
+def record_results(project: DvcProject, message: str, log: Any) -> Optional[str]:
+    """Commit dvc.lock and the git-tracked metrics/plots (only those) if they changed; push the data."""
+    root = project.root
+    present = [path for path in project.git_tracked_outputs() if (root / path).exists()]
+    if not _git(root, "status", "--porcelain", "--", *present).strip():
+        log.info("record: results unchanged, no commit")
+        return None
+    if inputs := _git(root, "status", "--porcelain", "--", *project.git_tracked_inputs()).strip():
+        log.warning("record: the commit holds results of uncommitted inputs (commit them too):\n" + inputs)
+    _git(root, "add", "--", *present)
+    _git(root, "commit", "-q", "-m", message, "--", *present)
+    sha = _git(root, "rev-parse", "HEAD").strip()
+    log.info(f"record: committed {sha[:10]} {message.splitlines()[0]!r}")
+    if project.repo.config.get("remote"):
+        returncode, _, stderr = stream_command([sys.executable, "-m", "dvc", "push", "-q"], root,
+                                               _child_env(False), log)
+        if returncode != 0:
+            raise RuntimeError(f"record: committed {sha[:10]} but `dvc push` failed: "
+                               f"{(stderr or ['(no output)'])[-1]}")
+    return sha
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def summary_markdown(run_name: str, outcome: str, stages: list[StageRecord], metrics: dict,
+                     report: Optional[str], experiment: Optional[str], commit: Optional[str]) -> str:
+    lines = [f"# Pipeline run `{run_name}`: {outcome}", "", "| stage | status | seconds |", "|---|---|---:|"]
+    lines += [f"| `{s.name}` | {s.status} | {s.seconds:.1f} |" for s in stages]
+    lines += ["", "## Metrics against the last commit (`dvc metrics diff --all HEAD`)", ""]
+    if metrics:
+        lines += ["| file | metric | HEAD | this run | change |", "|---|---|---:|---:|---:|"]
+        for path, values in metrics.items():
+            for name, value in values.items():
+                lines.append(f"| `{path}` | {name} | {_number(value.get('old'))} | {_number(value.get('new'))} "
+                             f"| {_number(value.get('diff'))} |")
+    else:
+        lines.append("No metrics yet.")
+    lines.append("")
+    if report:
+        lines.append(f"Report: `{report}` in the repository (open it in a browser).")
+    if experiment:
+        lines.append(f"Experiment: `{experiment}` (`dvc exp show`).")
+    if commit:
+        lines.append(f"Recorded as commit `{commit[:10]}`.")
+    return "\n".join(lines) + "\n"
+
+
+def _run_name() -> str:
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    return context.flow_run.name if context and context.flow_run else "local"
+
+
+# --- the flow ---
+
+@flow(name="pipeline")
+def pipeline(targets: Optional[list[str]] = None, force_fetch: bool = False,
+             overrides: Optional[dict[str, Any]] = None, record: bool = False, repo: Optional[str] = None,
+             fetch_retries: int = 3, fetch_retry_delay_seconds: float = 10.0) -> Any:
+    """Run the DVC pipeline stage by stage (`dvc repro` semantics), each stage that runs a child flow run.
+
+    targets: stage names (default: all), with their upstream stages as `dvc repro` takes them.
+    force_fetch: download again; downstream stages rerun only if the data really changed.
+    overrides: params, e.g. {"model.width": 128}: run as a DVC experiment (like `dvc exp run -S`).
+    record: if results changed, commit dvc.lock and the git-tracked metrics/plots (and `dvc push`).
+    repo: the repository root (default: the working directory).
+    fetch_retries, fetch_retry_delay_seconds: network failures of fetch stages are retried after
+        delay, 2 x delay, 4 x delay, ... seconds.
+    """
+    root = Path(repo or os.getcwd()).resolve()
+    if overrides and record:
+        return Failed(message="record commits results to git; a run with overrides is a DVC experiment "
+                              "(`dvc exp show`, `dvc exp apply`): use one or the other")
+    # DVC's Python API, like its CLI, names stages and files relative to the working directory.
+    with contextlib.chdir(root):
+        return _run_pipeline(root, targets, force_fetch, overrides, record, fetch_retries,
+                             fetch_retry_delay_seconds)
+
+
+def _run_pipeline(root: Path, targets: Optional[list[str]], force_fetch: bool, overrides: Optional[dict[str, Any]],
+                  record: bool, fetch_retries: int, fetch_retry_delay_seconds: float) -> Any:
+    from prefect.artifacts import create_markdown_artifact
+
+    log = get_run_logger()
+    run_name = _run_name()
+    try:
+        if overrides:
+            apply_overrides(root, overrides)
+        project = DvcProject(root, targets)
+    except ValueError as error:
+        return Failed(message=str(error))
+
+    records: list[StageRecord] = []
+    failure: Optional[str] = None
+    ran_any = False
+    try:
+        for stage in project.order:
+            started = time.perf_counter()
+            force = force_fetch and stage.split("@")[0] == "fetch"
+            if not force and not project.changed(stage):
+                skip_stage(stage)
+                records.append(StageRecord(stage, "skipped", round(time.perf_counter() - started, 2)))
+                continue
+            retries = fetch_retries if stage.split("@")[0] in RETRIED_STAGES else 0
+            state = stage_flow.with_options(name=stage, flow_run_name=stage)(
+                stage, str(root), force, retries, fetch_retry_delay_seconds, return_state=True)
+            seconds = round(time.perf_counter() - started, 2)
+            if not state.is_completed():
+                records.append(StageRecord(stage, "failed", seconds))
+                failure = state.message or f"{stage} failed"
+                break
+            status = state.result()
+            ran_any = ran_any or status == "ran"
+            records.append(StageRecord(stage, status, seconds))
+
+        if ran_any:  # stage subprocesses rewrote dvc.lock: read it afresh for the metrics
+            project.close()
+            project = DvcProject(root, targets)
+        metrics = project.metrics_diff()  # before `record` commits: the change this run made
+        report = project.report_path()
+        experiment = commit = None
+        try:
+            if failure is None and overrides:
+                experiment = save_experiment(root, run_name, log)
+            if failure is None and record:
+                ran = [r.name for r in records if r.status == "ran"]
+                message = (f"pipeline run {run_name}: {headline(metrics) or 'no metrics'}\n\n"
+                           f"Stages run: {', '.join(ran) if ran else 'none (all up to date)'}")
+                commit = record_results(project, message, log)
+        except RuntimeError as error:
+            failure = str(error)
+    finally:
+        project.close()
+
+    summary = {"stages": [asdict(r) for r in records], "metrics": metrics, "experiment": experiment,
+               "commit": commit}
+    create_markdown_artifact(
+        key=ARTIFACT_KEY, description=f"Stages, metrics and report of pipeline run {run_name}",
+        markdown=summary_markdown(run_name, "Failed" if failure else "Completed", records, metrics, report,
+                                  experiment, commit))
+    if failure:
+        return Failed(message=failure, data=summary)
+    return summary
+
+
+def save_experiment(root: Path, run_name: str, log: Any) -> str:
+    """`dvc exp save`: the workspace (overridden params and their results) as an experiment named after the run."""
+    for name_args in (["--name", run_name], []):  # DVC picks a name if the run's is taken
+        result = subprocess.run([sys.executable, "-m", "dvc", "exp", "save", *name_args], cwd=root,
+                                env=_child_env(False), capture_output=True, text=True)
+        if match := re.search(r"saved as: (\S+)", result.stdout + result.stderr):
+            log.info(f"experiment saved as {match.group(1)} (`dvc exp show`)")
+            return match.group(1)
+    raise RuntimeError(f"dvc exp save failed: {(result.stderr.strip().splitlines() or ['?'])[-1]}")
+
+
+# --- `dvc repro` with a Prefect server: each stage process is its own flow run ---
+
+def as_stage_flow(stage: str, main: Callable[[], None], known_errors: tuple[type[BaseException], ...],
+                  prefix: str) -> Callable[[], None]:
+    """Wrap a stage's main() in a flow run named after the stage (for `stages.common.run_stage`).
+
+    Known errors end the flow run Failed with the stage's one-line error and are re-raised for
+    run_stage to report; if the server cannot be reached the stage runs without it.
+    """
+    def run() -> None:
+        caught: list[BaseException] = []
+        started = threading.Event()
+
+        def body() -> Any:
+            started.set()
+            try:
+                main()
+            except known_errors as error:
+                caught.append(error)
+                return Failed(message=f"{prefix}: error: {error}")
+            return None
+
+        try:
+            flow(body, name=stage, flow_run_name=stage, log_prints=True)(return_state=True)
+        except Exception as error:
+            if started.is_set():
+                raise
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            print(f"{prefix}: warning: no Prefect flow run for {stage} ({reason}); running without it",
+                  file=sys.stderr)
+            main()
+            return
+        if caught:
+            raise caught[0]
+
+    return run
+
+
+# --- command line ---
+
+def _parse_set(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE, e.g. model.width=128")
+    return key, value
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", action="append", dest="targets", metavar="STAGE",
+                        help="a stage to reproduce, with its upstream stages (repeatable; default: all)")
+    parser.add_argument("--force-fetch", action="store_true", help="download the raw data again")
+    parser.add_argument("--set", action="append", dest="overrides", type=_parse_set, metavar="KEY=VALUE",
+                        help="override a param, as a DVC experiment (repeatable)")
+    parser.add_argument("--record", action="store_true",
+                        help="commit dvc.lock and the metrics/plots if they changed (and dvc push)")
+    parser.add_argument("--fetch-retries", type=int, default=3)
+    parser.add_argument("--fetch-retry-delay", type=float, default=10.0, metavar="SECONDS")
+    parser.add_argument("--json", action="store_true", help="print the run's summary as one JSON object")
+    args = parser.parse_args(argv)
+    if not prefect_api_url():  # Prefect starts a temporary server: keep its telemetry job off that SQLite file
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    state = pipeline(targets=args.targets, force_fetch=args.force_fetch,
+                     overrides=dict(args.overrides) if args.overrides else None, record=args.record,
+                     fetch_retries=args.fetch_retries, fetch_retry_delay_seconds=args.fetch_retry_delay,
+                     return_state=True)
+    result = state.result(raise_on_failure=False)
+    if args.json:
+        if not isinstance(result, dict):
+            result = {"stages": [], "metrics": {}, "experiment": None, "commit": None}
+        print(json.dumps(result))
+    if not state.is_completed():
+        print(f"pipeline: error: {state.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,431 @@
+"""The Prefect layer against a real (temporary, SQLite) Prefect server, on throwaway repo copies.
+
+The network boundary is faked honestly: the flow runs without the data mirror, so stages.fetch
+calls `kagglehub.dataset_download`, and PYTHONPATH puts a stand-in `kagglehub` package first
+for the stage subprocesses (it fails the first N calls with ConnectionError, then serves the
+mirror's heart.csv). No product code knows about it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT, copy_source_tree, repo_env, run, set_params
+
+prefect = pytest.importorskip("prefect")
+
+from prefect.client.orchestration import get_client  # noqa: E402
+from prefect.client.schemas.filters import (  # noqa: E402
+    ArtifactFilter, ArtifactFilterFlowRunId, DeploymentFilter, DeploymentFilterName, FlowRunFilter,
+    FlowRunFilterName, FlowRunFilterParentFlowRunId, LogFilter, LogFilterFlowRunId, TaskRunFilter,
+    TaskRunFilterFlowRunId)
+from prefect.testing.utilities import prefect_test_harness  # noqa: E402
+
+from flows import dvc_stage_name  # noqa: E402
+from flows.deployments import DEPLOYMENTS, PREFECT_YAML, prefect_yaml_text, runner_deployments  # noqa: E402
+from flows.pipeline import NETWORK_EXIT_CODE, failure_line, headline, pipeline  # noqa: E402
+
+ALL_STAGES = [
+    "generate", "fetch@heart", "fetch@mnist", "preprocess@synthetic", "preprocess@heart", "preprocess@mnist",
+    "train@synthetic", "train@heart", "train@mnist", "evaluate@synthetic", "evaluate@heart", "evaluate@mnist",
+    "report",
+]
+SYNTHETIC_CHAIN = ["generate", "preprocess@synthetic", "train@synthetic", "evaluate@synthetic", "report"]
+
+FAKE_KAGGLEHUB = '''"""Stand-in for kagglehub in tests: the first FAKE_KAGGLEHUB_FAILURES calls fail like a dead network."""
+from pathlib import Path
+
+
+def dataset_download(handle, force_download=False):
+    calls = Path(os.environ["FAKE_KAGGLEHUB_CALLS"])
+    count = (int(calls.read_text()) if calls.exists() else 0) + 1
+    calls.write_text(str(count))
+    if count <= int(os.environ["FAKE_KAGGLEHUB_FAILURES"]):
+        raise ConnectionError(f"fake network: api.kaggle.com unreachable (call {count})")
+    return os.environ["FAKE_KAGGLEHUB_FOLDER"]
+'''
+
+
+# --- fixtures and helpers ---
+
+@pytest.fixture(scope="module")
+def prefect_api() -> str:
+    """A temporary Prefect server (SQLite) for this module; in-process flows report to it."""
+    with prefect_test_harness(server_startup_timeout=90):
+        yield prefect.settings.PREFECT_API_URL.value()
+
+
+@pytest.fixture
+def stage_env(monkeypatch, mirror: Path) -> None:
+    """What the in-process flow hands its stage subprocesses: the mirror and a git identity."""
+    for key, value in repo_env(mirror).items():
+        if key == "DNNLAB_DATA_MIRROR" or key.startswith("GIT_"):
+            monkeypatch.setenv(key, value)
+
+
+@pytest.fixture
+def fake_kaggle(monkeypatch, tmp_path: Path, mirror: Path, stage_env) -> Callable[[int], Path]:
+    """No mirror; kagglehub is the stand-in above. Returns set_failures(n) -> the call-counter file."""
+    package = tmp_path / "fake_network" / "kagglehub"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(FAKE_KAGGLEHUB)
+    calls = tmp_path / "kaggle_calls"
+    monkeypatch.delenv("DNNLAB_DATA_MIRROR")
+    monkeypatch.setenv("PYTHONPATH", str(package.parent))
+    monkeypatch.setenv("FAKE_KAGGLEHUB_CALLS", str(calls))
+    monkeypatch.setenv("FAKE_KAGGLEHUB_FOLDER", str(mirror / "heart"))
+
+    def set_failures(count: int) -> Path:
+        monkeypatch.setenv("FAKE_KAGGLEHUB_FAILURES", str(count))
+        return calls
+
+    return set_failures
+
+
+def eventually(read: Callable[[], object], done: Callable[[object], bool], timeout: float = 20.0) -> object:
+    """Task runs, logs and artifacts reach the server asynchronously: poll until they are there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.25)
+
+
+def child_runs(parent_id) -> dict:
+    """name -> FlowRun of the child flow runs of one flow run."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent_id])))
+    return {run.name: run for run in runs}
+
+
+def child_flow_runs(parent_id) -> dict[str, str]:
+    return {name: run.state.type.value for name, run in child_runs(parent_id).items()}
+
+
+def task_runs(flow_run_id) -> dict[str, tuple[str, int]]:
+    """name -> (final state type, run_count) of the task runs of one flow run."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(
+            flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id])))
+    return {run.name: (run.state.type.value if run.state else "", run.run_count) for run in runs}
+
+
+def skip_tasks(flow_run_id, expected: set[str]) -> set[str]:
+    def read() -> set[str]:
+        return {name for name, (state, _) in task_runs(flow_run_id).items()
+                if name.startswith("skip:") and state == "COMPLETED"}
+    return eventually(read, lambda names: names >= expected)
+
+
+def flow_run_by_name(name: str):
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])))
+    return runs
+
+
+def statuses(summary: dict) -> dict[str, str]:
+    return {stage["name"]: stage["status"] for stage in summary["stages"]}
+
+
+def dvc_is_clean(repo: Path, mirror: Path) -> bool:
+    return run(["dvc", "status", "--json"], repo, repo_env(mirror)).stdout.strip() == "{}"
+
+
+def repro_runs_nothing(repo: Path, mirror: Path) -> bool:
+    return "Running stage" not in run(["dvc", "repro"], repo, repo_env(mirror)).stdout
+
+
+def git_head(repo: Path, mirror: Path) -> str:
+    return run(["git", "rev-parse", "HEAD"], repo, repo_env(mirror)).stdout.strip()
+
+
+# --- the pipeline flow ---
+
+def test_stale_stages_run_as_named_child_flow_runs_then_a_second_run_skips_every_stage(
+        workspace: Path, mirror: Path, prefect_api: str, stage_env):
+    # A noise change makes only `generate` stale up front; the rest of the synthetic chain turns stale
+    # as `generate` writes new data. fetch@heart is re-fetched identically: nothing below it reruns.
+    set_params(workspace, {"synthetic.noise_sigma": 0.5})
+    shutil.rmtree(workspace / "data/raw/heart")
+
+    state = pipeline(repo=str(workspace), return_state=True)
+
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert [stage["name"] for stage in summary["stages"]] == ALL_STAGES
+    ran = [*SYNTHETIC_CHAIN[:1], "fetch@heart", *SYNTHETIC_CHAIN[1:]]
+    assert [name for name, status in statuses(summary).items() if status == "ran"] == ran
+    parent = state.state_details.flow_run_id
+    assert child_flow_runs(parent) == {name: "COMPLETED" for name in ran}
+    skipped = {f"skip:{name}" for name in ALL_STAGES if name not in ran}
+    assert skip_tasks(parent, skipped) == skipped
+    # The stage's own log lines are in its child run.
+    train_run = child_runs(parent)["train@synthetic"]
+    with get_client(sync_client=True) as client:
+        read_logs = lambda: [log.message for log in client.read_logs(  # noqa: E731
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[train_run.id])))]
+        logs = eventually(read_logs, lambda lines: any(line.startswith("train@synthetic: ") for line in lines))
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[parent])))
+    assert "Running stage 'train@synthetic':" in logs
+    assert any(line.startswith("train@synthetic: ") for line in logs)
+    assert [artifact.key for artifact in artifacts] == ["pipeline-run"]
+    assert "| `train@synthetic` | ran |" in artifacts[0].data and "| `train@mnist` | skipped |" in artifacts[0].data
+    new_mse = json.loads((workspace / "reports/metrics/synthetic.json").read_text())["test/mse"]
+    assert summary["metrics"]["reports/metrics/synthetic.json"]["test/mse"]["new"] == new_mse
+    assert summary["experiment"] is None and summary["commit"] is None
+    assert dvc_is_clean(workspace, mirror) and repro_runs_nothing(workspace, mirror)
+
+    again = pipeline(repo=str(workspace), return_state=True)
+
+    assert again.is_completed()
+    assert set(statuses(again.result()).values()) == {"skipped"}
+    assert child_flow_runs(again.state_details.flow_run_id) == {}
+    all_skips = {f"skip:{name}" for name in ALL_STAGES}
+    assert skip_tasks(again.state_details.flow_run_id, all_skips) == all_skips
+    assert dvc_is_clean(workspace, mirror)
+
+
+def test_a_transient_fetch_failure_is_retried_and_the_run_completes(
+        workspace: Path, mirror: Path, prefect_api: str, fake_kaggle):
+    calls = fake_kaggle(1)
+
+    state = pipeline(targets=["fetch@heart"], force_fetch=True, fetch_retries=2, fetch_retry_delay_seconds=0,
+                     repo=str(workspace), return_state=True)
+
+    assert state.is_completed(), state.message
+    assert statuses(state.result()) == {"fetch@heart": "ran"}
+    assert calls.read_text() == "2"
+    child = child_runs(state.state_details.flow_run_id)["fetch@heart"]
+    assert child.state.is_completed()
+    retried = {"dvc repro fetch@heart": ("COMPLETED", 2)}  # Prefect's own retry: one task run, run twice
+    assert eventually(lambda: task_runs(child.id), lambda runs: runs == retried) == retried
+    assert (workspace / "data/raw/heart/heart.csv").read_bytes() == (mirror / "heart/heart.csv").read_bytes()
+    assert dvc_is_clean(workspace, mirror)
+
+
+def test_a_permanent_fetch_failure_fails_the_run_with_the_stage_error_and_keeps_the_raw_data(
+        workspace: Path, mirror: Path, prefect_api: str, fake_kaggle):
+    calls = fake_kaggle(1000)
+    raw_before = (workspace / "data/raw/heart/heart.csv").read_bytes()
+
+    state = pipeline(force_fetch=True, fetch_retries=2, fetch_retry_delay_seconds=0, repo=str(workspace),
+                     return_state=True)
+
+    assert state.is_failed()
+    assert state.message.startswith("fetch: error: could not download johnsmith88/heart-disease-dataset")
+    assert "fake network: api.kaggle.com unreachable" in state.message
+    assert calls.read_text() == "3"  # one try and two retries
+    summary = state.result(raise_on_failure=False)
+    assert [(stage["name"], stage["status"]) for stage in summary["stages"]] == [
+        ("generate", "skipped"), ("fetch@heart", "failed")]  # nothing after the failing stage
+    assert child_flow_runs(state.state_details.flow_run_id) == {"fetch@heart": "FAILED"}
+    assert (workspace / "data/raw/heart/heart.csv").read_bytes() == raw_before
+    assert dvc_is_clean(workspace, mirror)
+
+
+def test_a_failing_stage_keeps_earlier_results_and_its_old_outputs_and_stops_the_run(
+        workspace: Path, mirror: Path, prefect_api: str, stage_env, monkeypatch, tmp_path: Path):
+    broken = tmp_path / "broken_mirror"
+    shutil.copytree(mirror, broken, ignore=shutil.ignore_patterns("*.gz"))
+    (broken / "heart/heart.csv").write_text("age,sex\n63,1\n")
+    monkeypatch.setenv("DNNLAB_DATA_MIRROR", str(broken))
+    set_params(workspace, {"synthetic.noise_sigma": 0.5})
+    raw_before = (workspace / "data/raw/heart/heart.csv").read_bytes()
+    model_before = (workspace / "models/synthetic.keras").read_bytes()
+
+    state = pipeline(force_fetch=True, fetch_retry_delay_seconds=0, repo=str(workspace), return_state=True)
+
+    assert state.is_failed()
+    assert state.message == (f"fetch: error: {broken}/heart/heart.csv: header is 'age,sex'; expected "
+                             "'age,sex,cp,trestbps,chol,fbs,restecg,thalach,exang,oldpeak,slope,ca,thal,target' "
+                             "(a column is missing, renamed or reordered)")
+    assert statuses(state.result(raise_on_failure=False)) == {"generate": "ran", "fetch@heart": "failed"}
+    children = child_flow_runs(state.state_details.flow_run_id)
+    assert children == {"generate": "COMPLETED", "fetch@heart": "FAILED"}
+    fetch_run = child_runs(state.state_details.flow_run_id)["fetch@heart"]
+    assert fetch_run.state.message == state.message
+    once = {"dvc repro fetch@heart": ("FAILED", 1)}  # not a network error: no retry
+    assert eventually(lambda: task_runs(fetch_run.id), lambda runs: runs == once) == once
+    assert (workspace / "data/raw/heart/heart.csv").read_bytes() == raw_before
+    assert (workspace / "models/synthetic.keras").read_bytes() == model_before  # nothing after it ran
+    env = repo_env(mirror)
+    assert run(["dvc", "status", "--json", "generate"], workspace, env).stdout.strip() == "{}"  # committed
+    assert "preprocess@synthetic" in json.loads(run(["dvc", "status", "--json"], workspace, env).stdout)
+
+
+def test_overrides_run_as_a_dvc_experiment_and_return_its_name(workspace: Path, mirror: Path, prefect_api: str,
+                                                                 stage_env):
+    state = pipeline(targets=["generate"], overrides={"synthetic.noise_sigma": 0.25}, repo=str(workspace),
+                     return_state=True)
+
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert statuses(summary) == {"generate": "ran"}
+    with get_client(sync_client=True) as client:
+        run_name = client.read_flow_run(state.state_details.flow_run_id).name
+    assert summary["experiment"] == run_name  # the experiment is named after the flow run
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], workspace, repo_env(mirror)).stdout)
+    experiment = next(exp for commit in shown for exp in (commit.get("experiments") or [])
+                      if exp.get("name") == summary["experiment"])
+    assert experiment["revs"][0]["data"]["params"]["params.yaml"]["data"]["synthetic"]["noise_sigma"] == 0.25
+
+    params_before = (workspace / "params.yaml").read_text()
+    refused = pipeline(overrides={"synthetic.noise_sigma": -1}, repo=str(workspace), return_state=True)
+    assert refused.is_failed() and "synthetic.noise_sigma" in refused.message
+    assert (workspace / "params.yaml").read_text() == params_before
+    both = pipeline(overrides={"model.width": 8}, record=True, repo=str(workspace), return_state=True)
+    assert both.is_failed() and "record" in both.message
+
+
+def test_the_command_line_prints_one_json_summary(workspace: Path, mirror: Path, prefect_api: str):
+    result = run([sys.executable, "-m", "flows.pipeline", "--json"], workspace,
+                 repo_env(mirror, PREFECT_API_URL=prefect_api))
+
+    summary = json.loads(result.stdout)
+    assert set(summary) == {"stages", "metrics", "experiment", "commit"}
+    assert [(stage["name"], stage["status"]) for stage in summary["stages"]] == [(n, "skipped") for n in ALL_STAGES]
+    accuracy = json.loads((workspace / "reports/metrics/mnist.json").read_text())["test/accuracy"]
+    assert summary["metrics"]["reports/metrics/mnist.json"]["test/accuracy"] == {
+        "old": accuracy, "new": accuracy, "diff": 0}
+    assert summary["experiment"] is None and summary["commit"] is None
+
+
+# --- `dvc repro` and Prefect ---
+
+def test_dvc_repro_reports_each_stage_as_a_flow_run_only_when_a_server_is_configured(
+        workspace: Path, mirror: Path, prefect_api: str, tmp_path: Path):
+    env = repo_env(mirror, PREFECT_API_URL=prefect_api)
+    before = len(flow_run_by_name("fetch@heart"))
+
+    run(["dvc", "repro", "--force", "--single-item", "fetch@heart"], workspace, env)
+
+    runs = flow_run_by_name("fetch@heart")
+    assert len(runs) == before + 1
+    assert [run.state.type.value for run in runs if not run.parent_task_run_id][-1:] == ["COMPLETED"]
+    assert dvc_is_clean(workspace, mirror)
+
+    probe = ("import sys; from stages.common import run_stage; run_stage('generate', lambda: None); "
+             "print('prefect' in sys.modules)")
+    no_server = repo_env(mirror, PREFECT_HOME=str(tmp_path / "prefect_home"))
+    assert run([sys.executable, "-c", probe], REPO_ROOT, no_server).stdout.strip() == "False"
+    in_flow = repo_env(mirror, PREFECT_API_URL=prefect_api, DNNLAB_PREFECT_PARENT="1")
+    assert run([sys.executable, "-c", probe], REPO_ROOT, in_flow).stdout.strip() == "False"
+    assert dvc_stage_name("train", ["/repo/stages/train.py", "mnist", "--data", "x"]) == "train@mnist"
+    assert dvc_stage_name("report", ["/repo/stages/report.py", "--metrics", "reports/metrics"]) == "report"
+
+
+# --- deployments ---
+
+def _registered(names: list[str]) -> dict[str, tuple]:
+    with get_client(sync_client=True) as client:
+        deployments = client.read_deployments(deployment_filter=DeploymentFilter(
+            name=DeploymentFilterName(any_=names)))
+    return {d.name: (d.entrypoint, d.parameters,
+                     [(s.schedule.cron, s.schedule.timezone, s.active) for s in d.schedules]) for d in deployments}
+
+
+def test_prefect_yaml_and_flows_serve_define_the_same_deployments(tmp_path: Path, mirror: Path, prefect_api: str):
+    assert PREFECT_YAML.read_text() == prefect_yaml_text(), "run python -m flows.deployments --write-prefect-yaml"
+    names = [spec.name for spec in DEPLOYMENTS]
+    assert {"nightly", "on-demand"} <= set(names)
+    nightly = next(spec for spec in DEPLOYMENTS if spec.name == "nightly")
+    assert (nightly.cron, nightly.timezone, nightly.parameters) == (
+        "0 3 * * *", "UTC", {"force_fetch": True, "record": True})
+    assert next(spec for spec in DEPLOYMENTS if spec.name == "on-demand").cron is None
+
+    for deployment in runner_deployments():  # what `flows.serve` registers before serving
+        deployment.apply()
+    served = _registered(names)
+
+    source = copy_source_tree(tmp_path / "checkout")
+    env = repo_env(mirror, PREFECT_API_URL=prefect_api)
+    run(["prefect", "work-pool", "create", "dnnlab", "--type", "process", "--overwrite"], source, env)
+    run(["prefect", "--no-prompt", "deploy", "--all"], source, env)
+    deployed = _registered(names)
+
+    assert served == deployed
+    assert served["nightly"] == ("flows/pipeline.py:pipeline", {"force_fetch": True, "record": True},
+                                 [("0 3 * * *", "UTC", True)])
+    assert served["on-demand"] == ("flows/pipeline.py:pipeline", {}, [])
+    assert yaml.safe_load(PREFECT_YAML.read_text())["deployments"][0]["work_pool"] == {"name": "dnnlab"}
+
+
+def test_a_served_deployment_records_a_commit_when_results_change_and_none_when_not(
+        workspace: Path, mirror: Path, prefect_api: str, tmp_path: Path):
+    from prefect.deployments import run_deployment
+
+    env = repo_env(mirror, PREFECT_API_URL=prefect_api, PREFECT_RUNNER_POLL_FREQUENCY="1")
+    # A committed code change to the report stage: tonight's run must rerun it and record dvc.lock.
+    report_code = workspace / "stages/report.py"
+    report_code.write_text(report_code.read_text() + "\n# touched by the nightly-run test\n")
+    run(["git", "commit", "-qam", "touch the report stage"], workspace, env)
+    before = git_head(workspace, mirror)
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen([sys.executable, "-m", "flows.serve"], cwd=workspace, env=env, stdout=log,
+                              stderr=subprocess.STDOUT)
+    try:
+        with get_client(sync_client=True) as client:
+            def registered() -> bool:
+                try:
+                    return bool(client.read_deployment_by_name("pipeline/nightly"))
+                except Exception:
+                    return False
+            assert eventually(registered, bool, timeout=90), (tmp_path / "serve.log").read_text()[-3000:]
+
+        first = run_deployment("pipeline/nightly", timeout=400, poll_interval=1)
+
+        assert first.state.is_completed(), (first.state.message, (tmp_path / "serve.log").read_text()[-3000:])
+        recorded = git_head(workspace, mirror)
+        assert recorded != before
+        message = run(["git", "log", "-1", "--format=%B"], workspace, env).stdout
+        assert message.startswith(f"pipeline run {first.name}: mnist test/accuracy ")
+        assert "synthetic test/relative_mse" in message and "heart test/roc_auc" in message
+        files = run(["git", "show", "--name-only", "--format=", "HEAD"], workspace, env).stdout.split()
+        assert files == ["dvc.lock"]
+        assert run(["git", "rev-parse", "HEAD~1"], workspace, env).stdout.strip() == before
+        assert dvc_is_clean(workspace, mirror)
+
+        second = run_deployment("pipeline/nightly", timeout=400, poll_interval=1)
+
+        assert second.state.is_completed(), second.state.message
+        assert git_head(workspace, mirror) == recorded
+        assert dvc_is_clean(workspace, mirror)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+# --- small pieces, no server ---
+
+def test_failure_line_prefers_the_stage_error_and_reads_the_exit_code():
+    stderr = ["I0000 oneDNN custom operations are on.",
+              "fetch: error: could not download x (ConnectionError: boom); offline?",
+              "ERROR: failed to reproduce 'fetch@heart': failed to run: python -m stages.fetch heart, exited with 75"]
+    assert failure_line("fetch@heart", 255, stderr) == (stderr[1], NETWORK_EXIT_CODE)
+    assert failure_line("report", 255, ["ERROR: failed to reproduce 'report': boom"]) == (
+        "failed to reproduce 'report': boom", 255)
+
+
+def test_network_exit_code_and_headline_match_the_stages():
+    from stages.fetch import NETWORK_EXIT_CODE as STAGE_CODE
+
+    assert NETWORK_EXIT_CODE == STAGE_CODE
+    metrics = {"reports/metrics/heart.json": {"test/roc_auc": {"new": 0.9012}},
+               "reports/metrics/mnist.json": {"test/accuracy": {"new": 0.98123, "old": 0.97}}}
+    assert headline(metrics) == "mnist test/accuracy 0.9812, heart test/roc_auc 0.9012"
