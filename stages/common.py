@@ -88,6 +88,9 @@ def write_outputs(outputs: Mapping[str | Path, bytes]) -> None:
 
 def run_stage(name: str, main: Callable[[], None]) -> None:
     """Run a stage's main(); a known failure becomes one line on stderr and a non-zero exit."""
+    from flows import track_stage  # with a Prefect server configured: the stage is a flow run there
+
+    main = track_stage(name, main, (StageError, ParamsError))
     try:
         main()
     except (StageError, ParamsError) as error:
