@@ -160,11 +160,16 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     seeds = [params.seed + index for index in range(args.seeds)]
     mirror = data_mirror()
+    load_before = os.getloadavg()[0]
     results = [run_case(name, params, load_case(name, params, mirror), seeds, args.scale) for name in cases]
+    # Timings are only comparable on an otherwise idle machine: the load says how idle it was.
+    load = {"cpus": os.cpu_count(), "load_1min_before": load_before, "load_1min_after": os.getloadavg()[0]}
     if args.json:
-        print(json.dumps({"scale": args.scale, "seeds": seeds, "cases": results}, indent=2))
+        print(json.dumps({"scale": args.scale, "seeds": seeds, "machine": load, "cases": results}, indent=2))
     else:
         print_table(results, seeds, args.scale)
+        print(f"machine: {load['cpus']} CPUs, 1-min load average {load['load_1min_before']:.1f} before, "
+              f"{load['load_1min_after']:.1f} after (above ~0.5, other processes shared the CPUs)")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Training engines: plain `model.fit`, and `train_compiled`, an XLA-compiled epoch loop.
+"""Training engines: plain `model.fit`, and `train_compiled`, a compiled (XLA for long runs) epoch loop.
 
 Both take the same inputs and return the learning curve: one row per epoch with
 `epoch`, `train/loss`, `val/loss` (and `train/accuracy`, `val/accuracy` for classifiers).
@@ -102,27 +102,30 @@ def shuffled_order(seed: int, epoch: int, rows: int) -> np.ndarray:
 def train_compiled(model: keras.Model, task: Task, config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
                    x_val: np.ndarray, y_val: np.ndarray, seed: int, *,
                    jit_compile: bool | None = None, max_epochs_per_call: int | None = None) -> pd.DataFrame:
-    """The same training as `train_with_fit`, run by one XLA-compiled TensorFlow function.
+    """The training of `train_with_fit`, run by a compiled TensorFlow function that runs whole epochs.
 
-    Each call of the function runs several whole epochs (a while loop over epochs, each a while
-    loop over the mini-batches, all of one static shape), so Python and Keras run once per call
-    instead of once per step. The number of epochs per call
-    grows until a call takes about PROGRESS_INTERVAL_S (at most `max_epochs_per_call`); it does
-    not change the results.
+    Each call runs several epochs (a while loop over epochs, each a while loop over mini-batches
+    of one static shape), so Python and Keras run once per call instead of once per step. Calls
+    start at one epoch and grow to about PROGRESS_INTERVAL_S each, with a progress line between
+    (`max_epochs_per_call` caps them); how epochs are grouped into calls does not change the
+    results. The function is XLA-compiled when the run has at least XLA_MIN_STEPS steps, where
+    XLA's compile time pays off, else a plain TF graph (`jit_compile` forces either).
 
-    As in fit: Adam at `config.learning_rate`; rows reshuffled every epoch; the last partial
-    batch is a step of its own (padded to the batch shape with rows weighted 0); the training loss includes the model's regularization losses (l2)
-    and is the mean of the epoch's batch losses weighted by batch size (running, as the weights
-    move), train accuracy likewise from the training-mode predictions (dropout on); validation
-    loss and accuracy on the whole validation set with training=False at each epoch end; early
-    stopping like EarlyStopping(monitor="val_loss", patience, restore_best_weights=True), with
-    one curve row per epoch actually run and the best weights restored at the end.
+    As in fit: Adam at `config.learning_rate`; the rows reshuffled every epoch; the last, partial
+    batch a step of its own (padded to the static batch shape with rows weighted 0, so its loss
+    and gradient are those of its real rows); the model's regularization losses (l2) added to
+    the loss; an epoch's train loss the mean of its batch losses weighted by batch size (the mean
+    over all rows, taken as the weights move), train accuracy likewise, from the training-mode
+    predictions (dropout on); validation loss (l2 included) and accuracy on the whole validation
+    set with training=False at each epoch end; with `early_stopping_patience` > 0,
+    EarlyStopping(monitor="val_loss", patience, restore_best_weights=True): one curve row per epoch
+    run, and the best epoch's weights restored at the end, also when it never stopped.
 
-    Where it differs from fit: the shuffle order comes from a stateless RNG seeded by
-    (seed, epoch), not Keras' global RNG, so the runs are not step-for-step identical to fit's;
-    validation runs as one batch, so its mean may differ from fit's batched one in the last
-    float32 bits; only the trainable weights are restored by early stopping (the model has no
-    other state that inference uses).
+    Where it differs from fit: the shuffle order is a permutation seeded by (seed, epoch), not
+    Keras' global RNG, and the padded last batch draws dropout masks of the full batch shape, so
+    runs are not step-for-step identical to fit's, only statistically alike; validation runs as
+    one batch, so its mean may differ from fit's batched one in the last float32 bits; early
+    stopping restores the trainable weights only (the lab's models hold no other state).
     """
     keras.utils.set_random_seed(seed)
     optimizer = keras.optimizers.Adam(config.learning_rate)
