@@ -1,0 +1,283 @@
+"""The hyperparameter study: choosing variations, the report's computed answers and table, and the
+`study` flow end to end (DVC experiments in a temporary repo copy, tiny epochs)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from flows.study import (StudyError, busy_queue_entries, experiments_of, select_variations, set_params)
+from stages.config import StudyVariation, load_params
+from stages.study_report import (StudyExperiment, answers, build_study_report, config_changes,
+                                 epochs_to_reach, metrics_table_html)
+from tests.conftest import REPO_ROOT, repo_env, run
+
+BASE_CONFIG = load_params(REPO_ROOT / "params.yaml").synthetic
+
+
+# --- choosing and queueing variations ---
+
+VARIATIONS = (StudyVariation("baseline", ()), StudyVariation("wide", (("synthetic.model.width", 128),)),
+              StudyVariation("light-l2", (("synthetic.model.l2", 1e-4),)))
+
+
+def test_only_keeps_the_named_variations_in_study_order():
+    assert [v.name for v in select_variations(VARIATIONS, ["light-l2", "baseline"])] == ["baseline", "light-l2"]
+    assert select_variations(VARIATIONS, None) == list(VARIATIONS)
+
+
+def test_only_with_an_unknown_name_is_refused_naming_it_and_the_known_ones():
+    with pytest.raises(StudyError, match=r"unknown study variation\(s\) wdie; .*has: baseline, wide, light-l2"):
+        select_variations(VARIATIONS, ["wide", "wdie"])
+
+
+def test_overrides_become_force_add_set_params():
+    # `++` because synthetic.model.width is absent from params.yaml (`synthetic.model: {}`).
+    assert set_params(VARIATIONS[1]) == ["++synthetic.model.width=128"]
+    assert set_params(VARIATIONS[2]) == ["++synthetic.model.l2=0.0001"]
+    assert set_params(StudyVariation("two", (("seed", 7), ("model.activation", "tanh")))) == [
+        "++seed=7", "++model.activation=tanh"]
+    assert set_params(VARIATIONS[0]) == []
+
+
+def test_busy_queue_entries_are_the_queued_and_running_ones():
+    status = ("Task     Name       Created    Status\n"
+              "72bbc07  baseline   11:50 AM   Success\n"
+              "439fce6  batch-120  11:51 AM   Running\n"
+              "5318a7b             11:51 AM   Queued\n"
+              "c4a725a  l2-1e-3    11:51 AM   Failed\n\n"
+              "Worker status: 1 active, 0 idle\n")
+    assert busy_queue_entries(status) == ["batch-120", "5318a7b"]
+    assert busy_queue_entries("No experiment tasks in the queue.\n\nWorker status: 0 active, 0 idle\n") == []
+
+
+def test_experiments_of_reads_the_baseline_commits_named_experiments():
+    def exp(name, rev, width, metrics=True, error=None):
+        data = {"params": {"params.yaml": {"data": {"synthetic": {"model": {"width": width}}}}},
+                "metrics": {"reports/metrics/synthetic.json": {"data": {"val/loss": 1.5}}} if metrics else {}}
+        return {"name": name, "revs": [{"rev": rev, "name": name, "data": data, "error": error}]}
+
+    shown = [{"rev": "workspace", "data": {}},
+             {"rev": "head", "name": "main", "experiments": [
+                 exp("wide", "e1", 128), exp("no-metrics", "e2", 8, False),
+                 exp("failed", "e4", 8, error={"msg": "Experiment run failed", "type": ""})]},
+             {"rev": "older", "experiments": [exp("old", "e3", 64)]}]
+    found = experiments_of(shown, "head")
+    assert list(found) == ["wide"]
+    assert found["wide"]["rev"] == "e1"
+    assert found["wide"]["params"]["synthetic"]["model"]["width"] == 128
+    assert found["wide"]["metrics"] == {"val/loss": 1.5}
+
+
+# --- the report's computed answers ---
+
+def curve(epochs: int, tau: float, jitter: float, floor: float = 1.0) -> pd.DataFrame:
+    """A decaying loss with alternating jitter: `tau` sets how fast it falls, `jitter` how noisy it is."""
+    epoch = np.arange(1, epochs + 1)
+    wiggle = jitter * np.where(epoch % 2 == 0, 1.0, -1.0)
+    val = floor + 10 * np.exp(-epoch / tau) + wiggle
+    return pd.DataFrame({"epoch": epoch, "train/loss": val - 0.2, "val/loss": val})
+
+
+def experiment(name: str, overrides: dict | None = None, *, train: dict | None = None, model: dict | None = None,
+               seed: int = 42, loss_curve: pd.DataFrame | None = None, **metrics: float) -> StudyExperiment:
+    config = dataclasses.replace(BASE_CONFIG, train=dataclasses.replace(BASE_CONFIG.train, **(train or {})),
+                                 model=dataclasses.replace(BASE_CONFIG.model, **(model or {})))
+    values = {"train/loss": 0.9, "val/loss": 1.1, "test/relative_mse": 0.05, "domain/mse_vs_truth": 0.08,
+              "ood/mse_vs_truth": 30.0, "train/epochs_run": 2000}
+    values.update({key.replace("__", "/"): value for key, value in metrics.items()})
+    loss_curve = curve(2000, 100, 0.02) if loss_curve is None else loss_curve
+    grid = pd.DataFrame({"x": [-6.0, -4.0, 0.0, 4.0, 6.0], "y_true": [8.0, 5.0, 1.0, 5.0, 8.0],
+                         "y_pred": [6.0, 5.1, 1.1, 4.9, 10.0],
+                         "region": ["extrapolation", "domain", "domain", "domain", "extrapolation"]})
+    return StudyExperiment(name=name, rev=f"rev-{name}", overrides=overrides or {}, seed=seed, config=config,
+                           metrics=values, curve=loss_curve, predictions=grid)
+
+
+def answer_to(question: str, experiments: list[StudyExperiment]) -> str:
+    found = dict(answers(experiments))
+    assert question in found, list(found)
+    return " ".join(found[question])
+
+
+BATCH = "Does a larger batch behave like a smaller learning rate?"
+DEPTH = "Does depth help?"
+LONGER = "Does training longer overfit?"
+
+
+def test_epochs_to_reach_is_the_first_epoch_at_or_below_the_level():
+    frame = pd.DataFrame({"epoch": [1, 2, 3, 4], "val/loss": [5.0, 2.0, 3.0, 1.0]})
+    assert epochs_to_reach(frame, 2.0) == 2
+    assert epochs_to_reach(frame, 0.5) is None
+
+
+def test_a_slower_smoother_large_batch_is_called_like_a_smaller_learning_rate():
+    base = experiment("baseline", loss_curve=curve(2000, 100, 0.05))
+    big = experiment("batch-120", {"synthetic.train.batch_size": 120}, train={"batch_size": 120},
+                     loss_curve=curve(2000, 300, 0.005))
+    text = answer_to(BATCH, [base, big])
+    slower = float(re.search(r"([\d.]+)× the epochs", text).group(1))
+    assert 2.5 < slower < 3.5  # three times the time constant: about three times the epochs
+    assert "smoother" in text and "So yes" in text and "3.75× fewer weight updates" in text
+
+
+def test_a_large_batch_that_converges_as_fast_is_not_called_a_smaller_learning_rate():
+    base = experiment("baseline", loss_curve=curve(2000, 100, 0.05))
+    big = experiment("batch-120", {"synthetic.train.batch_size": 120}, train={"batch_size": 120},
+                     loss_curve=curve(2000, 100, 0.05))
+    text = answer_to(BATCH, [base, big])
+    assert "1× the epochs" in text and "So yes" not in text and "did not act like a smaller learning rate" in text
+
+
+@pytest.mark.parametrize("domain_error, verdict", [(0.04, "helps"), (0.16, "hurts"), (0.081, "makes no difference")])
+def test_depth_verdict_follows_the_in_domain_error(domain_error: float, verdict: str):
+    base = experiment("baseline")
+    deep = experiment("depth-3", {"synthetic.model.depth": 3}, model={"depth": 3}, domain__mse_vs_truth=domain_error)
+    text = answer_to(DEPTH, [base, deep])
+    assert f"the extra depth {verdict}" in text
+    assert "0.08000 → " + f"{domain_error:#.4g}" in text
+
+
+def test_longer_training_that_lowers_train_and_raises_val_loss_is_called_overfitting():
+    base = experiment("baseline")
+    longer = experiment("epochs-5000", {"synthetic.train.epochs": 5000}, train={"epochs": 5000},
+                        train__loss=0.8, val__loss=1.25, loss_curve=curve(5000, 100, 0.02))
+    text = answer_to(LONGER, [base, longer])
+    assert "train loss -11.1 %" in text and "validation loss +13.6 %" in text and "So yes" in text
+
+
+def test_longer_training_that_still_lowers_val_loss_is_not_called_overfitting():
+    base = experiment("baseline")
+    longer = experiment("epochs-5000", {"synthetic.train.epochs": 5000}, train={"epochs": 5000},
+                        train__loss=0.8, val__loss=1.0, loss_curve=curve(5000, 100, 0.02))
+    assert "No: the validation loss still improves" in answer_to(LONGER, [base, longer])
+
+
+def test_answers_compare_against_the_variation_without_overrides_and_list_the_others():
+    base = experiment("baseline")
+    wide = experiment("width-128", {"synthetic.model.width": 128}, model={"width": 128}, val__loss=1.0)
+    found = dict(answers([wide, base]))
+    assert found[BATCH][0].startswith("Not asked")
+    (line,) = found["Other variations against the baseline"]
+    assert line.startswith("width-128 (model.width 64 → 128)") and "validation loss 1.100 → 1.000 (-9.1 %)" in line
+    assert config_changes(base, experiment("seed-7", {"seed": 7}, seed=7)) == {"seed": (42, 7)}
+    assert dict(answers([wide]))["Answers need the baseline"]
+
+
+# --- the page ---
+
+def test_metrics_table_is_sorted_by_validation_loss_best_first():
+    table = metrics_table_html([experiment("a", val__loss=1.3), experiment("b", val__loss=1.1),
+                                experiment("c", val__loss=1.2)])
+    names = re.findall(r'<th scope="row">(?:<strong>)?([abc])<', table)
+    assert names == ["b", "c", "a"]
+    assert "<strong>b</strong>" in table
+
+
+def test_study_report_is_self_contained_and_the_same_bytes_for_the_same_experiments():
+    experiments = [experiment("baseline"),
+                   experiment("batch-120", {"synthetic.train.batch_size": 120}, train={"batch_size": 120},
+                              loss_curve=curve(2000, 300, 0.005))]
+    page = build_study_report(experiments, "0123456789abcdef")
+    assert page == build_study_report(experiments, "0123456789abcdef")
+    assert page.count("data:image/png;base64,") == 2
+    assert not re.search(r"<script|<link|src=\"http", page)
+    for text in ("baseline", "batch-120", "synthetic.train.batch_size=120", "0123456789", BATCH.replace("'", "&#x27;")):
+        assert text in page
+
+
+# --- the flow, end to end ---
+
+def study_params(repo: Path, variations: list[dict]) -> None:
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params["study"] = {"variations": variations}
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def study_cli(repo: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "flows.study", *args], repo, env, check=False)
+
+
+def experiments_at_head(repo: Path, env: dict[str, str]) -> dict[str, dict]:
+    head = run(["git", "rev-parse", "HEAD"], repo, env).stdout.strip()
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo, env).stdout)
+    return {exp["name"]: exp["revs"][0] for commit in shown if commit["rev"] == head
+            for exp in (commit.get("experiments") or [])}
+
+
+def test_two_variation_study_runs_two_experiments_and_writes_the_report(workspace: Path, mirror: Path):
+    env = repo_env(mirror)
+    study_params(workspace, [{"name": "baseline", "params": {}},
+                             {"name": "narrow", "params": {"synthetic.model.width": 16}},
+                             {"name": "narrow-again", "params": {"synthetic.model.width": 16}}])  # runs once
+    run(["git", "commit", "-qam", "a two-variation study"], workspace, env)
+    params_before = (workspace / "params.yaml").read_bytes()
+
+    result = study_cli(workspace, env, "--json", "--jobs", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [exp["name"] for exp in summary["experiments"]] == ["baseline", "narrow"]
+    assert summary["experiments"][1]["params"] == {"synthetic.model.width": 16}
+    assert summary["experiments"][0]["metrics"]["train/epochs_run"] == 20
+    assert summary["report"] == "reports/study.html" and summary["seconds"] > 0
+
+    shown = experiments_at_head(workspace, env)
+    assert set(shown) == {"baseline", "narrow"}
+    narrow = shown["narrow"]["data"]
+    assert narrow["params"]["params.yaml"]["data"]["synthetic"]["model"]["width"] == 16
+    assert narrow["metrics"]["reports/metrics/synthetic.json"]["data"]["val/loss"] == \
+        summary["experiments"][1]["metrics"]["val/loss"]
+
+    page = (workspace / "reports/study.html").read_text()
+    rows = re.findall(r'<tr><th scope="row">(?:<strong>)?([\w-]+)<', page)
+    assert sorted(rows) == ["baseline", "narrow"]
+    assert "synthetic.model.width=16" in page
+
+    # The queue ran the experiments in temporary copies: the workspace is as it was.
+    assert (workspace / "params.yaml").read_bytes() == params_before
+    assert run(["dvc", "status", "--json"], workspace, env).stdout.strip() == "{}"
+
+    diff = json.loads(run(["dvc", "plots", "diff", "baseline", "narrow", "--json"], workspace, env).stdout)
+    (curves,) = [plot for name, plots in diff["data"].items() if name.startswith("Learning curves, synthetic")
+                 for plot in plots]
+    assert curves["revisions"] == ["baseline", "narrow"]
+    assert {row["rev"] for row in curves["content"]["data"]["values"]} == {"baseline", "narrow"}
+
+    # A re-run replaces this commit's experiment of the same name.
+    again = study_cli(workspace, env, "--only", "narrow")
+    assert again.returncode == 0, again.stderr[-3000:]
+    rerun = experiments_at_head(workspace, env)
+    assert set(rerun) == {"baseline", "narrow"}
+    assert rerun["narrow"]["data"]["metrics"] == shown["narrow"]["data"]["metrics"]  # deterministic
+
+
+@pytest.mark.parametrize("entry, args, message", [
+    ({"name": "typo", "params": {"synthetic.model.widht": 16}}, [],
+     r"study\.variations\[1\] \(typo\): unknown key synthetic\.model\.widht"),
+    ({"name": "zero-batch", "params": {"synthetic.train.batch_size": 0}}, [],
+     r"study\.variations\[1\] \(zero-batch\): synthetic\.train\.batch_size = 0 is invalid"),
+    ({"name": "fine", "params": {"synthetic.model.width": 16}}, ["--only", "fien"],
+     r"unknown study variation\(s\) fien; .*has: baseline, fine"),
+])
+def test_bad_entry_or_name_is_refused_with_nothing_queued(workspace: Path, mirror: Path, entry, args, message):
+    env = repo_env(mirror)
+    study_params(workspace, [{"name": "baseline", "params": {}}, entry])
+
+    result = study_cli(workspace, env, *args)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("study: error: "), result.stderr
+    assert re.search(message, errors[0]), errors[0]
+    assert "No experiment tasks in the queue" in run(["dvc", "queue", "status"], workspace, env).stdout
+    assert experiments_at_head(workspace, env) == {}
+    assert not (workspace / "reports/study.html").exists()
