@@ -62,14 +62,17 @@ class DvcProject:
         from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
 
         self.root = root
-        self.repo = Repo(str(root))
+        try:
+            self.repo = Repo(str(root))
+        except Exception as error:  # not a DVC repository, unreadable config
+            raise ValueError(f"dvc: {root}: {error}") from None
         try:
             selected = collect_stages(self.repo, targets) if targets else None
-        except Exception as error:  # StageNotFound & co: a bad --target
+            graph = get_active_graph(self.repo.index.graph)
+        except Exception as error:  # a bad target (StageNotFound & co), a broken dvc.yaml
             self.repo.close()
-            raise ValueError(f"unknown target {', '.join(targets or [])!r}: {error}") from None
-        self.stages = {stage.addressing: stage for stage in plan_repro(get_active_graph(self.repo.index.graph),
-                                                                        selected)}
+            raise ValueError(f"dvc: {error}") from None
+        self.stages = {stage.addressing: stage for stage in plan_repro(graph, selected)}
 
     @property
     def order(self) -> list[str]:
@@ -89,10 +92,8 @@ class DvcProject:
 
     def git_tracked_inputs(self) -> list[str]:
         """The files the stages read that git tracks (code, params files): their results are what we commit."""
-        paths = []
-        for stage in self.repo.index.stages:
-            paths += [os.path.relpath(dep.fs_path, self.root) for dep in stage.deps
-                      if (self.root / os.path.relpath(dep.fs_path, self.root)).is_file()]
+        paths = [os.path.relpath(dep.fs_path, self.root) for stage in self.repo.index.stages for dep in stage.deps]
+        paths = [path for path in paths if (self.root / path).is_file()]
         outputs = tuple(os.path.relpath(out.fs_path, self.root) for stage in self.repo.index.stages
                         for out in stage.outs)
         return sorted({path for path in paths if not path.startswith("..")
@@ -230,7 +231,8 @@ def apply_overrides(root: Path, overrides: dict[str, Any]) -> None:
 def _git(root: Path, *args: str) -> str:
     result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"git {' '.join(args)}: {(result.stderr or result.stdout).strip().splitlines()[-1:]}")
+        last = ((result.stderr or result.stdout).strip().splitlines() or ["(no output)"])[-1]
+        raise RuntimeError(f"record: git {args[0]} failed: {last}")
     return result.stdout
 
 
@@ -289,7 +291,7 @@ def summary_markdown(run_name: str, outcome: str, stages: list[StageRecord], met
         lines.append("No metrics yet.")
     lines.append("")
     if report:
-        lines.append(f"Report: `{report}` in the repository (open it in a browser).")
+        lines.append(f"Report: `{report}` (open it in a browser).")
     if experiment:
         lines.append(f"Experiment: `{experiment}` (`dvc exp show`).")
     if commit:
@@ -371,6 +373,7 @@ def _run_pipeline(root: Path, targets: Optional[list[str]], force_fetch: bool, o
             project = DvcProject(root, targets)
         metrics = project.metrics_diff()  # before `record` commits: the change this run made
         report = project.report_path()
+        report = str(root / report) if report else None
         experiment = commit = None
         try:
             if failure is None and overrides:
@@ -391,6 +394,9 @@ def _run_pipeline(root: Path, targets: Optional[list[str]], force_fetch: bool, o
         key=ARTIFACT_KEY, description=f"Stages, metrics and report of pipeline run {run_name}",
         markdown=summary_markdown(run_name, "Failed" if failure else "Completed", records, metrics, report,
                                   experiment, commit))
+    counts = {status: sum(r.status == status for r in records) for status in ("ran", "skipped", "failed")}
+    log.info(f"{counts['ran']} stage(s) ran, {counts['skipped']} skipped, {counts['failed']} failed"
+             + (f"; report: {report}" if report else ""))
     if failure:
         return Failed(message=failure, data=summary)
     return summary

@@ -42,6 +42,7 @@ ALL_STAGES = [
 SYNTHETIC_CHAIN = ["generate", "preprocess@synthetic", "train@synthetic", "evaluate@synthetic", "report"]
 
 FAKE_KAGGLEHUB = '''"""Stand-in for kagglehub in tests: the first FAKE_KAGGLEHUB_FAILURES calls fail like a dead network."""
+import os
 from pathlib import Path
 
 
@@ -265,7 +266,7 @@ def test_a_failing_stage_keeps_earlier_results_and_its_old_outputs_and_stops_the
     assert "preprocess@synthetic" in json.loads(run(["dvc", "status", "--json"], workspace, env).stdout)
 
 
-def test_overrides_run_as_a_dvc_experiment_and_return_its_name(workspace: Path, mirror: Path, prefect_api: str,
+def test_overrides_run_as_a_dvc_experiment_and_bad_input_fails_before_any_stage(workspace: Path, mirror: Path, prefect_api: str,
                                                                  stage_env):
     state = pipeline(targets=["generate"], overrides={"synthetic.noise_sigma": 0.25}, repo=str(workspace),
                      return_state=True)
@@ -287,6 +288,8 @@ def test_overrides_run_as_a_dvc_experiment_and_return_its_name(workspace: Path, 
     assert (workspace / "params.yaml").read_text() == params_before
     both = pipeline(overrides={"model.width": 8}, record=True, repo=str(workspace), return_state=True)
     assert both.is_failed() and "record" in both.message
+    unknown = pipeline(targets=["train@imagenet"], repo=str(workspace), return_state=True)
+    assert unknown.is_failed() and unknown.message.startswith("dvc: ") and "train@imagenet" in unknown.message
 
 
 def test_the_command_line_prints_one_json_summary(workspace: Path, mirror: Path, prefect_api: str):
@@ -371,6 +374,9 @@ def test_a_served_deployment_records_a_commit_when_results_change_and_none_when_
     report_code = workspace / "stages/report.py"
     report_code.write_text(report_code.read_text() + "\n# touched by the nightly-run test\n")
     run(["git", "commit", "-qam", "touch the report stage"], workspace, env)
+    store = tmp_path / "dvc_remote"
+    run(["dvc", "remote", "add", "-d", "store", str(store)], workspace, env)
+    run(["git", "commit", "-qm", "a DVC remote", "--", ".dvc/config"], workspace, env)
     before = git_head(workspace, mirror)
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen([sys.executable, "-m", "flows.serve"], cwd=workspace, env=env, stdout=log,
@@ -396,6 +402,9 @@ def test_a_served_deployment_records_a_commit_when_results_change_and_none_when_
         assert files == ["dvc.lock"]
         assert run(["git", "rev-parse", "HEAD~1"], workspace, env).stdout.strip() == before
         assert dvc_is_clean(workspace, mirror)
+        lock = yaml.safe_load((workspace / "dvc.lock").read_text())
+        report_md5 = lock["stages"]["report"]["outs"][0]["md5"]
+        assert (store / "files" / "md5" / report_md5[:2] / report_md5[2:]).is_file()  # `dvc push` ran
 
         second = run_deployment("pipeline/nightly", timeout=400, poll_interval=1)
 
