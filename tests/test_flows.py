@@ -438,3 +438,16 @@ def test_network_exit_code_and_headline_match_the_stages():
     metrics = {"reports/metrics/heart.json": {"test/roc_auc": {"new": 0.9012}},
                "reports/metrics/mnist.json": {"test/accuracy": {"new": 0.98123, "old": 0.97}}}
     assert headline(metrics) == "mnist test/accuracy 0.9812, heart test/roc_auc 0.9012"
+
+
+def test_a_server_set_in_the_active_prefect_profile_counts_as_configured(monkeypatch, tmp_path: Path):
+    from flows import prefect_api_url
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.delenv("PREFECT_PROFILE", raising=False)
+    monkeypatch.delenv("PREFECT_PROFILES_PATH", raising=False)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
+    assert prefect_api_url() is None
+    (tmp_path / "profiles.toml").write_text(
+        'active = "local"\n\n[profiles.local]\nPREFECT_API_URL = "http://127.0.0.1:4200/api"\n')
+    assert prefect_api_url() == "http://127.0.0.1:4200/api"
