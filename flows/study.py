@@ -62,6 +62,8 @@ def select_variations(variations: Sequence[StudyVariation], only: Optional[Seque
 
 def plan(root: Path, only: Optional[Sequence[str]]) -> list[StudyVariation]:
     """Validate params.yaml (every study entry included) and choose the variations; nothing touched yet."""
+    if not (root / "params.yaml").is_file():
+        raise StudyError(f"no params.yaml in {root}: run the study from the repository root")
     try:
         variations = select_variations(load_params(root / "params.yaml").study, only)
     except ParamsError as error:

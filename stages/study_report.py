@@ -129,7 +129,7 @@ def batch_answer(base: StudyExperiment, big: StudyExperiment) -> str:
             f"{updates_ratio:.3g}× fewer weight updates per epoch. Both reach validation loss "
             f"{format_value(level)} (within {100 * LEVEL_MARGIN:.0f} % of the higher of their minima): "
             f"batch {batch} at epoch {e_big}, batch {b} at epoch {e_base}, {slower:.3g}× the epochs. "
-            f"Its validation curve is {smoother:.3g}× {'smoother' if smoother >= 1 else 'noisier'} "
+            f"Batch {batch}'s validation curve is {smoother:.3g}× {'smoother' if smoother >= 1 else 'noisier'} "
             f"(epoch-to-epoch jitter of log loss over the second half: {noise_big:.3g} against {noise_base:.3g}); "
             f"final validation loss {format_value(big.metrics['val/loss'])} against "
             f"{format_value(base.metrics['val/loss'])} ({percent(final)}). ")
