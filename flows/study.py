@@ -27,7 +27,7 @@ from typing import Any, Optional, Sequence
 from prefect import flow, get_run_logger, task
 from prefect.states import Failed
 
-from flows.pipeline import _child_env, _override_text, failure_line, pipeline, stream_command
+from flows.pipeline import DvcProject, _child_env, _override_text, failure_line, pipeline, stream_command
 from stages.config import ParamsError, StudyVariation, load_params, parse_params
 
 REPORT = Path("reports/study.html")
@@ -105,6 +105,24 @@ def busy_queue_entries(status_text: str) -> list[str]:
         if len(columns) >= 3 and columns[-1] in ("Queued", "Running"):
             busy.append(columns[1] if len(columns) >= 4 else columns[0])
     return busy
+
+
+def untracked_results(root: Path) -> list[str]:
+    """Pipeline results (dvc.lock, `cache: false` metrics and plot data) that git does not track.
+
+    A queued experiment starts from git's view of the workspace (the last commit plus tracked
+    changes): an untracked result is missing there, so every experiment would rebuild it (an
+    untracked learning curve of MNIST: the MNIST training, in each experiment).
+    """
+    project = DvcProject(root)
+    try:
+        paths = [path for path in project.git_tracked_outputs() if (root / path).exists()]
+    finally:
+        project.close()
+    if not paths:
+        return []
+    return subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "--", *paths], cwd=root,
+                          capture_output=True, text=True, check=True).stdout.split()
 
 
 @task(name="clear previous")
@@ -266,6 +284,12 @@ def study(only: Optional[list[str]] = None, jobs: int = DEFAULT_JOBS, repo: Opti
         baseline = pipeline(repo=str(root), return_state=True)  # the queued experiments start from built outputs
         if not baseline.is_completed():
             raise StudyError(f"the baseline pipeline failed: {baseline.message}")
+        untracked = untracked_results(root)
+        if untracked:
+            shown = ", ".join(untracked[:3]) + (f" and {len(untracked) - 3} more" if len(untracked) > 3 else "")
+            raise StudyError(f"git does not track the pipeline results {shown}: queued experiments start from git's "
+                             "view of the workspace and would each rebuild them; commit them first "
+                             "(`python -m flows.pipeline --record`, or git add and commit them)")
         clear_previous(root, head, [variation.name for variation in variations])
         for variation in variations:
             queue_experiment(root, variation)

@@ -281,3 +281,19 @@ def test_bad_entry_or_name_is_refused_with_nothing_queued(workspace: Path, mirro
     assert "No experiment tasks in the queue" in run(["dvc", "queue", "status"], workspace, env).stdout
     assert experiments_at_head(workspace, env) == {}
     assert not (workspace / "reports/study.html").exists()
+
+
+def test_results_git_does_not_track_are_refused_with_nothing_queued(workspace: Path, mirror: Path):
+    # Queued experiments start from git's view: an untracked result would be rebuilt in every one of them.
+    env = repo_env(mirror)
+    run(["git", "rm", "-q", "--cached", "reports/metrics/heart.json", "reports/plots/mnist/learning_curve.csv"],
+        workspace, env)
+    run(["git", "commit", "-qm", "results out of git"], workspace, env)
+
+    result = study_cli(workspace, env)
+    assert result.returncode != 0
+    assert re.search(r"^study: error: git does not track the pipeline results reports/metrics/heart\.json, "
+                     r"reports/plots/mnist/learning_curve\.csv: .*commit them first", result.stderr, re.M), \
+        result.stderr[-2000:]
+    assert "No experiment tasks in the queue" in run(["dvc", "queue", "status"], workspace, env).stdout
+    assert experiments_at_head(workspace, env) == {}
