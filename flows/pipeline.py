@@ -322,7 +322,7 @@ def pipeline(targets: Optional[list[str]] = None, force_fetch: bool = False,
     fetch_retries, fetch_retry_delay_seconds: network failures of fetch stages are retried after
         delay, 2 x delay, 4 x delay, ... seconds.
     """
-    root = Path(repo or os.getcwd()).resolve()
+    root = _repo_root(Path(repo or os.getcwd()).resolve())
     if overrides and record:
         return Failed(message="record commits results to git; a run with overrides is a DVC experiment "
                               "(`dvc exp show`, `dvc exp apply`): use one or the other")
@@ -330,6 +330,16 @@ def pipeline(targets: Optional[list[str]] = None, force_fetch: bool = False,
     with contextlib.chdir(root):
         return _run_pipeline(root, targets, force_fetch, overrides, record, fetch_retries,
                              fetch_retry_delay_seconds)
+
+
+def _repo_root(path: Path) -> Path:
+    """The DVC repository holding path (so the flow may start in a subfolder, as `dvc repro` may)."""
+    from dvc.repo import Repo
+
+    try:
+        return Path(Repo.find_root(str(path)))
+    except Exception:  # not in a DVC repository: DvcProject says so
+        return path
 
 
 def _run_pipeline(root: Path, targets: Optional[list[str]], force_fetch: bool, overrides: Optional[dict[str, Any]],
