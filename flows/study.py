@@ -4,9 +4,11 @@
 
 Each variation in params.yaml's `study:` section becomes a DVC experiment named after it:
 the flow checks every entry first (nothing is queued if one is bad), brings the workspace's
-pipeline up to date (the `pipeline` flow; nothing runs when it is built), removes this commit's
+pipeline up to date (the `pipeline` flow; nothing runs when it is built) and checks that git
+tracks its results (an experiment starts from git's view of the workspace), removes this commit's
 earlier experiments of the same names (a re-run replaces them), queues each variation with
-`dvc exp run --queue -n NAME -S key=value`, runs the queue (`dvc exp run --run-all -j N`:
+`dvc exp run --queue -n NAME -S ++key=value evaluate` (the evaluate stages and what they need;
+not the lab's report.html), runs the queue (`dvc exp run --run-all -j N`:
 N Celery workers, each experiment in its own temporary copy, the workspace untouched), reads
 the results back with `dvc exp show --json` (params, metrics) and from each experiment's commit
 (learning curve, predictions), and writes `reports/study.html`.
@@ -123,6 +125,15 @@ def untracked_results(root: Path) -> list[str]:
         return []
     return subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "--", *paths], cwd=root,
                           capture_output=True, text=True, check=True).stdout.split()
+
+
+def require_tracked_results(root: Path) -> None:
+    untracked = untracked_results(root)
+    if untracked:
+        shown = ", ".join(untracked[:3]) + (f" and {len(untracked) - 3} more" if len(untracked) > 3 else "")
+        raise StudyError(f"git does not track the pipeline results {shown}: queued experiments start from git's "
+                         "view of the workspace and would each rebuild them; commit them first "
+                         "(`python -m flows.pipeline --record`, or git add and commit them)")
 
 
 @task(name="clear previous")
@@ -284,12 +295,7 @@ def study(only: Optional[list[str]] = None, jobs: int = DEFAULT_JOBS, repo: Opti
         baseline = pipeline(repo=str(root), return_state=True)  # the queued experiments start from built outputs
         if not baseline.is_completed():
             raise StudyError(f"the baseline pipeline failed: {baseline.message}")
-        untracked = untracked_results(root)
-        if untracked:
-            shown = ", ".join(untracked[:3]) + (f" and {len(untracked) - 3} more" if len(untracked) > 3 else "")
-            raise StudyError(f"git does not track the pipeline results {shown}: queued experiments start from git's "
-                             "view of the workspace and would each rebuild them; commit them first "
-                             "(`python -m flows.pipeline --record`, or git add and commit them)")
+        require_tracked_results(root)
         clear_previous(root, head, [variation.name for variation in variations])
         for variation in variations:
             queue_experiment(root, variation)
