@@ -1,7 +1,8 @@
 """The Prefect layer: orchestrates the DVC stages (never re-implements them).
 
 - `flows.pipeline`: the `pipeline` flow and its command line.
-- `flows.deployments`: the deployments (`nightly`, `on-demand`), rendered into prefect.yaml.
+- `flows.study`: the `study` flow (the lab's hyperparameter study as DVC experiments).
+- `flows.deployments`: the deployments (`nightly`, `on-demand`, `study`), rendered into prefect.yaml.
 - `flows.serve`: serves those deployments in one process.
 
 This module stays free of Prefect imports: every stage process loads it through

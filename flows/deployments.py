@@ -1,4 +1,4 @@
-"""The pipeline's deployments, defined once: served by `python -m flows.serve`, rendered into prefect.yaml.
+"""dnnlab's deployments, defined once: served by `python -m flows.serve`, rendered into prefect.yaml.
 
     python -m flows.deployments --write-prefect-yaml   # regenerate prefect.yaml after editing DEPLOYMENTS
     python -m flows.deployments --check                # exit 1 if prefect.yaml is out of date
@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,46 +18,60 @@ import yaml
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
 
-ENTRYPOINT = "flows/pipeline.py:pipeline"
+PIPELINE = "flows/pipeline.py:pipeline"
+STUDY = "flows/study.py:study"
 WORK_POOL = "dnnlab"  # a process work pool: `prefect work-pool create dnnlab --type process`
 TAGS = ("dnnlab",)
 PREFECT_YAML = Path(__file__).resolve().parents[1] / "prefect.yaml"
 
 
 @dataclass(frozen=True)
-class PipelineDeployment:
-    """One deployment of the `pipeline` flow: a name, an optional cron schedule, default parameters."""
+class Deployment:
+    """One deployment: a name, the flow (entrypoint), an optional cron schedule, default parameters."""
 
     name: str
     description: str
+    entrypoint: str = PIPELINE
     cron: str | None = None
     timezone: str = "UTC"
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
 DEPLOYMENTS = (
-    PipelineDeployment(
+    Deployment(
         name="nightly",
         description="Every night at 03:00 UTC: download the data again, rerun what changed, "
                     "and commit dvc.lock and the metrics when the results changed.",
         cron="0 3 * * *",
         parameters={"force_fetch": True, "record": True},
     ),
-    PipelineDeployment(
+    Deployment(
         name="on-demand",
         description="Run the pipeline now: the stale stages run, nothing is committed.",
     ),
+    Deployment(
+        name="study",
+        entrypoint=STUDY,
+        description="The lab's hyperparameter study: params.yaml's study variations as DVC experiments, "
+                    "2 at a time, compared in reports/study.html.",
+        parameters={"jobs": 2},
+    ),
 )
+
+
+def _flow(entrypoint: str):
+    """The flow object an entrypoint (`flows/study.py:study`) names."""
+    path, name = entrypoint.split(":")
+    module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+    return getattr(module, name)
 
 
 def runner_deployments() -> list[RunnerDeployment]:
     """The deployments as `prefect.serve` takes them."""
     from prefect.schedules import Cron
 
-    from flows.pipeline import pipeline
-
     return [
-        pipeline.to_deployment(
+        _flow(spec.entrypoint).to_deployment(
             name=spec.name,
             description=spec.description,
             schedules=[Cron(spec.cron, timezone=spec.timezone)] if spec.cron else [],
@@ -74,7 +89,7 @@ def prefect_yaml_text() -> str:
         deployments.append({
             "name": spec.name,
             "description": spec.description,
-            "entrypoint": ENTRYPOINT,
+            "entrypoint": spec.entrypoint,
             "parameters": dict(spec.parameters),
             "schedules": [{"cron": spec.cron, "timezone": spec.timezone, "active": True}] if spec.cron else [],
             "tags": list(TAGS),
