@@ -33,21 +33,6 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def build_tiny_repo(destination: Path, mirror: Path) -> Path:
-    """A committed copy of this checkout with tiny epochs, fully built by `dvc repro`."""
-    from tests.conftest import TINY_EPOCHS, copy_source_tree, init_repo, repo_env, run, set_params
-
-    repo = copy_source_tree(destination)
-    (repo / "dvc.lock").unlink(missing_ok=True)
-    env = repo_env(mirror)
-    set_params(repo, TINY_EPOCHS)
-    init_repo(repo, env)
-    run(["dvc", "repro"], repo, env)
-    run(["git", "add", "-A"], repo, env)
-    run(["git", "commit", "-qm", "tiny pipeline built"], repo, env)
-    return repo
-
-
 def timed(command: list[str], repo: Path, env: dict[str, str]) -> tuple[float, str]:
     started = time.perf_counter()
     result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
@@ -107,7 +92,11 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="dnnlab-orchestration-") as scratch:
         scratch_path = Path(scratch)
-        repo = args.repo.resolve() if args.repo else build_tiny_repo(scratch_path / "repo", mirror)
+        if args.repo:
+            repo = args.repo.resolve()
+        else:
+            from tests.conftest import build_tiny_repo  # the test suite's throwaway built copy
+            repo = build_tiny_repo(scratch_path / "repo", mirror)
         env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
         env.update({"PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
                     "DNNLAB_DATA_MIRROR": str(mirror), "PREFECT_HOME": str(scratch_path / "prefect"),

@@ -77,13 +77,11 @@ def init_repo(repo: Path, env: dict[str, str]) -> None:
     run(["git", "commit", "-qm", "test copy"], repo, env)
 
 
-@pytest.fixture(scope="session")
-def built_repo(tmp_path_factory, mirror) -> Path:
-    """A repo copy with tiny epochs, fully built by `dvc repro` and committed; copy it before changing it."""
-    repo = copy_source_tree(tmp_path_factory.mktemp("built") / "repo")
-    # Lab-default outputs committed in this checkout would make the tiny run look up to date.
-    for stale in ("dvc.lock",):
-        (repo / stale).unlink(missing_ok=True)
+def build_tiny_repo(destination: Path, mirror: Path) -> Path:
+    """A committed copy of this checkout with tiny epochs, fully built by `dvc repro`."""
+    repo = copy_source_tree(destination)
+    # The lab-default results committed in this checkout would make the tiny run look up to date.
+    (repo / "dvc.lock").unlink(missing_ok=True)
     env = repo_env(mirror)
     set_params(repo, TINY_EPOCHS)
     init_repo(repo, env)
@@ -91,6 +89,12 @@ def built_repo(tmp_path_factory, mirror) -> Path:
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "tiny pipeline built"], repo, env)
     return repo
+
+
+@pytest.fixture(scope="session")
+def built_repo(tmp_path_factory, mirror) -> Path:
+    """A repo copy with tiny epochs, fully built and committed; copy it before changing it."""
+    return build_tiny_repo(tmp_path_factory.mktemp("built") / "repo", mirror)
 
 
 @pytest.fixture
