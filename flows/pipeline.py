@@ -115,7 +115,7 @@ class DvcProject:
 
 # --- running one stage: a subprocess whose lines go to the Prefect run logger ---
 
-def _child_env(force_download: bool) -> dict[str, str]:
+def stage_env(force_download: bool) -> dict[str, str]:
     env = dict(os.environ)
     env[PARENT_ENV] = "1"
     env["PYTHONUNBUFFERED"] = "1"
@@ -174,7 +174,7 @@ def _is_network_failure(task: Any, task_run: Any, state: State) -> bool:
 def repro_stage(stage: str, root: str, force: bool) -> str:
     """`dvc repro --single-item [--force] <stage>`: "ran", or "skipped" if DVC found nothing to do."""
     command = [sys.executable, "-m", "dvc", "repro", "--single-item", *(["--force"] if force else []), stage]
-    returncode, stdout, stderr = stream_command(command, Path(root), _child_env(force), get_run_logger())
+    returncode, stdout, stderr = stream_command(command, Path(root), stage_env(force), get_run_logger())
     if returncode != 0:
         raise StageFailed(*failure_line(stage, returncode, stderr))
     return "ran" if any(line.startswith("Running stage") for line in stdout) else "skipped"
@@ -203,7 +203,7 @@ def skip_stage(stage: str) -> str:
 
 # --- overrides (a DVC experiment), record, summary ---
 
-def _override_text(key: str, value: Any) -> str:
+def override_text(key: str, value: Any) -> str:
     """`key=value` in the grammar of `dvc exp run -S` (strings pass through as typed on a command line)."""
     return f"{key}={value if isinstance(value, str) else json.dumps(value)}"
 
@@ -215,7 +215,7 @@ def apply_overrides(root: Path, overrides: dict[str, Any]) -> None:
 
     path = root / "params.yaml"
     original = path.read_bytes()
-    texts = [_override_text(key, value) for key, value in overrides.items()]
+    texts = [override_text(key, value) for key, value in overrides.items()]
     try:
         dvc_apply_overrides(path, texts)
         load_params(path)
@@ -263,7 +263,7 @@ def record_results(project: DvcProject, message: str, log: Any) -> Optional[str]
     log.info(f"record: committed {sha[:10]} {message.splitlines()[0]!r}")
     if project.repo.config.get("remote"):
         returncode, _, stderr = stream_command([sys.executable, "-m", "dvc", "push", "-q"], root,
-                                               _child_env(False), log)
+                                               stage_env(False), log)
         if returncode != 0:
             raise RuntimeError(f"record: committed {sha[:10]} but `dvc push` failed: "
                                f"{(stderr or ['(no output)'])[-1]}")
@@ -416,7 +416,7 @@ def save_experiment(root: Path, run_name: str, log: Any) -> str:
     """`dvc exp save`: the workspace (overridden params and their results) as an experiment named after the run."""
     for name_args in (["--name", run_name], []):  # DVC picks a name if the run's is taken
         result = subprocess.run([sys.executable, "-m", "dvc", "exp", "save", *name_args], cwd=root,
-                                env=_child_env(False), capture_output=True, text=True)
+                                env=stage_env(False), capture_output=True, text=True)
         if match := re.search(r"saved as: (\S+)", result.stdout + result.stderr):
             log.info(f"experiment saved as {match.group(1)} (`dvc exp show`)")
             return match.group(1)

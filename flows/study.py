@@ -29,7 +29,7 @@ from typing import Any, Optional, Sequence
 from prefect import flow, get_run_logger, task
 from prefect.states import Failed
 
-from flows.pipeline import DvcProject, _child_env, _override_text, failure_line, pipeline, stream_command
+from flows.pipeline import DvcProject, stage_env, override_text, failure_line, pipeline, stream_command
 from stages.config import ParamsError, StudyVariation, load_params, parse_params
 
 REPORT = Path("reports/study.html")
@@ -79,12 +79,12 @@ def plan(root: Path, only: Optional[Sequence[str]]) -> list[StudyVariation]:
 def set_params(variation: StudyVariation) -> list[str]:
     """The `-S` values of `dvc exp run`: `++key=value`, where `++` also adds a key that params.yaml lacks
     (e.g. synthetic.model.width under an empty `synthetic.model`)."""
-    return [f"++{_override_text(key, value)}" for key, value in variation.overrides]
+    return [f"++{override_text(key, value)}" for key, value in variation.overrides]
 
 
 def _dvc_ok(root: Path, *args: str) -> str:
     """`dvc ARGS`' output; a failure becomes a StudyError with DVC's first error line."""
-    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=_child_env(False),
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=stage_env(False),
                             capture_output=True, text=True)
     if result.returncode != 0:
         lines = [line.removeprefix("ERROR: ") for line in (result.stderr or result.stdout).splitlines() if line]
@@ -174,7 +174,7 @@ def queue_experiment(root: Path, variation: StudyVariation) -> None:
 def run_queue(root: Path, jobs: int) -> None:
     """`dvc exp run --run-all -j N`: start N queue workers and follow every experiment's log to its end."""
     command = [sys.executable, "-m", "dvc", "exp", "run", "--run-all", "-j", str(jobs)]
-    returncode, _, stderr = stream_command(command, root, _child_env(False), get_run_logger())
+    returncode, _, stderr = stream_command(command, root, stage_env(False), get_run_logger())
     if returncode != 0:
         raise StudyError(f"`dvc exp run --run-all` exited {returncode}: {(stderr or ['no output'])[-1]}")
 
@@ -207,7 +207,7 @@ def experiments_of(shown: list[dict], head: str) -> dict[str, dict]:
 
 def failure_reason(root: Path, name: str) -> str:
     """The failed stage's own one-line error (`train: error: …`) from the experiment's queue log."""
-    result = subprocess.run([sys.executable, "-m", "dvc", "queue", "logs", name], cwd=root, env=_child_env(False),
+    result = subprocess.run([sys.executable, "-m", "dvc", "queue", "logs", name], cwd=root, env=stage_env(False),
                             capture_output=True, text=True)
     return failure_line(name, result.returncode, (result.stdout + result.stderr).splitlines())[0]
 
