@@ -29,9 +29,8 @@ from prefect import flow, get_run_logger, task
 from prefect.states import Failed, State
 
 from flows import PARENT_ENV, prefect_api_url  # PARENT_ENV: set for stage subprocesses, already in a flow run
+from stages.contract import FORCE_DOWNLOAD_ENV, NETWORK_EXIT_CODE
 
-FORCE_DOWNLOAD_ENV = "DNNLAB_FORCE_DOWNLOAD"  # read by stages/fetch.py
-NETWORK_EXIT_CODE = 75  # stages.fetch.NETWORK_EXIT_CODE (not imported: it would load pandas here)
 RETRIED_STAGES = ("fetch",)  # the stages with network I/O
 HEADLINE_METRICS = {"mnist": "test/accuracy", "synthetic": "test/relative_mse", "heart": "test/roc_auc"}
 ARTIFACT_KEY = "pipeline-run"

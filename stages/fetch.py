@@ -20,12 +20,10 @@ import numpy as np
 import pandas as pd
 
 from stages.common import StageError, run_stage, write_outputs
+from stages.contract import FORCE_DOWNLOAD_ENV, MIRROR_ENV, NETWORK_EXIT_CODE
 
-MIRROR_ENV = "DNNLAB_DATA_MIRROR"
-FORCE_DOWNLOAD_ENV = "DNNLAB_FORCE_DOWNLOAD"  # "1": ignore the download caches (the flow's force_fetch)
 CACHE_DIR = Path(".cache")  # pinned download caches (git-ignored), relative to the repository root
 KAGGLE_HANDLE = "johnsmith88/heart-disease-dataset"
-NETWORK_EXIT_CODE = 75  # EX_TEMPFAIL: the Prefect flow retries fetches that end with it
 
 HEART_COLUMNS = ("age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach",
                  "exang", "oldpeak", "slope", "ca", "thal", "target")
@@ -189,15 +187,18 @@ def fetch_heart(out: Path, mirror: Path | None, force: bool = False) -> None:
     write_outputs({out / "heart.csv": content})
 
 
+def read_mirror_mnist(mirror: Path) -> dict[str, np.ndarray]:
+    """The four published IDX files of a mirror, checksummed and decoded."""
+    folder = mirror / "mnist"
+    return {name: decode_idx(_read_mirror_file(folder / file_name), name, str(folder / file_name))
+            for name, (file_name, *_rest) in MNIST_FILES.items()}
+
+
 def fetch_mnist(out: Path, mirror: Path | None, force: bool = False) -> None:
     if mirror is not None:
-        arrays = {name: decode_idx(_read_mirror_file(mirror / "mnist" / file_name), name,
-                                   str(mirror / "mnist" / file_name))
-                  for name, (file_name, *_rest) in MNIST_FILES.items()}
-        source = str(mirror / "mnist")
+        arrays, source = read_mirror_mnist(mirror), str(mirror / "mnist")
     else:
-        arrays = download_mnist(CACHE_DIR, force)
-        source = "keras.datasets.mnist"
+        arrays, source = download_mnist(CACHE_DIR, force), "keras.datasets.mnist"
     check_mnist_arrays(arrays, source)
     write_outputs({out / f"{name}.npy": npy_bytes(array) for name, array in arrays.items()})
 

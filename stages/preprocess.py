@@ -128,10 +128,10 @@ def build_splits(dataset: str, params: Params, mirror: Path) -> dict[str, pa.Tab
     if dataset == "synthetic":
         inputs = generate.generate(params.synthetic, params.seed)
     elif dataset == "heart":
-        inputs = {"raw": fetch.check_heart_csv((mirror / "heart" / "heart.csv").read_bytes(), str(mirror))}
+        path = mirror / "heart" / "heart.csv"
+        inputs = {"raw": fetch.check_heart_csv(path.read_bytes(), str(path))}
     else:
-        inputs = {"arrays": {name: fetch.decode_idx((mirror / "mnist" / file_name).read_bytes(), name, str(mirror))
-                             for name, (file_name, *_rest) in fetch.MNIST_FILES.items()}}
+        inputs = {"arrays": fetch.read_mirror_mnist(mirror)}
     return preprocess(dataset, inputs, params)
 
 

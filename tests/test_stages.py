@@ -5,6 +5,7 @@ A bad input must give one clear line, a non-zero exit, and leave earlier outputs
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -176,8 +177,8 @@ def test_heart_is_deduplicated_split_stratified_scaled_on_train_and_one_hot(para
     assert (cp.sum(axis=1) == 1).all()
     assert tables["train"].schema == preprocess.heart_schema()
 
-    with_duplicates = preprocess.preprocess_heart(raw, params.heart.__class__(
-        **{**params.heart.__dict__, "deduplicate": False}), params.seed)
+    with_duplicates = preprocess.preprocess_heart(raw, dataclasses.replace(params.heart, deduplicate=False),
+                                                  params.seed)
     assert with_duplicates["train"].num_rows + with_duplicates["test"].num_rows == 1025
 
 

@@ -1,0 +1,5 @@
+"""Names the stages share with the Prefect flows; no heavy imports, so the flows load it cheaply."""
+
+MIRROR_ENV = "DNNLAB_DATA_MIRROR"  # a folder laid out like ../shared/data: read instead of downloading
+FORCE_DOWNLOAD_ENV = "DNNLAB_FORCE_DOWNLOAD"  # "1": ignore the download caches (the flow's force_fetch)
+NETWORK_EXIT_CODE = 75  # EX_TEMPFAIL: a download failed; the Prefect flow retries fetches that end with it
