@@ -7,6 +7,7 @@ The model is left holding the final weights (the best ones when early stopping r
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -46,16 +47,50 @@ def report_progress(epoch: int, epochs: int, logs: dict) -> None:
 
 def train_with_fit(model: keras.Model, task: Task, config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
                    x_val: np.ndarray, y_val: np.ndarray, seed: int) -> pd.DataFrame:
-    """`model.fit` as the lab writes it, shuffled each epoch, with the given validation rows."""
+    """Plain `model.fit`, reshuffled every epoch from the seed, with the given validation rows.
+
+    The rows come as a tf.data pipeline of `epoch_batches`, not as arrays with shuffle=True: once
+    TensorFlow's global seed is set (as it is here, for reproducible runs), Keras 3.15 on TF 2.21
+    re-creates its seeded shuffle op every epoch and so repeats the first epoch's order in all of
+    them. The pipeline gives every epoch a fresh order, the same orders `train_compiled` takes.
+    """
+    callbacks = compile_for_fit(model, task, config, seed)
+    x_train, y_train, x_val, y_val = _as_training_arrays(task, x_train, y_train, x_val, y_val)
+    batch_size = min(config.batch_size, len(x_train))
+    batches = epoch_batches(x_train, y_train, seed, config.epochs, batch_size)
+    history = model.fit(batches, epochs=config.epochs, steps_per_epoch=math.ceil(len(x_train) / batch_size),
+                        validation_data=(x_val, y_val), validation_batch_size=batch_size,
+                        shuffle=False, verbose=0, callbacks=callbacks)
+    return learning_curve(history.history, task)
+
+
+def compile_for_fit(model: keras.Model, task: Task, config: TrainConfig, seed: int) -> list[keras.callbacks.Callback]:
+    """Seed, compile with Adam and the task's loss and metrics; return fit's callbacks (progress
+    lines, and EarlyStopping with best-weights restore when `early_stopping_patience` > 0)."""
     keras.utils.set_random_seed(seed)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=LOSS[task.kind], metrics=_metrics(task))
     callbacks: list[keras.callbacks.Callback] = [_Progress(config.epochs)]
     if config.early_stopping_patience > 0:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True))
-    history = model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=config.epochs,
-                        batch_size=config.batch_size, shuffle=True, verbose=0, callbacks=callbacks)
-    return learning_curve(history.history, task)
+    return callbacks
+
+
+def epoch_batches(x: np.ndarray, y: np.ndarray, seed: int, epochs: int, batch_size: int) -> tf.data.Dataset:
+    """All epochs' mini-batches in one stream: epoch e takes the rows in `shuffled_order(seed, e)`,
+    cut into batches of `batch_size` and a smaller last one (fit reads it with steps_per_epoch)."""
+    orders = np.stack([shuffled_order(seed, epoch, len(x)) for epoch in range(epochs)])
+    x, y = tf.constant(x), tf.constant(y)
+    return (tf.data.Dataset.from_tensor_slices(orders)
+            .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
+            .map(lambda rows: (tf.gather(x, rows), tf.gather(y, rows))))
+
+
+def _as_training_arrays(task: Task, x_train, y_train, x_val, y_val) -> tuple[np.ndarray, ...]:
+    """Features as float32; targets float32, or int64 class labels for the multiclass task."""
+    target_dtype = np.int64 if task.kind == "multiclass" else np.float32
+    return (np.asarray(x_train, dtype=np.float32), np.asarray(y_train, dtype=target_dtype),
+            np.asarray(x_val, dtype=np.float32), np.asarray(y_val, dtype=target_dtype))
 
 
 def learning_curve(history: dict[str, list[float]], task: Task) -> pd.DataFrame:
@@ -99,6 +134,21 @@ def shuffled_order(seed: int, epoch: int, rows: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(rows).astype(np.int32)
 
 
+@contextlib.contextmanager
+def _without_graph_rewrites():
+    """Grappler, TensorFlow's graph optimizer, takes ~0.15 s (on this CPU) to rewrite the epoch
+    function when it first runs: more than a short run's whole training, and its rewrites gain
+    these small loops nothing measurable. It reads its switch when a function is instantiated and
+    keeps one instance per setting, so the switch is held off around every call, then restored."""
+    switch = "disable_meta_optimizer"
+    was_disabled = tf.config.optimizer.get_experimental_options().get(switch, False)
+    tf.config.optimizer.set_experimental_options({switch: True})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options({switch: was_disabled})
+
+
 def train_compiled(model: keras.Model, task: Task, config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
                    x_val: np.ndarray, y_val: np.ndarray, seed: int, *,
                    jit_compile: bool | None = None, max_epochs_per_call: int | None = None) -> pd.DataFrame:
@@ -111,7 +161,8 @@ def train_compiled(model: keras.Model, task: Task, config: TrainConfig, x_train:
     results. The function is XLA-compiled when the run has at least XLA_MIN_STEPS steps, where
     XLA's compile time pays off, else a plain TF graph (`jit_compile` forces either).
 
-    As in fit: Adam at `config.learning_rate`; the rows reshuffled every epoch; the last, partial
+    As in fit: Adam at `config.learning_rate`; the rows reshuffled every epoch, in the same
+    `shuffled_order`s as `train_with_fit` takes them; the last, partial
     batch a step of its own (padded to the static batch shape with rows weighted 0, so its loss
     and gradient are those of its real rows); the model's regularization losses (l2) added to
     the loss; an epoch's train loss the mean of its batch losses weighted by batch size (the mean
@@ -121,11 +172,13 @@ def train_compiled(model: keras.Model, task: Task, config: TrainConfig, x_train:
     EarlyStopping(monitor="val_loss", patience, restore_best_weights=True): one curve row per epoch
     run, and the best epoch's weights restored at the end, also when it never stopped.
 
-    Where it differs from fit: the shuffle order is a permutation seeded by (seed, epoch), not
-    Keras' global RNG, and the padded last batch draws dropout masks of the full batch shape, so
-    runs are not step-for-step identical to fit's, only statistically alike; validation runs as
-    one batch, so its mean may differ from fit's batched one in the last float32 bits; early
-    stopping restores the trainable weights only (the lab's models hold no other state).
+    So without dropout a graph run takes fit's steps: same seed, same curve to float32 rounding.
+    Where it differs from fit: XLA fuses and reorders float32 arithmetic, so XLA runs drift from
+    fit's in the last bits and, over thousands of steps, somewhat more; the padded last batch
+    draws dropout masks of the full batch shape, so with dropout the runs are only statistically
+    alike; validation runs as one batch, so its mean may differ from fit's batched one in the last
+    float32 bits; early stopping restores the trainable weights only (the lab's models hold no
+    other state).
     """
     keras.utils.set_random_seed(seed)
     optimizer = keras.optimizers.Adam(config.learning_rate)
@@ -135,11 +188,7 @@ def train_compiled(model: keras.Model, task: Task, config: TrainConfig, x_train:
     patience = config.early_stopping_patience
     epochs = config.epochs
 
-    x_train = np.asarray(x_train, dtype=np.float32)
-    x_val = np.asarray(x_val, dtype=np.float32)
-    target_dtype = np.int64 if task.kind == "multiclass" else np.float32
-    y_train = np.asarray(y_train, dtype=target_dtype)
-    y_val = np.asarray(y_val, dtype=target_dtype)
+    x_train, y_train, x_val, y_val = _as_training_arrays(task, x_train, y_train, x_val, y_val)
     rows = len(x_train)
     batch_size = min(config.batch_size, rows)
     steps_per_epoch = math.ceil(rows / batch_size)
@@ -238,7 +287,8 @@ def train_compiled(model: keras.Model, task: Task, config: TrainConfig, x_train:
         count = min(epochs_per_call, epochs - epoch, slots)
         for index in range(count):
             orders[index] = shuffled_order(seed, epoch + index, rows)
-        done, curve = run_epochs(*data, orders, tf.constant(epoch, tf.int32), tf.constant(count, tf.int32))
+        with _without_graph_rewrites():
+            done, curve = run_epochs(*data, orders, tf.constant(epoch, tf.int32), tf.constant(count, tf.int32))
         done = int(done)
         history.append(curve.numpy()[:done])
         elapsed = time.monotonic() - started

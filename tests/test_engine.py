@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from stages.config import ModelConfig, ParamsError, TrainConfig, apply_overrides, parse_params, read_params_file
 from stages.datasets import TASKS
-from stages.engine import LOSS_FUNCTIONS, shuffled_order, train_compiled, train_model
+from stages.engine import LOSS_FUNCTIONS, epoch_batches, shuffled_order, train_compiled, train_model
 from stages.model import build_model
 
 PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -111,6 +111,33 @@ def test_shuffled_order_is_a_new_permutation_each_epoch_fixed_by_seed_and_epoch(
     assert len({tuple(order) for order in orders}) == 4
     np.testing.assert_array_equal(shuffled_order(5, 2, 50), orders[2])
     assert not np.array_equal(shuffled_order(6, 2, 50), orders[2])
+
+
+def test_fit_reads_every_epoch_in_a_fresh_seeded_order_with_a_smaller_last_batch():
+    # Row i holds the value i, so the batches give away the order the rows were taken in.
+    rows = np.arange(37, dtype=np.float32)
+    batches = [x.numpy() for x, _ in epoch_batches(rows[:, None], rows, seed=5, epochs=3, batch_size=16)]
+    assert [len(batch) for batch in batches] == [16, 16, 5] * 3
+    for epoch in range(3):
+        taken = np.concatenate(batches[3 * epoch:3 * epoch + 3])[:, 0].astype(int)
+        np.testing.assert_array_equal(taken, shuffled_order(5, epoch, 37))
+
+
+@pytest.mark.parametrize("task, data, patience", [
+    (REGRESSION, regression_data(), 0),
+    (BINARY, classification_data(2), 0),
+    (MULTICLASS, classification_data(3), 2),
+], ids=["regression", "binary", "multiclass-early-stopping"])
+def test_compiled_graph_takes_the_same_steps_as_fit(deterministic_ops, task, data, patience):
+    """Same seed, same batches in the same order (70 rows: 4 batches of 16 and one of 6): the
+    compiled loop reproduces fit's curve and final weights up to float32 rounding."""
+    options = dict(epochs=8, l2=0.01, patience=patience)
+    fit_curve, fit_model = train(task, data, engine="fit", **options)
+    compiled_curve, compiled_model = train(task, data, jit_compile=False, **options)
+    assert len(compiled_curve) == len(fit_curve)
+    pd.testing.assert_frame_equal(compiled_curve, fit_curve, check_exact=False, rtol=1e-4)
+    for weight, fit_weight in zip(weights_of(compiled_model), weights_of(fit_model)):
+        np.testing.assert_allclose(weight, fit_weight, rtol=1e-4, atol=1e-5)
 
 
 def test_compiled_shuffles_each_epoch_from_the_seed():
