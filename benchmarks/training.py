@@ -1,20 +1,25 @@
 """The two training engines side by side on the lab's three tasks, with the lab defaults.
 
-    python -m benchmarks.training [--scale S] [--json] [--seeds N] [--cases synthetic,heart,mnist]
+    python -m benchmarks.training [--scale S] [--json] [--seeds N] [--cases synthetic,heart,mnist] [--lab-fit]
 
 For each case both engines train the same network on the same real data (the processed splits,
 built in memory from the data mirror: DNNLAB_DATA_MIRROR, else ../shared/data). Seconds are the
 wall time of `train_model`, XLA compilation included. Reported per case and engine: seconds, the
 final model's validation loss, and a test metric (synthetic: MSE / mean(y_test)^2; heart: ROC
-AUC; mnist: accuracy), then the ratio fit / compiled. With --seeds N each engine runs with seeds
-seed, seed+1, ... (same data) and the figures are medians; the ranges of the validation loss say
-whether the compiled engine's lies within (or below) fit's. --scale 0.1 runs a tenth of the epochs.
+AUC; mnist: accuracy), then the ratio fit / compiled. Both engines take the same batches in the
+same order, so for each seed their final validation losses can be compared one to one: the
+largest same-seed difference is printed. With --seeds N each engine runs with seeds seed,
+seed+1, ... (same data) and the figures are medians; the ranges of the validation loss say
+whether the compiled engine's lies within (or below) fit's. --scale 0.1 runs a tenth of the
+epochs. --lab-fit adds a third row, `model.fit` on the arrays as the lab writes it (the issue's
+baseline; its ratio to compiled in parentheses).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import os
 import statistics
@@ -29,6 +34,7 @@ from stages.datasets import TASKS, features_and_target
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENGINE_ORDER = ("fit", "compiled")
+LAB_FIT = "lab_fit"  # with --lab-fit: model.fit on the arrays with shuffle=True, as the lab writes it
 METRIC_NAME = {"synthetic": "test rel. MSE", "heart": "test ROC AUC", "mnist": "test accuracy"}
 
 
@@ -74,6 +80,17 @@ def test_metric(dataset: str, predictions: np.ndarray, y_test: np.ndarray) -> fl
     return float(np.mean(np.argmax(predictions, axis=1) == y_test))
 
 
+def train_as_the_lab_writes_it(model, task, config, x_train, y_train, x_val, y_val, seed):
+    """`model.fit` on the arrays with shuffle=True: the issue's baseline. Under a fixed TensorFlow seed
+    Keras repeats the first epoch's order every epoch (see stages.engine.train_with_fit), and
+    rebuilds its input pipeline every epoch, so it is slower than the fit engine for the same work."""
+    from stages.engine import compile_for_fit, learning_curve
+    callbacks = compile_for_fit(model, task, config, seed)
+    history = model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=config.epochs,
+                        batch_size=config.batch_size, shuffle=True, verbose=0, callbacks=callbacks)
+    return learning_curve(history.history, task)
+
+
 def train_once(dataset: str, params: Params, engine: str, data: CaseData, seed: int, scale: float) -> Run:
     from stages.engine import LOSS_FUNCTIONS, train_model
     from stages.model import build_model
@@ -85,9 +102,15 @@ def train_once(dataset: str, params: Params, engine: str, data: CaseData, seed: 
     task = TASKS[dataset]
     seed_everything(seed)  # as the train stage does: seeds and deterministic kernels
     model = build_model(config.model, data.x_train.shape[1], task, seed)
+    train = train_as_the_lab_writes_it if engine == LAB_FIT else train_model
+    # A full collection over TensorFlow's heap takes ~0.2 s: do it here, and freeze the survivors,
+    # so that no such pause lands at random inside one engine's timing.
+    gc.collect()
+    gc.freeze()
     started = time.perf_counter()
-    curve = train_model(model, task, train_config, data.x_train, data.y_train, data.x_val, data.y_val, seed)
+    curve = train(model, task, train_config, data.x_train, data.y_train, data.x_val, data.y_val, seed)
     seconds = time.perf_counter() - started
+    gc.unfreeze()
     # The final model's validation loss (the restored best one under early stopping), measured
     # the same way for both engines: the training loss function plus any l2 penalty.
     val_predictions = model(data.x_val, training=False)
@@ -96,25 +119,34 @@ def train_once(dataset: str, params: Params, engine: str, data: CaseData, seed: 
     return Run(seconds, val_loss, test_metric(dataset, predictions, data.y_test), len(curve))
 
 
-def run_case(dataset: str, params: Params, data: CaseData, seeds: list[int], scale: float) -> dict:
-    runs: dict[str, list[Run]] = {engine: [] for engine in ENGINE_ORDER}
+def run_case(dataset: str, params: Params, data: CaseData, seeds: list[int], scale: float,
+             engines: tuple[str, ...] = ENGINE_ORDER) -> dict:
+    runs: dict[str, list[Run]] = {engine: [] for engine in engines}
     for seed in seeds:
-        for engine in ENGINE_ORDER:
+        for engine in engines:
             print(f"{dataset}: {engine}, seed {seed}", file=sys.stderr, flush=True)
-            runs[engine].append(train_once(dataset, params, engine, data, seed, scale))
+            run = train_once(dataset, params, engine, data, seed, scale)
+            print(f"{dataset}: {engine}, seed {seed}: {run.seconds:.2f} s, val loss {run.val_loss:.6g}",
+                  file=sys.stderr, flush=True)
+            runs[engine].append(run)
 
     def median(engine: str, field: str) -> float:
         return statistics.median(getattr(run, field) for run in runs[engine])
 
     case = {"name": dataset}
-    for engine in ENGINE_ORDER:
+    for engine in engines:
         case[f"{engine}_seconds"] = median(engine, "seconds")
         case[f"{engine}_val_loss"] = median(engine, "val_loss")
         case[f"{engine}_test_metric"] = median(engine, "test_metric")
         case[f"{engine}_epochs"] = median(engine, "epochs_run")
     case["ratio"] = case["fit_seconds"] / case["compiled_seconds"]
+    if LAB_FIT in engines:
+        case[f"{LAB_FIT}_ratio"] = case[f"{LAB_FIT}_seconds"] / case["compiled_seconds"]
+    # Both engines take the same batches in the same order: per seed, how far apart they end.
+    case["val_loss_largest_same_seed_difference"] = max(
+        abs(fit.val_loss - compiled.val_loss) for fit, compiled in zip(runs["fit"], runs["compiled"]))
     if len(seeds) > 1:
-        for engine in ENGINE_ORDER:
+        for engine in engines:
             losses = [run.val_loss for run in runs[engine]]
             case[f"{engine}_val_loss_range"] = [min(losses), max(losses)]
         fit_low, fit_high = case["fit_val_loss_range"]
@@ -124,16 +156,19 @@ def run_case(dataset: str, params: Params, data: CaseData, seeds: list[int], sca
     return case
 
 
-def print_table(cases: list[dict], seeds: list[int], scale: float) -> None:
+def print_table(cases: list[dict], seeds: list[int], scale: float, engines: tuple[str, ...]) -> None:
     print(f"training engines, lab defaults, scale {scale:g}, seeds {seeds} (medians over seeds)")
     print(f"{'case':<10} {'engine':<9} {'epochs':>6} {'seconds':>9} {'val loss':>9} {'test metric':>24} {'fit/compiled':>13}")
     for case in cases:
         name = case["name"]
-        for engine in ENGINE_ORDER:
-            ratio = f"{case['ratio']:.1f}x" if engine == "compiled" else ""
+        for engine in engines:
+            ratio = (f"{case['ratio']:.1f}x" if engine == "compiled"
+                     else f"({case[f'{LAB_FIT}_ratio']:.1f}x)" if engine == LAB_FIT else "")
             metric = f"{METRIC_NAME[name]} {case[f'{engine}_test_metric']:.4f}"
             print(f"{name:<10} {engine:<9} {case[f'{engine}_epochs']:>6g} {case[f'{engine}_seconds']:>9.2f} "
                   f"{case[f'{engine}_val_loss']:>9.4f} {metric:>24} {ratio:>13}")
+        print(f"{'':<10} same seed, fit vs compiled val loss: at most "
+              f"{case['val_loss_largest_same_seed_difference']:.2g} apart")
         if "compiled_val_loss_vs_fit" in case:
             fit_low, fit_high = case["fit_val_loss_range"]
             compiled_low, compiled_high = case["compiled_val_loss_range"]
@@ -148,6 +183,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=1, help="seeds per engine (default 1)")
     parser.add_argument("--cases", default=",".join(DATASETS), help="comma-separated cases (default all)")
     parser.add_argument("--params", default=str(REPO_ROOT / "params.yaml"))
+    parser.add_argument("--lab-fit", action="store_true",
+                        help="also time model.fit on the arrays with shuffle=True, as the lab writes it")
     args = parser.parse_args(argv)
     cases = [name.strip() for name in args.cases.split(",") if name.strip()]
     unknown = [name for name in cases if name not in DATASETS]
@@ -161,13 +198,14 @@ def main(argv: list[str] | None = None) -> None:
     seeds = [params.seed + index for index in range(args.seeds)]
     mirror = data_mirror()
     load_before = os.getloadavg()[0]
-    results = [run_case(name, params, load_case(name, params, mirror), seeds, args.scale) for name in cases]
+    engines = ENGINE_ORDER + ((LAB_FIT,) if args.lab_fit else ())
+    results = [run_case(name, params, load_case(name, params, mirror), seeds, args.scale, engines) for name in cases]
     # Timings are only comparable on an otherwise idle machine: the load says how idle it was.
     load = {"cpus": os.cpu_count(), "load_1min_before": load_before, "load_1min_after": os.getloadavg()[0]}
     if args.json:
         print(json.dumps({"scale": args.scale, "seeds": seeds, "machine": load, "cases": results}, indent=2))
     else:
-        print_table(results, seeds, args.scale)
+        print_table(results, seeds, args.scale, engines)
         print(f"machine: {load['cpus']} CPUs, 1-min load average {load['load_1min_before']:.1f} before, "
               f"{load['load_1min_after']:.1f} after (above ~0.5, other processes shared the CPUs)")
 
