@@ -7,7 +7,9 @@ loss, and accuracy for the classifiers).
 from __future__ import annotations
 
 import argparse
+import json
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,47 @@ def split_validation(x: np.ndarray, y: np.ndarray, fraction: float):
     if n_val < 1 or n_val >= len(x):
         raise ValueError(f"validation_split={fraction} leaves no rows for training or validation out of {len(x)}")
     return (x[:-n_val], y[:-n_val]), (x[-n_val:], y[-n_val:])
+
+
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the zip format's earliest date, which Keras gives its other entries
+
+
+def make_reproducible(keras_file: Path) -> None:
+    """Rewrite a .keras archive without what changes from one save of the same model to the next:
+    the save time (metadata.json's date_saved, the weights entry's zip date) and the memory
+    addresses Keras numbers shared objects by in config.json (renumbered 1, 2, ... in order).
+    The same weights then give the same bytes, so dvc.lock keeps the model's hash and a retrain
+    that changes nothing reruns nothing after it."""
+    with zipfile.ZipFile(keras_file) as archive:
+        entries = [(info, archive.read(info)) for info in archive.infolist()]
+    with zipfile.ZipFile(keras_file, "w") as archive:
+        for info, data in entries:
+            if info.filename == "metadata.json":
+                metadata = json.loads(data)
+                metadata.pop("date_saved", None)
+                data = json.dumps(metadata).encode()
+            elif info.filename == "config.json":
+                data = json.dumps(renumber_shared_objects(json.loads(data))).encode()
+            info.date_time = ZIP_EPOCH
+            archive.writestr(info, data)
+
+
+def renumber_shared_objects(config):
+    """Replace each `shared_object_id` (Python's id() of the object) with its rank of first appearance."""
+    numbers: dict[int, int] = {}
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "shared_object_id" in node:
+                node["shared_object_id"] = numbers.setdefault(node["shared_object_id"], len(numbers) + 1)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+    return config
 
 
 def seed_everything(seed: int) -> None:
@@ -65,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
 
     with staged_path(args.model) as temp_model:
         model.save(temp_model)
+        make_reproducible(temp_model)
         write_outputs({args.curve: csv_bytes(curve)})
 
 
