@@ -3,8 +3,9 @@
     python -m benchmarks.training [--scale S] [--json] [--seeds N] [--cases synthetic,heart,mnist] [--lab-fit]
 
 For each case both engines train the same network on the same real data (the processed splits,
-built in memory from the data mirror: DNNLAB_DATA_MIRROR, else ../shared/data). Seconds are the
-wall time of `train_model`, XLA compilation included. Reported per case and engine: seconds, the
+built in memory from the data mirror: DNNLAB_DATA_MIRROR, else ../shared/data). Every run has a
+Python process of its own, as a train stage has. Seconds are the wall time of `train_model`, XLA
+compilation included, imports and data loading not. Reported per case and engine: seconds, the
 final model's validation loss, and a test metric (synthetic: MSE / mean(y_test)^2; heart: ROC
 AUC; mnist: accuracy), then the ratio fit / compiled. Both engines take the same batches in the
 same order, so for each seed their final validation losses can be compared one to one: the
@@ -23,6 +24,7 @@ import gc
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -91,6 +93,18 @@ def train_as_the_lab_writes_it(model, task, config, x_train, y_train, x_val, y_v
     return learning_curve(history.history, task)
 
 
+def train_in_fresh_process(dataset: str, engine: str, seed: int, scale: float, params_file: str) -> Run:
+    """One training run in a new Python process, as a train stage runs: no run inherits another's
+    traced functions, heap or threads (within one process, later runs took up to 50 % longer)."""
+    command = [sys.executable, "-m", "benchmarks.training", "--params", params_file, "--scale", repr(scale),
+               "--worker", dataset, engine, str(seed)]
+    result = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    if result.returncode != 0:
+        raise SystemExit(f"benchmarks.training: the {engine} run of {dataset}, seed {seed}, failed "
+                         f"(exit code {result.returncode}); its messages are above")
+    return Run(**json.loads(result.stdout))
+
+
 def train_once(dataset: str, params: Params, engine: str, data: CaseData, seed: int, scale: float) -> Run:
     from stages.engine import LOSS_FUNCTIONS, train_model
     from stages.model import build_model
@@ -119,13 +133,12 @@ def train_once(dataset: str, params: Params, engine: str, data: CaseData, seed: 
     return Run(seconds, val_loss, test_metric(dataset, predictions, data.y_test), len(curve))
 
 
-def run_case(dataset: str, params: Params, data: CaseData, seeds: list[int], scale: float,
-             engines: tuple[str, ...] = ENGINE_ORDER) -> dict:
+def run_case(dataset: str, seeds: list[int], scale: float, engines: tuple[str, ...], params_file: str) -> dict:
     runs: dict[str, list[Run]] = {engine: [] for engine in engines}
     for seed in seeds:
         for engine in engines:
             print(f"{dataset}: {engine}, seed {seed}", file=sys.stderr, flush=True)
-            run = train_once(dataset, params, engine, data, seed, scale)
+            run = train_in_fresh_process(dataset, engine, seed, scale, params_file)
             print(f"{dataset}: {engine}, seed {seed}: {run.seconds:.2f} s, val loss {run.val_loss:.6g}",
                   file=sys.stderr, flush=True)
             runs[engine].append(run)
@@ -185,7 +198,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default=str(REPO_ROOT / "params.yaml"))
     parser.add_argument("--lab-fit", action="store_true",
                         help="also time model.fit on the arrays with shuffle=True, as the lab writes it")
+    parser.add_argument("--worker", nargs=3, metavar=("CASE", "ENGINE", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.worker:  # one run, in the process the parent started for it; its figures as JSON
+        dataset, engine, seed = args.worker
+        params = load_params(args.params)
+        data = load_case(dataset, params, data_mirror())
+        print(json.dumps(dataclasses.asdict(train_once(dataset, params, engine, data, int(seed), args.scale))))
+        return
+
     cases = [name.strip() for name in args.cases.split(",") if name.strip()]
     unknown = [name for name in cases if name not in DATASETS]
     if unknown or not cases:
@@ -193,13 +215,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.scale <= 0 or args.seeds < 1:
         parser.error("--scale must be > 0 and --seeds >= 1")
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    params = load_params(args.params)
+    params = load_params(args.params)  # refuses a bad params file before any run
     seeds = [params.seed + index for index in range(args.seeds)]
-    mirror = data_mirror()
     load_before = os.getloadavg()[0]
     engines = ENGINE_ORDER + ((LAB_FIT,) if args.lab_fit else ())
-    results = [run_case(name, params, load_case(name, params, mirror), seeds, args.scale, engines) for name in cases]
+    results = [run_case(name, seeds, args.scale, engines, args.params) for name in cases]
     # Timings are only comparable on an otherwise idle machine: the load says how idle it was.
     load = {"cpus": os.cpu_count(), "load_1min_before": load_before, "load_1min_after": os.getloadavg()[0]}
     if args.json:
