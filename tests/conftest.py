@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -33,9 +34,11 @@ def mirror() -> Path:
 
 
 def repo_env(mirror: Path, **extra: str) -> dict[str, str]:
-    """The environment a stage sees under `dvc repro`: venv first on PATH, mirror set, no Prefect server."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
+    """The environment a stage sees under `dvc repro`: venv first on PATH, mirror set, no Prefect
+    server (neither from the environment nor from the developer's Prefect profile)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
     env.update({
+        "PREFECT_HOME": str(Path(tempfile.gettempdir()) / "dnnlab-tests-prefect-home"),
         "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
         "DNNLAB_DATA_MIRROR": str(mirror),
         "GIT_AUTHOR_NAME": "dnnlab tests", "GIT_AUTHOR_EMAIL": "tests@dnnlab.invalid",
