@@ -51,8 +51,8 @@ def train_with_fit(model: keras.Model, task: Task, config: TrainConfig, x_train:
 
     The rows come as a tf.data pipeline of `epoch_batches`, not as arrays with shuffle=True: once
     TensorFlow's global seed is set (as it is here, for reproducible runs), Keras 3.15 on TF 2.21
-    re-creates its seeded shuffle op every epoch and so repeats the first epoch's order in all of
-    them. The pipeline gives every epoch a fresh order, the same orders `train_compiled` takes.
+    rebuilds its input pipeline every epoch, its seeded shuffle starts over, and every epoch
+    repeats the first one's order. The pipeline gives every epoch a fresh order, the same orders `train_compiled` takes.
     """
     callbacks = compile_for_fit(model, task, config, seed)
     x_train, y_train, x_val, y_val = _as_training_arrays(task, x_train, y_train, x_val, y_val)
