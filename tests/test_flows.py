@@ -9,6 +9,7 @@ mirror's heart.csv). No product code knows about it.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from flows import dvc_stage_name  # noqa: E402
 from flows.deployments import DEPLOYMENTS, PREFECT_YAML, prefect_yaml_text, runner_deployments  # noqa: E402
-from flows.pipeline import NETWORK_EXIT_CODE, failure_line, headline, pipeline  # noqa: E402
+from flows.pipeline import NETWORK_EXIT_CODE, failure_line, headline, pipeline, stream_command  # noqa: E402
 
 ALL_STAGES = [
     "generate", "fetch@heart", "fetch@mnist", "preprocess@synthetic", "preprocess@heart", "preprocess@mnist",
@@ -438,6 +439,42 @@ def test_network_exit_code_and_headline_match_the_stages():
     metrics = {"reports/metrics/heart.json": {"test/roc_auc": {"new": 0.9012}},
                "reports/metrics/mnist.json": {"test/accuracy": {"new": 0.98123, "old": 0.97}}}
     assert headline(metrics) == "mnist test/accuracy 0.9812, heart test/roc_auc 0.9012"
+
+
+def test_an_interrupted_stage_command_stops_with_what_it_started(tmp_path: Path):
+    """A flow run interrupted while a stage runs (a cancelled run's SIGTERM arrives as an exception,
+    Ctrl-C as KeyboardInterrupt) stops `dvc repro` and the stage process it started, too."""
+    import psutil
+
+    # Like `dvc repro` running a stage: a process that starts a child, says its pid, and waits.
+    command = [sys.executable, "-c", "import subprocess, sys, time; "
+               "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
+               "print(child.pid, flush=True); time.sleep(120)"]
+
+    class InterruptedAtFirstLine:
+        child_pid = 0
+
+        def info(self, line: str) -> None:
+            self.child_pid = int(line)
+            raise KeyboardInterrupt
+
+        def warning(self, line: str) -> None:
+            pass
+
+    log = InterruptedAtFirstLine()
+    with pytest.raises(KeyboardInterrupt):
+        stream_command(command, tmp_path, dict(os.environ), log)
+
+    def running(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + 15
+    while running(log.child_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert log.child_pid and not running(log.child_pid), "the command's child outlived the interrupted flow run"
 
 
 def test_a_server_set_in_the_active_prefect_profile_counts_as_configured(monkeypatch, tmp_path: Path):
