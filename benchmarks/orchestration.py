@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -29,6 +28,9 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from flows.pipeline import stop_process_group
+from tests.conftest import build_tiny_repo, repo_env  # the test suite's throwaway built copy and its env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +49,8 @@ def flow_seconds(repo: Path, env: dict[str, str]) -> float:
     seconds, stdout = timed([sys.executable, "-m", "flows.pipeline", "--json"], repo, env)
     statuses = {stage["status"] for stage in json.loads(stdout)["stages"]}
     if statuses != {"skipped"}:
-        raise SystemExit(f"orchestration: error: the workspace is not up to date (stage statuses {statuses})")
+        raise SystemExit(f"orchestration: error: {repo} is not up to date (stage statuses {statuses}): "
+                         "run `dvc repro` there first, or leave out --repo")
     return seconds
 
 
@@ -69,16 +72,8 @@ def start_server(env: dict[str, str], port: int, timeout: float = 120.0) -> subp
                     return server
         except OSError:
             time.sleep(0.5)
-    stop_server(server)
+    stop_process_group(server, grace_s=30)
     raise SystemExit(f"orchestration: error: `prefect server start` did not answer on port {port}")
-
-
-def stop_server(server: subprocess.Popen) -> None:
-    os.killpg(server.pid, signal.SIGTERM)  # the server's own process group (start_new_session)
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print only the JSON")
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats {args.repeats}: expected an integer >= 1")
     mirror = Path(os.environ.get("DNNLAB_DATA_MIRROR") or REPO_ROOT.parent / "shared" / "data").resolve()
 
     with tempfile.TemporaryDirectory(prefix="dnnlab-orchestration-") as scratch:
@@ -95,12 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.repo:
             repo = args.repo.resolve()
         else:
-            from tests.conftest import build_tiny_repo  # the test suite's throwaway built copy
             repo = build_tiny_repo(scratch_path / "repo", mirror)
-        env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
-        env.update({"PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-                    "DNNLAB_DATA_MIRROR": str(mirror), "PREFECT_HOME": str(scratch_path / "prefect"),
-                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+        env = repo_env(mirror, PREFECT_HOME=str(scratch_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
         results: dict[str, list[float]] = {"dvc repro": [], "flow, temporary server": [],
                                            "flow, running server": []}
         first_temporary = flow_seconds(repo, env)  # creates Prefect's SQLite database in PREFECT_HOME
@@ -116,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.repeats):
                 results["flow, running server"].append(flow_seconds(repo, client_env))
         finally:
-            stop_server(server)
+            stop_process_group(server, grace_s=30)
 
     baseline = statistics.median(results["dvc repro"])
     report = {

@@ -163,7 +163,7 @@ def run_case(dataset: str, seeds: list[int], scale: float, engines: tuple[str, .
             losses = [run.val_loss for run in runs[engine]]
             case[f"{engine}_val_loss_range"] = [min(losses), max(losses)]
         fit_low, fit_high = case["fit_val_loss_range"]
-        compiled_low, compiled_high = case["compiled_val_loss_range"]
+        compiled_high = case["compiled_val_loss_range"][1]
         case["compiled_val_loss_vs_fit"] = ("below" if compiled_high < fit_low
                                             else "within or below" if compiled_high <= fit_high else "above")
     return case
@@ -219,7 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     seeds = [params.seed + index for index in range(args.seeds)]
     load_before = os.getloadavg()[0]
     engines = ENGINE_ORDER + ((LAB_FIT,) if args.lab_fit else ())
-    results = [run_case(name, seeds, args.scale, engines, args.params) for name in cases]
+    params_file = str(Path(args.params).resolve())  # the workers run from the repository root
+    results = [run_case(name, seeds, args.scale, engines, params_file) for name in cases]
     # Timings are only comparable on an otherwise idle machine: the load says how idle it was.
     load = {"cpus": os.cpu_count(), "load_1min_before": load_before, "load_1min_after": os.getloadavg()[0]}
     if args.json:

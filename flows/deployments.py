@@ -53,8 +53,7 @@ DEPLOYMENTS = (
         name="study",
         entrypoint=STUDY,
         description="The lab's hyperparameter study: params.yaml's study variations as DVC experiments, "
-                    "2 at a time, compared in reports/study.html.",
-        parameters={"jobs": 2},
+                    "compared in reports/study.html.",
     ),
 )
 

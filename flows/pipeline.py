@@ -180,9 +180,15 @@ def failure_line(stage: str, returncode: int, stderr: list[str]) -> tuple[str, i
         if match := re.search(r"exited with (-?\d+)", line):
             exit_code = int(match.group(1))
             break
-    own = [line for line in stderr if re.match(r"^[\w@.-]+: error: ", line)]
-    dvc = [line.removeprefix("ERROR: ") for line in stderr if line.startswith("ERROR: ")]
-    return (own or dvc or [f"{stage}: `dvc repro` exited {returncode}"])[-1], exit_code
+    return dvc_error_line(stderr, f"{stage}: `dvc repro` exited {returncode}"), exit_code
+
+
+def dvc_error_line(lines: list[str], fallback: str) -> str:
+    """The line that says why a `dvc` command failed: a stage's own `x: error: …`, else DVC's last
+    `ERROR: …` (not its closing "Having any troubles?" line), else `fallback`."""
+    own = [line for line in lines if re.match(r"^[\w@.-]+: error: ", line)]
+    dvc = [line.removeprefix("ERROR: ") for line in lines if line.startswith("ERROR: ")]
+    return (own or dvc or [fallback])[-1]
 
 
 def _is_network_failure(task: Any, task_run: Any, state: State) -> bool:
@@ -248,11 +254,13 @@ def apply_overrides(root: Path, overrides: dict[str, Any]) -> None:
         raise ValueError(f"cannot apply {' '.join(texts)} to params.yaml: {cause}".splitlines()[0]) from None
 
 
-def _git(root: Path, *args: str) -> str:
+def git_output(root: Path, *args: str,
+               error: Callable[[str], Exception] = lambda text: RuntimeError(f"record: {text}")) -> str:
+    """`git ARGS`' output; a failure raises `error("git … failed: <git's last line>")`."""
     result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
     if result.returncode != 0:
         last = ((result.stderr or result.stdout).strip().splitlines() or ["(no output)"])[-1]
-        raise RuntimeError(f"record: git {args[0]} failed: {last}")
+        raise error(f"git {args[0]} failed: {last}")
     return result.stdout
 
 
@@ -272,21 +280,21 @@ def record_results(project: DvcProject, message: str, log: Any) -> Optional[str]
     """Commit dvc.lock and the git-tracked metrics/plots (only those) if they changed; push the data."""
     root = project.root
     present = [path for path in project.git_tracked_outputs() if (root / path).exists()]
-    if not _git(root, "status", "--porcelain", "--", *present).strip():
+    if not git_output(root, "status", "--porcelain", "--", *present).strip():
         log.info("record: results unchanged, no commit")
         return None
-    if inputs := _git(root, "status", "--porcelain", "--", *project.git_tracked_inputs()).strip():
+    if inputs := git_output(root, "status", "--porcelain", "--", *project.git_tracked_inputs()).strip():
         log.warning("record: the commit holds results of uncommitted inputs (commit them too):\n" + inputs)
-    _git(root, "add", "--", *present)
-    _git(root, "commit", "-q", "-m", message, "--", *present)
-    sha = _git(root, "rev-parse", "HEAD").strip()
+    git_output(root, "add", "--", *present)
+    git_output(root, "commit", "-q", "-m", message, "--", *present)
+    sha = git_output(root, "rev-parse", "HEAD").strip()
     log.info(f"record: committed {sha[:10]} {message.splitlines()[0]!r}")
     if project.repo.config.get("remote"):
         returncode, _, stderr = stream_command([sys.executable, "-m", "dvc", "push", "-q"], root,
                                                stage_env(False), log)
         if returncode != 0:
             raise RuntimeError(f"record: committed {sha[:10]} but `dvc push` failed: "
-                               f"{(stderr or ['(no output)'])[-1]}")
+                               f"{dvc_error_line(stderr, '(no output)')}")
     return sha
 
 
@@ -440,7 +448,7 @@ def save_experiment(root: Path, run_name: str, log: Any) -> str:
         if match := re.search(r"saved as: (\S+)", result.stdout + result.stderr):
             log.info(f"experiment saved as {match.group(1)} (`dvc exp show`)")
             return match.group(1)
-    raise RuntimeError(f"dvc exp save failed: {(result.stderr.strip().splitlines() or ['?'])[-1]}")
+    raise RuntimeError(f"dvc exp save failed: {dvc_error_line(result.stderr.splitlines(), '(no output)')}")
 
 
 # --- `dvc repro` with a Prefect server: each stage process is its own flow run ---

@@ -29,7 +29,8 @@ from typing import Any, Optional, Sequence
 from prefect import flow, get_run_logger, task
 from prefect.states import Failed
 
-from flows.pipeline import DvcProject, stage_env, override_text, failure_line, pipeline, stream_command
+from flows.pipeline import (DvcProject, dvc_error_line, failure_line, git_output, override_text, pipeline,
+                            stage_env, stream_command)
 from stages.config import ParamsError, StudyVariation, load_params, parse_params
 
 REPORT = Path("reports/study.html")
@@ -87,8 +88,8 @@ def _dvc_ok(root: Path, *args: str) -> str:
     result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=stage_env(False),
                             capture_output=True, text=True)
     if result.returncode != 0:
-        lines = [line.removeprefix("ERROR: ") for line in (result.stderr or result.stdout).splitlines() if line]
-        raise StudyError(f"`dvc {' '.join(args)}` failed: {(lines or ['no output'])[0]}")
+        reason = dvc_error_line((result.stderr + result.stdout).splitlines(), "no output")
+        raise StudyError(f"`dvc {' '.join(args)}` failed: {reason}")
     return result.stdout
 
 
@@ -124,8 +125,7 @@ def untracked_results(root: Path) -> list[str]:
         project.close()
     if not paths:
         return []
-    return subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "--", *paths], cwd=root,
-                          capture_output=True, text=True, check=True).stdout.split()
+    return git_output(root, "ls-files", "--others", "--exclude-standard", "--", *paths, error=StudyError).split()
 
 
 def require_tracked_results(root: Path) -> None:
@@ -145,8 +145,7 @@ def clear_previous(root: Path, head: str, names: list[str]) -> list[str]:
         raise StudyError(f"the DVC experiment queue already holds {', '.join(busy)}: let it finish "
                          "(`dvc queue status`) or empty it (`dvc queue remove --queued`), then run the study again")
     prefix = f"refs/exps/{head[:2]}/{head[2:]}/"
-    listed = subprocess.run(["git", "for-each-ref", "--format=%(refname)", prefix], cwd=root, capture_output=True,
-                            text=True, check=True).stdout.split()
+    listed = git_output(root, "for-each-ref", "--format=%(refname)", prefix, error=StudyError).split()
     previous = [ref for ref in listed if ref.removeprefix(prefix) in names]
     if previous:
         _dvc_ok(root, "exp", "remove", *previous)
@@ -176,7 +175,7 @@ def run_queue(root: Path, jobs: int) -> None:
     command = [sys.executable, "-m", "dvc", "exp", "run", "--run-all", "-j", str(jobs)]
     returncode, _, stderr = stream_command(command, root, stage_env(False), get_run_logger())
     if returncode != 0:
-        raise StudyError(f"`dvc exp run --run-all` exited {returncode}: {(stderr or ['no output'])[-1]}")
+        raise StudyError(f"`dvc exp run --run-all` exited {returncode}: {dvc_error_line(stderr, 'no output')}")
 
 
 # --- reading the results back ---
@@ -250,8 +249,8 @@ def collect(root: Path, head: str, variations: list[StudyVariation]) -> list:
     experiments = read_experiments(root, head, variations)
     log = get_run_logger()
     for exp in experiments:
-        log.info(f"{exp.name}: experiment {exp.rev[:10]}, val/loss {exp.metrics.get('val/loss'):.4g}, "
-                 f"test/relative_mse {exp.metrics.get('test/relative_mse'):.4g}")
+        log.info(f"{exp.name}: experiment {exp.rev[:10]}, val/loss {exp.metrics.get('val/loss', float('nan')):.4g}, "
+                 f"test/relative_mse {exp.metrics.get('test/relative_mse', float('nan')):.4g}")
     return experiments
 
 
@@ -324,7 +323,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--only", action="append", metavar="NAME",
                         help="run only this variation of params.yaml's study (repeatable; default: all)")
     parser.add_argument("--jobs", type=int, default=DEFAULT_JOBS, metavar="N",
-                        help=f"experiments at a time: `dvc queue start -j N` workers (default {DEFAULT_JOBS})")
+                        help=f"experiments at a time: `dvc exp run --run-all -j N` workers (default {DEFAULT_JOBS})")
     parser.add_argument("--json", action="store_true", help="print the experiments, report path and seconds as JSON")
     args = parser.parse_args(argv)
     try:  # refuse bad entries and unknown names before Prefect starts (the flow checks again)

@@ -33,7 +33,8 @@ from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from flows import dvc_stage_name  # noqa: E402
 from flows.deployments import DEPLOYMENTS, PREFECT_YAML, prefect_yaml_text, runner_deployments  # noqa: E402
-from flows.pipeline import NETWORK_EXIT_CODE, failure_line, headline, pipeline, stream_command  # noqa: E402
+from flows.pipeline import (NETWORK_EXIT_CODE, dvc_error_line, failure_line, headline, pipeline,  # noqa: E402
+                            stream_command)
 
 ALL_STAGES = [
     "generate", "fetch@heart", "fetch@mnist", "preprocess@synthetic", "preprocess@heart", "preprocess@mnist",
@@ -430,6 +431,13 @@ def test_failure_line_prefers_the_stage_error_and_reads_the_exit_code():
     assert failure_line("fetch@heart", 255, stderr) == (stderr[1], NETWORK_EXIT_CODE)
     assert failure_line("report", 255, ["ERROR: failed to reproduce 'report': boom"]) == (
         "failed to reproduce 'report': boom", 255)
+
+
+def test_a_failed_dvc_command_is_reported_by_its_error_not_its_closing_footer():
+    stderr = ["WARNING: some warning", "ERROR: unexpected error - boom", "",
+              "Having any troubles? Hit us up at https://dvc.org/support, we are always happy to help!"]
+    assert dvc_error_line(stderr, "no output") == "unexpected error - boom"
+    assert dvc_error_line([], "no output") == "no output"
 
 
 def test_network_exit_code_and_headline_match_the_stages():

@@ -26,5 +26,5 @@ def test_full_pipeline_with_lab_defaults_reaches_the_lab_figures(tmp_path: Path,
     assert metrics["synthetic"]["ood/mse_vs_truth"] > 10 * metrics["synthetic"]["domain/mse_vs_truth"]
     # Heart is scored on distinct patients only: 302 of the 1025 rows, a fifth of them held out.
     assert metrics["heart"]["test/rows"] == 61
-    assert 0.5 < metrics["heart"]["test/roc_auc"] <= 1.0
+    assert 0.8 <= metrics["heart"]["test/roc_auc"] <= 1.0  # the lab-default model reaches 0.880
     assert (repo / "reports/report.html").stat().st_size > 100_000
