@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.config import DATASETS, Params, load_params
+from stages.core.params import DATASETS, Params, load_params
 from stages.datasets import TASKS, features_and_target
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -86,7 +86,7 @@ def train_as_the_lab_writes_it(model, task, config, x_train, y_train, x_val, y_v
     """`model.fit` on the arrays with shuffle=True: the issue's baseline. Under a fixed TensorFlow seed
     Keras repeats the first epoch's order every epoch (see stages.engine.train_with_fit), and
     rebuilds its input pipeline every epoch, so it is slower than the fit engine for the same work."""
-    from stages.engine import compile_for_fit, learning_curve
+    from stages.training.engine import compile_for_fit, learning_curve
     callbacks = compile_for_fit(model, task, config, seed)
     history = model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=config.epochs,
                         batch_size=config.batch_size, shuffle=True, verbose=0, callbacks=callbacks)
@@ -106,8 +106,8 @@ def train_in_fresh_process(dataset: str, engine: str, seed: int, scale: float, p
 
 
 def train_once(dataset: str, params: Params, engine: str, data: CaseData, seed: int, scale: float) -> Run:
-    from stages.engine import LOSS_FUNCTIONS, train_model
-    from stages.model import build_model
+    from stages.training.engine import LOSS_FUNCTIONS, train_model
+    from stages.training.model import build_model
     from stages.train import seed_everything
 
     config = params.dataset(dataset)

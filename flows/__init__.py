@@ -6,7 +6,7 @@
 - `flows.serve`: serves those deployments in one process.
 
 This module stays free of Prefect imports: every stage process loads it through
-`stages.common.run_stage`, and `dvc repro` without a Prefect server must not pay for Prefect.
+`stages.core.errors.run_stage`, and `dvc repro` without a Prefect server must not pay for Prefect.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from prefect import flow, get_run_logger, task
 from prefect.states import Failed, State
 
 from flows import PARENT_ENV, prefect_api_url  # PARENT_ENV: set for stage subprocesses, already in a flow run
-from stages.contract import FORCE_DOWNLOAD_ENV, NETWORK_EXIT_CODE
+from stages.core.contract import FORCE_DOWNLOAD_ENV, NETWORK_EXIT_CODE
 
 RETRIED_STAGES = ("fetch",)  # the stages with network I/O
 HEADLINE_METRICS = {"mnist": "test/accuracy", "synthetic": "test/relative_mse", "heart": "test/roc_auc"}
@@ -237,7 +237,7 @@ def override_text(key: str, value: Any) -> str:
 def apply_overrides(root: Path, overrides: dict[str, Any]) -> None:
     """Edit params.yaml as `dvc exp run -S` does, then validate it like the stages will; restore it on error."""
     from dvc.utils.hydra import apply_overrides as dvc_apply_overrides
-    from stages.config import ParamsError, load_params
+    from stages.core.params import ParamsError, load_params
 
     path = root / "params.yaml"
     original = path.read_bytes()
@@ -455,7 +455,7 @@ def save_experiment(root: Path, run_name: str, log: Any) -> str:
 
 def as_stage_flow(stage: str, main: Callable[[], None], known_errors: tuple[type[BaseException], ...],
                   prefix: str) -> Callable[[], None]:
-    """Wrap a stage's main() in a flow run named after the stage (for `stages.common.run_stage`).
+    """Wrap a stage's main() in a flow run named after the stage (for `stages.core.errors.run_stage`).
 
     Known errors end the flow run Failed with the stage's one-line error and are re-raised for
     run_stage to report; if the server cannot be reached the stage runs without it.

@@ -31,7 +31,7 @@ from prefect.states import Failed
 
 from flows.pipeline import (DvcProject, dvc_error_line, failure_line, git_output, override_text, pipeline,
                             stage_env, stream_command)
-from stages.config import ParamsError, StudyVariation, load_params, parse_params
+from stages.core.params import ParamsError, StudyVariation, load_params, parse_params
 
 REPORT = Path("reports/study.html")
 METRICS = "reports/metrics/synthetic.json"
@@ -224,7 +224,7 @@ def read_experiments(root: Path, head: str, variations: Sequence[StudyVariation]
 
     import pandas as pd
 
-    from stages.study_report import StudyExperiment
+    from stages.reporting.study import StudyExperiment
 
     found = experiments_of(json.loads(_dvc_ok(root, "exp", "show", "--json")), head)
     failed = [variation.name for variation in variations if variation.name not in found]
@@ -256,8 +256,8 @@ def collect(root: Path, head: str, variations: list[StudyVariation]) -> list:
 
 @task(name="report")
 def write_report(root: Path, head: str, experiments: list) -> str:
-    from stages.common import write_outputs
-    from stages.study_report import build_study_report
+    from stages.core.io import write_outputs
+    from stages.reporting.study import build_study_report
 
     write_outputs({root / REPORT: build_study_report(experiments, head).encode()})
     return str(REPORT)

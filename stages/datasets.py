@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from stages.common import StageError
+from stages.core.problem import Problem
 
 MNIST_PIXELS = 28 * 28
 
 
-@dataclass(frozen=True)
-class Task:
-    kind: str      # "regression", "binary" or "multiclass"
-    outputs: int   # units of the output layer
-
-    @property
-    def is_classifier(self) -> bool:
-        return self.kind != "regression"
-
-
 TASKS = {
-    "synthetic": Task("regression", 1),
-    "heart": Task("binary", 1),
-    "mnist": Task("multiclass", 10),
+    "synthetic": Problem("regression", 1),
+    "heart": Problem("binary", 1),
+    "mnist": Problem("multiclass", 10),
 }
 TARGET_COLUMN = {"synthetic": "y", "heart": "target", "mnist": "label"}
 
@@ -51,13 +39,3 @@ def features_and_target(dataset: str, table: pa.Table) -> tuple[np.ndarray, np.n
     features = [name for name in table.column_names if name != TARGET_COLUMN[dataset]]
     x = np.column_stack([table.column(name).to_numpy() for name in features]).astype(np.float32)
     return x, target.astype(np.float32)
-
-
-def read_split(folder: str | Path, split: str) -> pa.Table:
-    path = Path(folder) / f"{split}.parquet"
-    try:
-        return pq.read_table(path)
-    except FileNotFoundError:
-        raise StageError(f"{path} is missing; run `dvc repro` to build it") from None
-    except pa.ArrowInvalid as error:
-        raise StageError(f"{path} is not readable Parquet ({error}); rebuild it with `dvc repro --force`") from None

@@ -13,8 +13,10 @@ import pandas as pd
 import pyarrow as pa
 from sklearn import metrics as skm
 
-from stages.common import StageError, csv_bytes, json_bytes, run_stage, write_outputs
-from stages.datasets import TASKS, features_and_target, read_split
+from stages.core.errors import StageError, run_stage
+from stages.core.io import csv_bytes, json_bytes, write_outputs
+from stages.core.io import read_split
+from stages.datasets import TASKS, features_and_target
 
 
 def curve_metrics(curve: pd.DataFrame) -> dict[str, float]:

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stages.common import StageError, run_stage, write_outputs
-from stages.contract import FORCE_DOWNLOAD_ENV, MIRROR_ENV, NETWORK_EXIT_CODE
+from stages.core.errors import StageError, run_stage
+from stages.core.io import write_outputs
+from stages.core.contract import FORCE_DOWNLOAD_ENV, MIRROR_ENV, NETWORK_EXIT_CODE
 
 CACHE_DIR = Path(".cache")  # pinned download caches (git-ignored), relative to the repository root
 KAGGLE_HANDLE = "johnsmith88/heart-disease-dataset"

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from stages.common import parquet_bytes, run_stage, write_outputs
-from stages.config import SyntheticConfig, load_params
+from stages.core.errors import run_stage
+from stages.core.io import parquet_bytes, write_outputs
+from stages.core.params import SyntheticConfig, load_params
 
 DOMAIN_SCHEMA = pa.schema([("x", pa.float64()), ("y", pa.float64()), ("y_true", pa.float64())])
 GRID_SCHEMA = pa.schema([("x", pa.float64()), ("y_true", pa.float64()), ("region", pa.string())])

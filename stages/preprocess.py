@@ -19,8 +19,9 @@ import pyarrow as pa
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from stages.common import StageError, parquet_bytes, run_stage, write_outputs
-from stages.config import HeartConfig, Params, SyntheticConfig, load_params
+from stages.core.errors import StageError, run_stage
+from stages.core.io import parquet_bytes, write_outputs
+from stages.core.params import HeartConfig, Params, SyntheticConfig, load_params
 from stages.datasets import MNIST_PIXELS
 from stages.generate import DOMAIN_SCHEMA, GRID_SCHEMA
 

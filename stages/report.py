@@ -9,310 +9,27 @@ reads the earlier stages' files and writes `report.html` atomically. The helpers
 from __future__ import annotations
 
 import argparse
-import base64
-import html
-import io
 import json
-import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import pyarrow as pa
 
-matplotlib.use("Agg")  # no display, and the same pixels on every machine
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib import ticker  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from stages.common import StageError, run_stage, write_outputs  # noqa: E402
-from stages.datasets import MNIST_PIXELS, mnist_images, read_split  # noqa: E402
+from stages.core.errors import StageError, run_stage
+from stages.core.io import read_split, write_outputs
+from stages.datasets import MNIST_PIXELS, mnist_images
+from stages.reporting.figures import (confusion_counts, confusion_figure, digit_grid_figure,
+                                      extrapolation_figure, fit_figure, learning_curve_figure, misprediction_figure,
+                                      misprediction_title, mispredicted, roc_auc, roc_figure, synthetic_data_figure)
+from stages.reporting.figures import image as _image
+from stages.reporting.page import Section, format_value, html_page, metrics_table_html
 
 DATASETS = ("synthetic", "heart", "mnist")
 DATASET_TITLES = {"synthetic": "Synthetic regression", "heart": "Heart disease", "mnist": "MNIST"}
-DPI = 90
 SAMPLE_DIGITS = 25
-MAX_MISPREDICTED = 24
-# Figures are built on a bare Figure (no pyplot state) inside this style, so the global
-# rcParams of whoever imports this module are left alone.
-STYLE = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=0.8)}
-TRAIN_COLOR, TEST_COLOR, TRUTH_COLOR, FIT_COLOR = sns.color_palette("deep", 4)
-
-# --- generic helpers (also for other reports) ---
-
-
-def figure_to_png(fig: Figure, dpi: int = DPI) -> bytes:
-    """PNG bytes of a figure, without the matplotlib version in its metadata: same input, same bytes."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
-    return buffer.getvalue()
-
-
-def figure_to_png_base64(fig: Figure, dpi: int = DPI) -> str:
-    """The figure as a base64 PNG string, ready for `<img src="data:image/png;base64,...">`."""
-    return base64.b64encode(figure_to_png(fig, dpi)).decode("ascii")
-
-
-@dataclass(frozen=True)
-class Image:
-    png_base64: str
-    alt: str
-    caption: str = ""
-
-
-@dataclass(frozen=True)
-class Section:
-    """A titled part of a page: a one-line caption, embedded images, then optional trusted HTML."""
-
-    title: str
-    caption: str = ""
-    images: tuple[Image, ...] = ()
-    html: str = ""
-
-
-def _anchor(title: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
-
-
-_CSS = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
-h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
-p.caption, figcaption { color: #444; } figure { display: inline-block; margin: 0.5em 1em 0.5em 0; vertical-align: top; }
-img { max-width: 100%; } nav ol { columns: 2; }
-table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
-th, td { border: 1px solid #ccc; padding: 0.2em 0.6em; } td.value { text-align: right; } th { background: #f3f3f3; }
-""".strip()
-
-
-def html_page(title: str, sections: Sequence[Section], intro: str = "") -> str:
-    """One self-contained HTML page: inline CSS, images as data URIs, no scripts or links out."""
-    escape = html.escape
-    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-             f"<title>{escape(title)}</title>", f"<style>\n{_CSS}\n</style>", "</head>", "<body>",
-             f"<h1>{escape(title)}</h1>"]
-    if intro:
-        parts.append(f'<p class="intro">{escape(intro)}</p>')
-    parts.append("<nav><ol>" + "".join(f'<li><a href="#{_anchor(s.title)}">{escape(s.title)}</a></li>'
-                                       for s in sections) + "</ol></nav>")
-    for section in sections:
-        parts.append(f'<section id="{_anchor(section.title)}">')
-        parts.append(f"<h2>{escape(section.title)}</h2>")
-        if section.caption:
-            parts.append(f'<p class="caption">{escape(section.caption)}</p>')
-        for image in section.images:
-            figcaption = f"<figcaption>{escape(image.caption)}</figcaption>" if image.caption else ""
-            parts.append(f'<figure><img src="data:image/png;base64,{image.png_base64}" '
-                         f'alt="{escape(image.alt)}">{figcaption}</figure>')
-        if section.html:
-            parts.append(section.html)
-        parts.append("</section>")
-    parts += ["</body>", "</html>", ""]
-    return "\n".join(parts)
-
-
-def format_value(value: float | int) -> str:
-    """Integers as they are, floats to 4 significant digits."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return str(int(value))
-    value = float(value)
-    return f"{value:#.4g}" if math.isfinite(value) else str(value)
-
-
-# Table order: test results first, then the synthetic grid's, then the last epoch's.
-_SPLITS = {"test": "Test", "domain": "On-domain", "ood": "Out-of-domain", "train": "Train", "val": "Validation"}
-_WORDS = {"mse": "MSE", "roc": "ROC", "auc": "AUC", "f1": "F1", "vs": "vs"}
-
-
-def readable_metric_name(key: str) -> str:
-    """`test/accuracy_digit_3` -> `Test accuracy (digit 3)`, `ood/mse_vs_truth` -> `Out-of-domain MSE vs truth`."""
-    split, _, name = key.rpartition("/")
-    name, digit = re.subn(r"_digit_(\d+)$", r" (digit \1)", name)
-    words = " ".join(_WORDS.get(word, word) for word in name.split("_"))
-    prefix = _SPLITS.get(split, split.replace("_", " ").capitalize()) if split else ""
-    return f"{prefix} {words}".strip()
-
-
-def metrics_table_html(metrics: Mapping[str, Mapping[str, float]]) -> str:
-    """One row per metric name, one column per dataset; a dash where a dataset lacks the metric."""
-    names = list(dict.fromkeys(key for values in metrics.values() for key in values))
-    order = list(_SPLITS)
-    names.sort(key=lambda key: (order.index(key.split("/")[0]) if key.split("/")[0] in order else len(order),
-                                "_digit_" in key, key))
-    header = "".join(f"<th>{html.escape(DATASET_TITLES.get(d, d))}</th>" for d in metrics)
-    rows = []
-    for name in names:
-        cells = "".join(f'<td class="value">{format_value(values[name]) if name in values else "–"}</td>'
-                        for values in metrics.values())
-        rows.append(f'<tr><th scope="row" title="{html.escape(name)}">{html.escape(readable_metric_name(name))}'
-                    f"</th>{cells}</tr>")
-    return (f'<table class="metrics"><thead><tr><th>Metric</th>{header}</tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table>")
-
-
-# --- figures (pure: frames in, Figure out) ---
-
-
-def _figure(width: float, height: float, **subplots) -> tuple[Figure, np.ndarray | object]:
-    fig = Figure(figsize=(width, height), layout="constrained")
-    return fig, fig.subplots(**subplots)
-
-
-def synthetic_data_figure(train: pd.DataFrame, test: pd.DataFrame, truth: pd.DataFrame) -> Figure:
-    """Noisy train and test samples (`x`, `y`) over the true function (`x`, `y_true`)."""
-    with matplotlib.rc_context(STYLE):
-        fig, ax = _figure(7, 4)
-        ax.scatter(train["x"], train["y"], s=8, alpha=0.5, color=TRAIN_COLOR, label=f"train ({len(train)})")
-        ax.scatter(test["x"], test["y"], s=8, alpha=0.7, color=TEST_COLOR, label=f"test ({len(test)})")
-        truth = truth.sort_values("x")
-        ax.plot(truth["x"], truth["y_true"], color=TRUTH_COLOR, lw=2, label="true function")
-        ax.set(xlabel="x", ylabel="y", title="Synthetic data: y = f(x) + noise")
-        ax.legend(loc="upper center")
-    return fig
-
-
-class _PlainLogFormatter(ticker.LogFormatter):
-    """Log-axis labels as plain numbers (0.3, 2, 10) instead of 3×10⁻¹ or 3e-01."""
-
-    def _num_to_string(self, x, vmin, vmax):
-        return f"{x:.3g}"
-
-
-def learning_curve_figure(curve: pd.DataFrame, title: str) -> Figure:
-    """Train and validation loss (and accuracy, when the curve has it) against a log-scaled epoch axis."""
-    panels = [("loss", "loss")] + ([("accuracy", "accuracy")] if "train/accuracy" in curve else [])
-    curve = curve[curve["epoch"] > 0]
-    with matplotlib.rc_context(STYLE):
-        fig, axes = _figure(4.2 * len(panels), 3.2, ncols=len(panels), squeeze=False)
-        for ax, (metric, label) in zip(axes[0], panels):
-            for split, color in (("train", TRAIN_COLOR), ("val", TEST_COLOR)):
-                column = f"{split}/{metric}"
-                if column in curve:
-                    ax.plot(curve["epoch"], curve[column], color=color, label=column)
-            ax.set_xscale("log")
-            ax.xaxis.set_major_formatter(_PlainLogFormatter())
-            ax.xaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
-            if metric == "loss" and (curve[[c for c in ("train/loss", "val/loss") if c in curve]] > 0).all().all():
-                ax.set_yscale("log")
-                ax.yaxis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False))
-                ax.yaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
-            ax.set(xlabel="epoch (log scale)", ylabel=label)
-            ax.legend()
-        fig.suptitle(title)
-    return fig
-
-
-def fit_figure(domain_grid: pd.DataFrame, test: pd.DataFrame) -> Figure:
-    """The network's curve (`y_pred`) against the truth (`y_true`) on the training domain, with test points."""
-    grid = domain_grid.sort_values("x")
-    with matplotlib.rc_context(STYLE):
-        fig, ax = _figure(7, 4)
-        ax.scatter(test["x"], test["y"], s=8, alpha=0.4, color=TEST_COLOR, label="test samples")
-        ax.plot(grid["x"], grid["y_true"], color=TRUTH_COLOR, lw=2, label="true function")
-        ax.plot(grid["x"], grid["y_pred"], color=FIT_COLOR, lw=2, ls="--", label="network")
-        ax.set(xlabel="x", ylabel="y", title="Fitted curve vs truth on the domain")
-        ax.legend(loc="upper center")
-    return fig
-
-
-def extrapolation_figure(grid: pd.DataFrame, train: pd.DataFrame | None = None) -> Figure:
-    """Truth and prediction on the whole grid; the extrapolation region (outside the domain) shaded."""
-    grid = grid.sort_values("x")
-    inside = grid.loc[grid["region"] == "domain", "x"]
-    low, high = (inside.min(), inside.max()) if len(inside) else (np.nan, np.nan)
-    outside = grid.loc[grid["region"] != "domain", "x"]
-    with matplotlib.rc_context(STYLE):
-        fig, ax = _figure(8, 4)
-        shaded = False
-        for start, stop in ((outside[outside < low].min(), low), (high, outside[outside > high].max())):
-            if np.isfinite(start) and np.isfinite(stop):
-                ax.axvspan(start, stop, color="0.85", zorder=0, label=None if shaded else "extrapolation")
-                shaded = True
-        if train is not None:
-            ax.scatter(train["x"], train["y"], s=5, alpha=0.25, color=TRAIN_COLOR, label="train samples")
-        ax.plot(grid["x"], grid["y_true"], color=TRUTH_COLOR, lw=2, label="true function")
-        ax.plot(grid["x"], grid["y_pred"], color=FIT_COLOR, lw=2, ls="--", label="network")
-        ax.set(xlabel="x", ylabel="y", title="On-domain vs out-of-domain predictions")
-        ax.legend(loc="upper center", ncols=2)
-    return fig
-
-
-def roc_auc(roc: pd.DataFrame) -> float:
-    """Area under the ROC curve (`fpr`, `tpr`), by the trapezoid rule."""
-    ordered = roc.sort_values(["fpr", "tpr"])
-    return float(np.trapezoid(ordered["tpr"], ordered["fpr"]))
-
-
-def roc_figure(roc: pd.DataFrame, title: str = "Heart ROC") -> Figure:
-    """The ROC curve (`fpr`, `tpr`) against chance, with the AUC in the title."""
-    with matplotlib.rc_context(STYLE):
-        fig, ax = _figure(4.2, 4)
-        ax.plot([0, 1], [0, 1], color="0.6", ls=":", label="chance")
-        ax.plot(roc["fpr"], roc["tpr"], color=FIT_COLOR, lw=2, label="network")
-        ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01),
-               title=f"{title} (AUC = {roc_auc(roc):.3f})")
-        ax.set_aspect("equal")
-        ax.legend(loc="lower right")
-    return fig
-
-
-def confusion_counts(confusion: pd.DataFrame, labels: Sequence) -> pd.DataFrame:
-    """Counts of (`actual`, `predicted`) pairs as a labels x labels frame, zero where a pair never occurs."""
-    counts = pd.crosstab(confusion["actual"], confusion["predicted"])
-    return counts.reindex(index=labels, columns=labels, fill_value=0).astype(int)
-
-
-def confusion_figure(confusion: pd.DataFrame, labels: Sequence, title: str) -> Figure:
-    """A heatmap of the confusion counts, coloured by each actual row's share so errors stand out."""
-    counts = confusion_counts(confusion, labels)
-    share = counts.div(counts.sum(axis=1).replace(0, 1), axis=0)
-    size = 2.5 + 0.45 * len(labels)
-    with matplotlib.rc_context(STYLE):
-        fig, ax = _figure(size + 1, size)
-        sns.heatmap(share, annot=counts, fmt="d", cmap="Blues", vmin=0, vmax=1, square=True, ax=ax,
-                    cbar_kws={"label": "share of the actual class"}, annot_kws={"fontsize": 7 if len(labels) > 5 else 10})
-        ax.set(xlabel="predicted", ylabel="actual", title=title)
-        ax.tick_params(axis="y", rotation=0)
-    return fig
-
-
-def digit_grid_figure(images: np.ndarray, titles: Sequence[str], columns: int = 8,
-                      suptitle: str = "", title_color: str = "black") -> Figure:
-    """Greyscale images (n, h, w) in a grid, each with its title."""
-    rows = max(1, math.ceil(len(images) / columns))
-    with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(1.05 * columns, 1.2 * rows + (0.3 if suptitle else 0)), layout="constrained")
-        axes = fig.subplots(rows, columns, squeeze=False)
-        for index, ax in enumerate(axes.flat):
-            ax.set_axis_off()
-            if index < len(images):
-                ax.imshow(images[index], cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
-                ax.set_title(titles[index], fontsize=9, color=title_color)
-        if suptitle:
-            fig.suptitle(suptitle)
-    return fig
-
-
-def mispredicted(confusion: pd.DataFrame, limit: int = MAX_MISPREDICTED) -> pd.DataFrame:
-    """The first `limit` wrong rows of an `index, actual, predicted` frame, in test order."""
-    wrong = confusion[confusion["actual"] != confusion["predicted"]]
-    return wrong.sort_values("index", kind="stable").head(limit)
-
-
-def misprediction_title(actual, predicted) -> str:
-    return f"{actual} / {predicted}"
-
-
-def misprediction_figure(images: np.ndarray, wrong: pd.DataFrame, columns: int = 8) -> Figure:
-    """The mispredicted test images (`wrong`: rows of index, actual, predicted), titled true / predicted."""
-    titles = [misprediction_title(a, p) for a, p in zip(wrong["actual"], wrong["predicted"])]
-    return digit_grid_figure(images[wrong["index"].to_numpy()], titles, columns=columns,
-                             suptitle="Mispredicted test digits (true / predicted)", title_color="firebrick")
-
 
 # --- captions (computed from the inputs) ---
 
@@ -364,10 +81,6 @@ class ReportInputs:
     mnist_confusion: pd.DataFrame                # index, actual, predicted
     mnist_images: np.ndarray                     # (n, 28, 28) uint8, the test split
     mnist_labels: np.ndarray                     # (n,)
-
-
-def _image(fig: Figure, alt: str, caption: str = "") -> Image:
-    return Image(figure_to_png_base64(fig), alt, caption)
 
 
 def synthetic_sections(train: pd.DataFrame, test: pd.DataFrame, grid: pd.DataFrame,
@@ -468,7 +181,7 @@ def build_sections(inputs: ReportInputs) -> list[Section]:
         heart_section(inputs.heart_roc, inputs.heart_confusion, heart),
         *mnist_sections(inputs.mnist_images, inputs.mnist_labels, inputs.mnist_confusion, mnist),
         Section("Metrics", "All metrics written by the evaluate stages, to 4 significant digits.",
-                html=metrics_table_html({name: inputs.metrics[name] for name in DATASETS if name in inputs.metrics})),
+                html=metrics_table_html({DATASET_TITLES[name]: inputs.metrics[name] for name in DATASETS if name in inputs.metrics})),
     ]
 
 

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.common import StageError, csv_bytes, run_stage, staged_path, write_outputs
-from stages.config import load_params
-from stages.datasets import TASKS, features_and_target, read_split
+from stages.core.errors import StageError, run_stage
+from stages.core.io import csv_bytes, staged_path, write_outputs
+from stages.core.params import load_params
+from stages.core.io import read_split
+from stages.datasets import TASKS, features_and_target
 
 
 def split_validation(x: np.ndarray, y: np.ndarray, fraction: float):
@@ -93,8 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as error:
         raise StageError(f"{args.dataset}.train.validation_split: {error}") from None
 
-    from stages.engine import train_model
-    from stages.model import build_model
+    from stages.training.engine import train_model
+    from stages.training.model import build_model
     seed_everything(params.seed)
     task = TASKS[args.dataset]
     model = build_model(config.model, x.shape[1], task, params.seed)

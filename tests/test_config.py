@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from stages.config import ParamsError, apply_overrides, load_params, parse_params
+from stages.core.params import ParamsError, apply_overrides, load_params, parse_params
 from tests.conftest import REPO_ROOT
 
 

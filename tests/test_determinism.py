@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from stages.config import ENGINES
+from stages.core.params import ENGINES
 from tests.conftest import repo_env, run, set_params
 
 MODEL = "models/synthetic.keras"

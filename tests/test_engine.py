@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from stages.config import ModelConfig, ParamsError, TrainConfig, apply_overrides, parse_params, read_params_file
+from stages.core.params import ModelConfig, ParamsError, TrainConfig, apply_overrides, parse_params, read_params_file
 from stages.datasets import TASKS
-from stages.engine import LOSS_FUNCTIONS, epoch_batches, shuffled_order, train_compiled, train_model
-from stages.model import build_model
+from stages.training.engine import LOSS_FUNCTIONS, epoch_batches, shuffled_order, train_compiled, train_model
+from stages.training.model import build_model
 
 PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
 REGRESSION, BINARY, MULTICLASS = TASKS["synthetic"], TASKS["heart"], TASKS["mnist"]

@@ -321,7 +321,7 @@ def test_dvc_repro_reports_each_stage_as_a_flow_run_only_when_a_server_is_config
     assert [run.state.type.value for run in runs if not run.parent_task_run_id][-1:] == ["COMPLETED"]
     assert dvc_is_clean(workspace, mirror)
 
-    probe = ("import sys; from stages.common import run_stage; run_stage('generate', lambda: None); "
+    probe = ("import sys; from stages.core.errors import run_stage; run_stage('generate', lambda: None); "
              "print('prefect' in sys.modules)")
     no_server = repo_env(mirror, PREFECT_HOME=str(tmp_path / "prefect_home"))
     assert run([sys.executable, "-c", probe], REPO_ROOT, no_server).stdout.strip() == "False"

@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 
 from stages import report
-from stages.common import StageError, csv_bytes, parquet_bytes, run_stage, write_outputs
+from stages.reporting import figures, page
+from stages.core.errors import StageError, run_stage
+from stages.core.io import csv_bytes, parquet_bytes, write_outputs
 from stages.generate import DOMAIN_SCHEMA
 from stages.preprocess import preprocess_mnist
 
@@ -186,22 +188,22 @@ def test_metrics_that_are_not_a_flat_object_of_numbers_are_refused(tmp_path):
 
 def test_misprediction_figure_titles_each_digit_true_over_predicted_in_test_order():
     confusion = pd.DataFrame({"index": [5, 0, 3, 1, 2], "actual": [3, 1, 8, 2, 2], "predicted": [5, 1, 0, 2, 7]})
-    wrong = report.mispredicted(confusion)
+    wrong = figures.mispredicted(confusion)
     assert wrong["index"].tolist() == [2, 3, 5]
-    fig = report.misprediction_figure(np.zeros((6, 28, 28), np.uint8), wrong, columns=4)
+    fig = figures.misprediction_figure(np.zeros((6, 28, 28), np.uint8), wrong, columns=4)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles == ["2 / 7", "8 / 0", "3 / 5"]
 
 
 def test_mispredicted_stops_at_the_limit():
     confusion = pd.DataFrame({"index": range(40), "actual": [1] * 40, "predicted": [2] * 40})
-    assert report.mispredicted(confusion)["index"].tolist() == list(range(report.MAX_MISPREDICTED))
+    assert figures.mispredicted(confusion)["index"].tolist() == list(range(figures.MAX_MISPREDICTED))
 
 
 def test_learning_curve_has_log_epochs_and_an_accuracy_panel_only_for_classifiers():
     curve = pd.DataFrame({"epoch": [1, 2, 3], "train/loss": [3.0, 2.0, 1.0], "val/loss": [3.0, 2.5, 2.0]})
-    regression = report.learning_curve_figure(curve, "r")
-    classifier = report.learning_curve_figure(
+    regression = figures.learning_curve_figure(curve, "r")
+    classifier = figures.learning_curve_figure(
         curve.assign(**{"train/accuracy": [0.5, 0.6, 0.7], "val/accuracy": [0.5, 0.5, 0.6]}), "c")
     assert len(regression.axes) == 1 and len(classifier.axes) == 2
     assert all(ax.get_xscale() == "log" for ax in classifier.axes)
@@ -211,34 +213,34 @@ def test_learning_curve_has_log_epochs_and_an_accuracy_panel_only_for_classifier
 def test_extrapolation_figure_shades_both_sides_outside_the_domain():
     x = np.linspace(-8, 8, 17)
     grid = pd.DataFrame({"x": x, "y_true": x, "y_pred": x, "region": np.where(np.abs(x) <= 5, "domain", "extrapolation")})
-    ax = report.extrapolation_figure(grid).axes[0]
+    ax = figures.extrapolation_figure(grid).axes[0]
     spans = sorted(tuple(np.round(patch.get_x() + np.array([0, patch.get_width()]), 6)) for patch in ax.patches)
     assert spans == [(-8.0, -5.0), (5.0, 8.0)]
 
 
 def test_roc_figure_puts_the_auc_in_its_title():
     roc = pd.DataFrame({"fpr": [0.0, 0.0, 0.5, 1.0], "tpr": [0.0, 0.5, 1.0, 1.0]})
-    assert report.roc_auc(roc) == pytest.approx(0.875)
-    assert "AUC = 0.875" in report.roc_figure(roc).axes[0].get_title()
+    assert figures.roc_auc(roc) == pytest.approx(0.875)
+    assert "AUC = 0.875" in figures.roc_figure(roc).axes[0].get_title()
 
 
 def test_confusion_counts_cover_every_label_even_when_absent():
-    counts = report.confusion_counts(pd.DataFrame({"actual": [0, 0, 2], "predicted": [0, 2, 2]}), [0, 1, 2])
+    counts = figures.confusion_counts(pd.DataFrame({"actual": [0, 0, 2], "predicted": [0, 2, 2]}), [0, 1, 2])
     assert counts.to_numpy().tolist() == [[1, 0, 1], [0, 0, 0], [0, 0, 1]]
 
 
 def test_png_bytes_carry_no_software_version():
-    png = report.figure_to_png(report.roc_figure(pd.DataFrame({"fpr": [0.0, 1.0], "tpr": [0.0, 1.0]})))
+    png = figures.figure_to_png(figures.roc_figure(pd.DataFrame({"fpr": [0.0, 1.0], "tpr": [0.0, 1.0]})))
     assert b"matplotlib" not in png.lower()
 
 
 def test_html_page_escapes_text_and_links_sections_in_page():
-    page = report.html_page("A <b> & c", [report.Section("First part", 'say "hi"', (report.Image("QUJD", "a<alt>"),)),
-                                          report.Section("Second", html="<table></table>")], intro="x < y")
-    assert "<title>A &lt;b&gt; &amp; c</title>" in page and "<p class=\"intro\">x &lt; y</p>" in page
-    assert '<a href="#first-part">First part</a>' in page and '<section id="first-part">' in page
-    assert '<img src="data:image/png;base64,QUJD" alt="a&lt;alt&gt;">' in page
-    assert "<table></table>" in page
+    text = page.html_page("A <b> & c", [page.Section("First part", 'say "hi"', (page.Image("QUJD", "a<alt>"),)),
+                                          page.Section("Second", html="<table></table>")], intro="x < y")
+    assert "<title>A &lt;b&gt; &amp; c</title>" in text and "<p class=\"intro\">x &lt; y</p>" in text
+    assert '<a href="#first-part">First part</a>' in text and '<section id="first-part">' in text
+    assert '<img src="data:image/png;base64,QUJD" alt="a&lt;alt&gt;">' in text
+    assert "<table></table>" in text
 
 
 @pytest.mark.parametrize("key, name", [
@@ -248,10 +250,10 @@ def test_html_page_escapes_text_and_links_sections_in_page():
     ("val/loss", "Validation loss"),
 ])
 def test_readable_metric_names(key, name):
-    assert report.readable_metric_name(key) == name
+    assert page.readable_metric_name(key) == name
 
 
 @pytest.mark.parametrize("value, text", [(0.012345678, "0.01235"), (1.0, "1.000"), (123456.0, "1.235e+05"),
                                          (300, "300"), (float("nan"), "nan")])
 def test_format_value_keeps_four_significant_digits(value, text):
-    assert report.format_value(value) == text
+    assert page.format_value(value) == text

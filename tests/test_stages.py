@@ -18,8 +18,9 @@ import pytest
 import yaml
 
 from stages import evaluate, fetch, generate, preprocess
-from stages.common import StageError, parquet_bytes, run_stage, write_outputs
-from stages.config import apply_overrides, parse_params
+from stages.core.errors import StageError, run_stage
+from stages.core.io import parquet_bytes, write_outputs
+from stages.core.params import apply_overrides, parse_params
 from stages.datasets import features_and_target, mnist_images
 from tests.conftest import REPO_ROOT
 
@@ -266,7 +267,7 @@ def test_write_outputs_replaces_all_or_nothing(tmp_path, monkeypatch):
         if len(calls) == 1:
             raise OSError("disk full")
         real_replace(src, dst)
-    monkeypatch.setattr("stages.common.os.replace", fail_second)
+    monkeypatch.setattr("stages.core.io.os.replace", fail_second)
     with pytest.raises(OSError):
         write_outputs({tmp_path / "a": b"new a", tmp_path / "b": b"new b"})
     assert snapshot(tmp_path) == {"a": b"old a", "b": b"old b"}

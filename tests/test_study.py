@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from flows.study import (StudyError, busy_queue_entries, experiments_of, select_variations, set_params)
-from stages.config import StudyVariation, load_params
-from stages.study_report import (StudyExperiment, answers, build_study_report, config_changes,
+from stages.core.params import StudyVariation, load_params
+from stages.reporting.study import (StudyExperiment, answers, build_study_report, config_changes,
                                  epochs_to_reach, metrics_table_html)
 from tests.conftest import REPO_ROOT, repo_env, run
 

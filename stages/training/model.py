@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import keras
 
-from stages.config import ModelConfig
-from stages.datasets import Task
+from stages.core.params import ModelConfig
+from stages.core.problem import Problem
 
 OUTPUT_ACTIVATION = {"regression": None, "binary": "sigmoid", "multiclass": "softmax"}
 LOSS = {"regression": "mse", "binary": "binary_crossentropy", "multiclass": "sparse_categorical_crossentropy"}
 
 
-def build_model(config: ModelConfig, input_dim: int, task: Task, seed: int) -> keras.Model:
-    """Dense layers of `config.width` units, `config.depth` of them, then the task's output layer."""
+def build_model(config: ModelConfig, input_dim: int, problem: Problem, seed: int) -> keras.Model:
+    """Dense layers of `config.width` units, `config.depth` of them, then the problem's output layer."""
     regularizer = keras.regularizers.L2(config.l2) if config.l2 > 0 else None
     layers: list[keras.layers.Layer] = [keras.Input(shape=(input_dim,))]
     for index in range(config.depth):
@@ -22,6 +22,6 @@ def build_model(config: ModelConfig, input_dim: int, task: Task, seed: int) -> k
         if config.dropout > 0:
             layers.append(keras.layers.Dropout(config.dropout, seed=seed + 1000 + index, name=f"dropout_{index + 1}"))
     layers.append(keras.layers.Dense(
-        task.outputs, activation=OUTPUT_ACTIVATION[task.kind],
+        problem.outputs, activation=OUTPUT_ACTIVATION[problem.kind],
         kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 999), name="output"))
     return keras.Sequential(layers, name=f"dense_{config.width}x{config.depth}")

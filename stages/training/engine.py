@@ -17,13 +17,13 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from stages.config import TrainConfig
-from stages.datasets import Task
-from stages.model import LOSS
+from stages.core.params import TrainConfig
+from stages.core.problem import Problem
+from stages.training.model import LOSS
 
 
-def _metrics(task: Task) -> list[str]:
-    return ["accuracy"] if task.is_classifier else []
+def _metrics(problem: Problem) -> list[str]:
+    return ["accuracy"] if problem.is_classifier else []
 
 
 class _Progress(keras.callbacks.Callback):
@@ -45,7 +45,7 @@ def report_progress(epoch: int, epochs: int, logs: dict) -> None:
     print(f"  epoch {epoch}/{epochs} {values}", file=sys.stderr, flush=True)
 
 
-def train_with_fit(model: keras.Model, task: Task, config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
+def train_with_fit(model: keras.Model, problem: Problem, config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
                    x_val: np.ndarray, y_val: np.ndarray, seed: int) -> pd.DataFrame:
     """Plain `model.fit`, reshuffled every epoch from the seed, with the given validation rows.
 
@@ -54,21 +54,21 @@ def train_with_fit(model: keras.Model, task: Task, config: TrainConfig, x_train:
     rebuilds its input pipeline every epoch, its seeded shuffle starts over, and every epoch
     repeats the first one's order. The pipeline gives every epoch a fresh order, the same orders `train_compiled` takes.
     """
-    callbacks = compile_for_fit(model, task, config, seed)
-    x_train, y_train, x_val, y_val = _as_training_arrays(task, x_train, y_train, x_val, y_val)
+    callbacks = compile_for_fit(model, problem, config, seed)
+    x_train, y_train, x_val, y_val = _as_training_arrays(problem, x_train, y_train, x_val, y_val)
     batch_size = min(config.batch_size, len(x_train))
     batches = epoch_batches(x_train, y_train, seed, config.epochs, batch_size)
     history = model.fit(batches, epochs=config.epochs, steps_per_epoch=math.ceil(len(x_train) / batch_size),
                         validation_data=(x_val, y_val), validation_batch_size=batch_size,
                         shuffle=False, verbose=0, callbacks=callbacks)
-    return learning_curve(history.history, task)
+    return learning_curve(history.history, problem)
 
 
-def compile_for_fit(model: keras.Model, task: Task, config: TrainConfig, seed: int) -> list[keras.callbacks.Callback]:
-    """Seed, compile with Adam and the task's loss and metrics; return fit's callbacks (progress
+def compile_for_fit(model: keras.Model, problem: Problem, config: TrainConfig, seed: int) -> list[keras.callbacks.Callback]:
+    """Seed, compile with Adam and the problem's loss and metrics; return fit's callbacks (progress
     lines, and EarlyStopping with best-weights restore when `early_stopping_patience` > 0)."""
     keras.utils.set_random_seed(seed)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=LOSS[task.kind], metrics=_metrics(task))
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=LOSS[problem.kind], metrics=_metrics(problem))
     callbacks: list[keras.callbacks.Callback] = [_Progress(config.epochs)]
     if config.early_stopping_patience > 0:
         callbacks.append(keras.callbacks.EarlyStopping(
@@ -86,17 +86,17 @@ def epoch_batches(x: np.ndarray, y: np.ndarray, seed: int, epochs: int, batch_si
             .map(lambda rows: (tf.gather(x, rows), tf.gather(y, rows))))
 
 
-def _as_training_arrays(task: Task, x_train, y_train, x_val, y_val) -> tuple[np.ndarray, ...]:
-    """Features as float32; targets float32, or int64 class labels for the multiclass task."""
-    target_dtype = np.int64 if task.kind == "multiclass" else np.float32
+def _as_training_arrays(problem: Problem, x_train, y_train, x_val, y_val) -> tuple[np.ndarray, ...]:
+    """Features as float32; targets float32, or int64 class labels for the multiclass problem."""
+    target_dtype = np.int64 if problem.kind == "multiclass" else np.float32
     return (np.asarray(x_train, dtype=np.float32), np.asarray(y_train, dtype=target_dtype),
             np.asarray(x_val, dtype=np.float32), np.asarray(y_val, dtype=target_dtype))
 
 
-def learning_curve(history: dict[str, list[float]], task: Task) -> pd.DataFrame:
+def learning_curve(history: dict[str, list[float]], problem: Problem) -> pd.DataFrame:
     """Keras history names (`loss`, `val_loss`, ...) to the curve's split-prefixed columns."""
     columns = {"train/loss": history["loss"], "val/loss": history["val_loss"]}
-    if task.is_classifier:
+    if problem.is_classifier:
         columns["train/accuracy"] = history["accuracy"]
         columns["val/accuracy"] = history["val_accuracy"]
     curve = pd.DataFrame({name: np.asarray(values, dtype=np.float64) for name, values in columns.items()})
@@ -149,7 +149,7 @@ def _without_graph_rewrites():
         tf.config.optimizer.set_experimental_options({switch: was_disabled})
 
 
-def train_compiled(model: keras.Model, task: Task, config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
+def train_compiled(model: keras.Model, problem: Problem, config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
                    x_val: np.ndarray, y_val: np.ndarray, seed: int, *,
                    jit_compile: bool | None = None, max_epochs_per_call: int | None = None) -> pd.DataFrame:
     """The training of `train_with_fit`, run by a compiled TensorFlow function that runs whole epochs.
@@ -184,11 +184,11 @@ def train_compiled(model: keras.Model, task: Task, config: TrainConfig, x_train:
     optimizer = keras.optimizers.Adam(config.learning_rate)
     weights = model.trainable_variables
     optimizer.build(weights)  # its slot variables must exist before tracing
-    loss_per_row = LOSS_FUNCTIONS[task.kind](reduction=None)
+    loss_per_row = LOSS_FUNCTIONS[problem.kind](reduction=None)
     patience = config.early_stopping_patience
     epochs = config.epochs
 
-    x_train, y_train, x_val, y_val = _as_training_arrays(task, x_train, y_train, x_val, y_val)
+    x_train, y_train, x_val, y_val = _as_training_arrays(problem, x_train, y_train, x_val, y_val)
     rows = len(x_train)
     batch_size = min(config.batch_size, rows)
     steps_per_epoch = math.ceil(rows / batch_size)
@@ -205,10 +205,10 @@ def train_compiled(model: keras.Model, task: Task, config: TrainConfig, x_train:
         return tf.add_n(model.losses) if model.losses else 0.0  # l2 penalties, added as fit does
 
     def correct_per_row(y, predictions):
-        if task.kind == "binary":
+        if problem.kind == "binary":
             predicted = tf.cast(tf.reshape(predictions, [-1]) > 0.5, tf.float32)
             return tf.cast(tf.equal(predicted, tf.reshape(y, [-1])), tf.float32)
-        if task.kind == "multiclass":
+        if problem.kind == "multiclass":
             return tf.cast(tf.equal(tf.argmax(predictions, axis=-1), y), tf.float32)
         return tf.zeros([tf.shape(predictions)[0]])
 
@@ -303,7 +303,7 @@ def train_compiled(model: keras.Model, task: Task, config: TrainConfig, x_train:
         if now - last_report >= PROGRESS_INTERVAL_S or stopped or epoch == epochs:
             last_report = now
             last_row = np.concatenate(history)[-1]  # a call may run no epoch: stopped at the previous one's end
-            report_progress(epoch, epochs, dict(zip(_logged(task), last_row)))
+            report_progress(epoch, epochs, dict(zip(_logged(problem), last_row)))
         if stopped:
             break
 
@@ -311,20 +311,20 @@ def train_compiled(model: keras.Model, task: Task, config: TrainConfig, x_train:
         for weight, best in zip(weights, best_weights):
             weight.assign(best)
     table = np.concatenate(history)
-    return learning_curve({name: table[:, column] for column, name in enumerate(CURVE_COLUMNS)}, task)
+    return learning_curve({name: table[:, column] for column, name in enumerate(CURVE_COLUMNS)}, problem)
 
 
-def _logged(task: Task) -> tuple[str, ...]:
-    return CURVE_COLUMNS if task.is_classifier else CURVE_COLUMNS[:2]
+def _logged(problem: Problem) -> tuple[str, ...]:
+    return CURVE_COLUMNS if problem.is_classifier else CURVE_COLUMNS[:2]
 
 
 ENGINES = {"compiled": train_compiled, "fit": train_with_fit}
 
 
-def train_model(model: keras.Model, task: Task, config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
+def train_model(model: keras.Model, problem: Problem, config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
                 x_val: np.ndarray, y_val: np.ndarray, seed: int) -> pd.DataFrame:
     """Train with the engine `config.engine` names; return the learning curve."""
     engine = ENGINES.get(config.engine)
     if engine is None:
         raise ValueError(f"unknown training engine {config.engine!r}; allowed: {', '.join(ENGINES)}")
-    return engine(model, task, config, x_train, y_train, x_val, y_val, seed)
+    return engine(model, problem, config, x_train, y_train, x_val, y_val, seed)

@@ -18,8 +18,9 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from stages.config import SyntheticConfig
-from stages.report import STYLE, Image, Section, figure_to_png_base64, format_value, html_page
+from stages.core.params import SyntheticConfig
+from stages.reporting.figures import STYLE, figure_to_png_base64
+from stages.reporting.page import Image, Section, format_value, html_page
 
 # Final metrics in the table, in order (reports/metrics/synthetic.json names), with their headers.
 TABLE_METRICS = {

@@ -1,33 +1,26 @@
-"""What every stage's thin I/O shell shares: atomic writes and one-line failures."""
+"""Atomic output writing and the byte formats of stage outputs (Parquet, JSON, CSV)."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
-import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Iterator, Mapping
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stages.config import ParamsError
+from stages.core.errors import StageError
 
 
 def _umask_mode() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
-
-
-class StageError(Exception):
-    """A failure the user can fix (bad input file, missing data source): one line, non-zero exit."""
-
-    exit_code = 2
 
 
 def parquet_bytes(table: pa.Table | pd.DataFrame, schema: pa.Schema | None = None) -> bytes:
@@ -86,13 +79,12 @@ def write_outputs(outputs: Mapping[str | Path, bytes]) -> None:
             temp.unlink(missing_ok=True)
 
 
-def run_stage(name: str, main: Callable[[], None]) -> None:
-    """Run a stage's main(); a known failure becomes one line on stderr and a non-zero exit."""
-    from flows import track_stage  # with a Prefect server configured: the stage is a flow run there
-
-    main = track_stage(name, main, (StageError, ParamsError))
+def read_split(folder: str | Path, split: str) -> pa.Table:
+    """A processed split (`<folder>/<split>.parquet`); missing or unreadable is a StageError saying what to do."""
+    path = Path(folder) / f"{split}.parquet"
     try:
-        main()
-    except (StageError, ParamsError) as error:
-        print(f"{name}: error: {error}", file=sys.stderr)
-        raise SystemExit(getattr(error, "exit_code", 2)) from None
+        return pq.read_table(path)
+    except FileNotFoundError:
+        raise StageError(f"{path} is missing; run `dvc repro` to build it") from None
+    except pa.ArrowInvalid as error:
+        raise StageError(f"{path} is not readable Parquet ({error}); rebuild it with `dvc repro --force`") from None
