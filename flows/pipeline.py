@@ -237,7 +237,8 @@ def override_text(key: str, value: Any) -> str:
 def apply_overrides(root: Path, overrides: dict[str, Any]) -> None:
     """Edit params.yaml as `dvc exp run -S` does, then validate it like the stages will; restore it on error."""
     from dvc.utils.hydra import apply_overrides as dvc_apply_overrides
-    from stages.core.params import ParamsError, load_params
+    from stages.core.params import ParamsError
+    from stages.tasks import load_params
 
     path = root / "params.yaml"
     original = path.read_bytes()

@@ -31,7 +31,8 @@ from prefect.states import Failed
 
 from flows.pipeline import (DvcProject, dvc_error_line, failure_line, git_output, override_text, pipeline,
                             stage_env, stream_command)
-from stages.core.params import ParamsError, StudyVariation, load_params, parse_params
+from stages.core.params import ParamsError, StudyVariation
+from stages.tasks import load_params, parse_params
 
 REPORT = Path("reports/study.html")
 METRICS = "reports/metrics/synthetic.json"
@@ -238,7 +239,7 @@ def read_experiments(root: Path, head: str, variations: Sequence[StudyVariation]
         experiments.append(StudyExperiment(
             name=variation.name, rev=shown["rev"],
             overrides={key: _get(shown["params"], key) for key, _ in variation.overrides},
-            seed=params.seed, config=params.synthetic, metrics=shown["metrics"],
+            seed=params.seed, config=params.task("synthetic"), metrics=shown["metrics"],
             curve=pd.read_csv(io.StringIO(_git_show(root, shown["rev"], CURVE))),
             predictions=pd.read_csv(io.StringIO(_git_show(root, shown["rev"], PREDICTIONS)))))
     return experiments

@@ -1,4 +1,4 @@
-"""Stage `train@{synthetic,heart,mnist}`: the dense network on the processed train split.
+"""Stage `train@<task>`: the dense network on the task's processed train split.
 
 Writes the model (`.keras`) and the learning curve (one row per epoch: train and validation
 loss, and accuracy for the classifiers).
@@ -15,10 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from stages.core.errors import StageError, run_stage
-from stages.core.io import csv_bytes, staged_path, write_outputs
-from stages.core.params import load_params
-from stages.core.io import read_split
-from stages.datasets import TASKS, features_and_target
+from stages.core.io import csv_bytes, read_split, staged_path, write_outputs
+from stages.tasks import TASK_NAMES, load_params, load_task
 
 
 def split_validation(x: np.ndarray, y: np.ndarray, fraction: float):
@@ -80,32 +78,32 @@ def seed_everything(seed: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("dataset", choices=sorted(TASKS))
+    parser.add_argument("task", choices=TASK_NAMES)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--data", type=Path, required=True, help="the dataset's processed folder")
     parser.add_argument("--model", type=Path, required=True, help="where to save the .keras model")
     parser.add_argument("--curve", type=Path, required=True, help="where to write learning_curve.csv")
     args = parser.parse_args(argv)
 
-    params = load_params(args.params)
-    config = params.dataset(args.dataset)
-    x, y = features_and_target(args.dataset, read_split(args.data, "train"))
+    params = load_params(args.params, [args.task])
+    config = params.task(args.task)
+    task = load_task(args.task)
+    x, y = task.features_and_target(read_split(args.data, "train"))
     try:
         (x_train, y_train), (x_val, y_val) = split_validation(x, y, config.train.validation_split)
     except ValueError as error:
-        raise StageError(f"{args.dataset}.train.validation_split: {error}") from None
+        raise StageError(f"{args.task}.train.validation_split: {error}") from None
 
     from stages.training.engine import train_model
     from stages.training.model import build_model
     seed_everything(params.seed)
-    task = TASKS[args.dataset]
-    model = build_model(config.model, x.shape[1], task, params.seed)
-    print(f"train@{args.dataset}: {model.name}, {len(x_train)} train / {len(x_val)} validation rows, "
+    model = build_model(config.model, x.shape[1], task.PROBLEM, params.seed)
+    print(f"train@{args.task}: {model.name}, {len(x_train)} train / {len(x_val)} validation rows, "
           f"{config.train.epochs} epochs, batch {config.train.batch_size}, engine {config.train.engine}", flush=True)
     started = time.perf_counter()
-    curve = train_model(model, task, config.train, x_train, y_train, x_val, y_val, params.seed)
+    curve = train_model(model, task.PROBLEM, config.train, x_train, y_train, x_val, y_val, params.seed)
     last = curve.iloc[-1]
-    print(f"train@{args.dataset}: {len(curve)} epochs in {time.perf_counter() - started:.1f} s, "
+    print(f"train@{args.task}: {len(curve)} epochs in {time.perf_counter() - started:.1f} s, "
           f"train/loss {last['train/loss']:.4g}, val/loss {last['val/loss']:.4g}", flush=True)
 
     with staged_path(args.model) as temp_model:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.core.params import apply_overrides
+from stages.tasks import apply_overrides
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from stages.core.params import ParamsError, apply_overrides, load_params, parse_params
+from stages.core.params import ParamsError
+from stages.tasks import apply_overrides, load_params, parse_params
 from tests.conftest import REPO_ROOT
 
 
@@ -16,31 +17,36 @@ def raw() -> dict:
 
 def test_repo_params_load_with_lab_defaults():
     params = load_params(REPO_ROOT / "params.yaml")
-    assert params.synthetic.n == 1000 and params.synthetic.domain == (-5.0, 5.0)
-    assert params.synthetic.train.epochs == 2000 and params.synthetic.train.batch_size == 32
-    assert (params.mnist.model.width, params.mnist.model.depth) == (128, 3)
-    assert (params.mnist.train.epochs, params.mnist.train.batch_size) == (50, 200)
-    assert (params.synthetic.model.width, params.heart.model.depth) == (64, 2)
-    assert params.heart.deduplicate is True and params.heart.test_size == 0.2
+    synthetic, heart, mnist = (params.task(name) for name in ("synthetic", "heart", "mnist"))
+    assert synthetic.data.n == 1000 and synthetic.data.domain == (-5.0, 5.0)
+    assert synthetic.train.epochs == 2000 and synthetic.train.batch_size == 32
+    assert (mnist.model.width, mnist.model.depth) == (128, 3)
+    assert (mnist.train.epochs, mnist.train.batch_size) == (50, 200)
+    assert (synthetic.model.width, heart.model.depth) == (64, 2)
+    assert heart.data.deduplicate is True and heart.data.test_size == 0.2
 
 
 def test_dataset_model_overrides_the_shared_model_key_by_key(raw):
     params = parse_params(apply_overrides(raw, {"model.width": 32, "heart.model.dropout": 0.25}))
-    assert params.synthetic.model.width == 32 and params.heart.model.width == 32
-    assert params.heart.model.dropout == 0.25 and params.synthetic.model.dropout == 0.0
-    assert params.mnist.model.width == 128  # mnist overrides the width itself
+    synthetic, heart, mnist = (params.task(name) for name in ("synthetic", "heart", "mnist"))
+    assert synthetic.model.width == 32 and heart.model.width == 32
+    assert heart.model.dropout == 0.25 and synthetic.model.dropout == 0.0
+    assert mnist.model.width == 128  # mnist overrides the width itself
 
 
 @pytest.mark.parametrize(("overrides", "named"), [
     ({"model.width": 0}, "model.width"),
     ({"model.width": 2.5}, "model.width"),
     ({"model.activation": "relu6"}, "model.activation"),
-    ({"synthetic.domain": [5, -5]}, "synthetic.domain"),
-    ({"synthetic.domain": [1, 1]}, "synthetic.domain"),
+    ({"synthetic.data.domain": [5, -5]}, "synthetic.data.domain"),
+    ({"synthetic.data.domain": [1, 1]}, "synthetic.data.domain"),
+    ({"synthetic.data.extrapolation": [-1, 1]}, "synthetic.data.extrapolation"),
+    ({"synthetic.data.noise_sigma": float("nan")}, "synthetic.data.noise_sigma"),
+    ({"mnist.data.test_size": 0.2}, "mnist.data.test_size"),
     ({"mnist.train.batch_size": 0}, "mnist.train.batch_size"),
-    ({"heart.test_size": 0}, "heart.test_size"),
-    ({"heart.test_size": 1.5}, "heart.test_size"),
-    ({"heart.deduplicate": "yes"}, "heart.deduplicate"),
+    ({"heart.data.test_size": 0}, "heart.data.test_size"),
+    ({"heart.data.test_size": 1.5}, "heart.data.test_size"),
+    ({"heart.data.deduplicate": "yes"}, "heart.data.deduplicate"),
     ({"model.widht": 64}, "model.widht"),
     ({"synthetic.train.epoch": 5}, "synthetic.train.epoch"),
     ({"mnist.model.dropout": 1.0}, "mnist.model.dropout"),
@@ -78,3 +84,25 @@ def test_invalid_yaml_names_the_line(tmp_path):
     path.write_text("seed: 1\nmodel: [unclosed\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(path)
+
+
+@pytest.mark.parametrize(("overrides", "line"), [
+    ({"model.width": 0}, "params.yaml: model.width = 0 is invalid; allowed: an integer >= 1"),
+    ({"heart.data.test_size": 1.5}, "params.yaml: heart.data.test_size = 1.5 is invalid; allowed: a number in (0.0, 1.0)"),
+    ({"model.widht": 64}, "params.yaml: unknown key model.widht; allowed under model: width, depth, activation, l2, dropout"),
+    ({"synthetic.data.domain": [5, -5]}, "params.yaml: synthetic.data.domain = [5, -5] is invalid; "
+                                         "allowed: [low, high] with low < high"),
+])
+def test_messages_name_the_key_the_value_and_what_is_allowed_word_for_word(raw, overrides, line):
+    with pytest.raises(ParamsError) as error:
+        apply_overrides(raw, overrides)
+    assert str(error.value) == line
+
+
+def test_a_stage_of_one_task_checks_only_that_task(raw, tmp_path):
+    raw["heart"]["data"]["test_size"] = 7
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert load_params(path, ["synthetic"]).task("synthetic").data.n == 1000
+    with pytest.raises(ParamsError, match="heart.data.test_size"):
+        load_params(path, ["heart"])

@@ -12,13 +12,14 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from stages.core.params import ModelConfig, ParamsError, TrainConfig, apply_overrides, parse_params, read_params_file
-from stages.datasets import TASKS
+from stages.core.params import ModelConfig, ParamsError, TrainConfig, read_params_file
+from stages.core.problem import Problem
+from stages.tasks import apply_overrides, parse_params
 from stages.training.engine import LOSS_FUNCTIONS, epoch_batches, shuffled_order, train_compiled, train_model
 from stages.training.model import build_model
 
 PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
-REGRESSION, BINARY, MULTICLASS = TASKS["synthetic"], TASKS["heart"], TASKS["mnist"]
+REGRESSION, BINARY, MULTICLASS = Problem("regression", 1), Problem("binary", 1), Problem("multiclass", 10)  # 10 outputs, 3 classes used
 
 
 def regression_data(rows: int = 70, val_rows: int = 30, seed: int = 0):
@@ -42,8 +43,11 @@ def train(task, data, *, engine="compiled", seed=1, epochs=10, batch_size=16, le
           l2=0.0, dropout=0.0, **compiled_options):
     """Build the 16x2 network and train it; returns (curve, model)."""
     x_train, y_train, x_val, y_val = data
-    model = build_model(ModelConfig(16, 2, "relu", l2, dropout), x_train.shape[1], task, seed)
-    config = TrainConfig(engine, epochs, batch_size, learning_rate, 0.2, patience)
+    model = build_model(ModelConfig(width=16, depth=2, activation="relu", l2=l2, dropout=dropout),
+                        x_train.shape[1], task, seed)
+    # Unvalidated: the unknown-engine test hands the engine a name params.yaml would refuse.
+    config = TrainConfig.model_construct(engine=engine, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                                         validation_split=0.2, early_stopping_patience=patience)
     if compiled_options:
         curve = train_compiled(model, task, config, x_train, y_train, x_val, y_val, seed, **compiled_options)
     else:
@@ -146,8 +150,9 @@ def test_compiled_shuffles_each_epoch_from_the_seed():
     x_train, y_train, x_val, y_val = data
     curves = []
     for shuffle_seed in (1, 2):
-        model = build_model(ModelConfig(16, 2, "relu", 0.0, 0.0), 1, REGRESSION, 7)
-        config = TrainConfig("compiled", 3, 16, 0.01, 0.2, 0)
+        model = build_model(ModelConfig(width=16, depth=2, activation="relu", l2=0.0, dropout=0.0), 1, REGRESSION, 7)
+        config = TrainConfig(engine="compiled", epochs=3, batch_size=16, learning_rate=0.01, validation_split=0.2,
+                             early_stopping_patience=0)
         curves.append(train_compiled(model, REGRESSION, config, x_train, y_train, x_val, y_val, shuffle_seed))
     assert not np.allclose(curves[0]["train/loss"], curves[1]["train/loss"])
 
@@ -196,7 +201,7 @@ def test_train_loss_is_the_mean_over_all_rows_with_l2():
     # (batch losses weighted by batch size, as fit reports it) is then the initial model's loss
     # over all 37 rows (2 full batches of 16 and one of 5), l2 penalty included.
     x_train, y_train, x_val, y_val = regression_data(rows=37, val_rows=10)
-    initial = build_model(ModelConfig(16, 2, "relu", 0.05, 0.0), 1, REGRESSION, 1)
+    initial = build_model(ModelConfig(width=16, depth=2, activation="relu", l2=0.05, dropout=0.0), 1, REGRESSION, 1)
     expected = model_loss(initial, REGRESSION, x_train, y_train)
     without_last_batch = model_loss(initial, REGRESSION, x_train[:32], y_train[:32])
     curve, _ = train(REGRESSION, (x_train, y_train, x_val, y_val), epochs=1, learning_rate=1e-9, l2=0.05)
@@ -226,4 +231,4 @@ def test_params_reject_an_unknown_engine():
     raw["synthetic"]["train"]["engine"] = "turbo"
     with pytest.raises(ParamsError, match=r"synthetic\.train\.engine"):
         parse_params(raw)
-    assert parse_params(read_params_file(PARAMS_FILE)).synthetic.train.engine in ("compiled", "fit")
+    assert parse_params(read_params_file(PARAMS_FILE)).task("synthetic").train.engine in ("compiled", "fit")

@@ -38,7 +38,7 @@ def test_second_repro_runs_nothing_and_noise_change_reruns_the_synthetic_chain(w
     assert stages_run(again.stdout) == set()
     assert run(["dvc", "status", "--json"], workspace, env).stdout.strip() == "{}"
 
-    set_params(workspace, {"synthetic.noise_sigma": 0.5})
+    set_params(workspace, {"synthetic.data.noise_sigma": 0.5})
     changed = run(["dvc", "repro"], workspace, env)
     assert stages_run(changed.stdout) == {
         "generate", "preprocess@synthetic", "train@synthetic", "evaluate@synthetic", "report"}

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import subprocess
@@ -16,18 +15,20 @@ import pytest
 import yaml
 
 from flows.study import (StudyError, busy_queue_entries, experiments_of, select_variations, set_params)
-from stages.core.params import StudyVariation, load_params
+from stages.core.params import StudyVariation
+from stages.tasks import load_params
 from stages.reporting.study import (StudyExperiment, answers, build_study_report, config_changes,
                                  epochs_to_reach, metrics_table_html)
 from tests.conftest import REPO_ROOT, repo_env, run
 
-BASE_CONFIG = load_params(REPO_ROOT / "params.yaml").synthetic
+BASE_CONFIG = load_params(REPO_ROOT / "params.yaml").task("synthetic")
 
 
 # --- choosing and queueing variations ---
 
-VARIATIONS = (StudyVariation("baseline", ()), StudyVariation("wide", (("synthetic.model.width", 128),)),
-              StudyVariation("light-l2", (("synthetic.model.l2", 1e-4),)))
+VARIATIONS = (StudyVariation(name="baseline", overrides=()),
+              StudyVariation(name="wide", overrides=(("synthetic.model.width", 128),)),
+              StudyVariation(name="light-l2", overrides=(("synthetic.model.l2", 1e-4),)))
 
 
 def test_only_keeps_the_named_variations_in_study_order():
@@ -44,7 +45,7 @@ def test_overrides_become_force_add_set_params():
     # `++` because synthetic.model.width is absent from params.yaml (`synthetic.model: {}`).
     assert set_params(VARIATIONS[1]) == ["++synthetic.model.width=128"]
     assert set_params(VARIATIONS[2]) == ["++synthetic.model.l2=0.0001"]
-    assert set_params(StudyVariation("two", (("seed", 7), ("model.activation", "tanh")))) == [
+    assert set_params(StudyVariation(name="two", overrides=(("seed", 7), ("model.activation", "tanh")))) == [
         "++seed=7", "++model.activation=tanh"]
     assert set_params(VARIATIONS[0]) == []
 
@@ -90,8 +91,8 @@ def curve(epochs: int, tau: float, jitter: float, floor: float = 1.0) -> pd.Data
 
 def experiment(name: str, overrides: dict | None = None, *, train: dict | None = None, model: dict | None = None,
                seed: int = 42, loss_curve: pd.DataFrame | None = None, **metrics: float) -> StudyExperiment:
-    config = dataclasses.replace(BASE_CONFIG, train=dataclasses.replace(BASE_CONFIG.train, **(train or {})),
-                                 model=dataclasses.replace(BASE_CONFIG.model, **(model or {})))
+    config = BASE_CONFIG.model_copy(update={"train": BASE_CONFIG.train.model_copy(update=train or {}),
+                                            "model": BASE_CONFIG.model.model_copy(update=model or {})})
     values = {"train/loss": 0.9, "val/loss": 1.1, "test/relative_mse": 0.05, "domain/mse_vs_truth": 0.08,
               "ood/mse_vs_truth": 30.0, "train/epochs_run": 2000}
     values.update({key.replace("__", "/"): value for key, value in metrics.items()})

@@ -1,184 +1,204 @@
-"""params.yaml, loaded once into frozen, validated config objects.
+"""params.yaml as typed, frozen pydantic models, and the one-line errors users see.
 
-A wrong key or value fails here, before any data is touched, with one line naming the key
-and what is allowed. Dataset sections may override any `model.*` key under
-`<dataset>.model.*`; the resolved network config is what the stages see.
+A wrong key or value fails here, before any data is touched, with one line naming the key and
+what is allowed, e.g. `params.yaml: model.width = 0 is invalid; allowed: an integer >= 1`.
+The file has a shared `model`, one section per task (`<task>.data`, `.model`, `.train`) and the
+study. A task's `data` model is declared by its task module (stages/tasks/<name>.py); this module
+takes those models as arguments, so it knows no task by name. A task's `model` section overrides
+any `model.*` key; the resolved network config is what the stages see.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Annotated, Any, Literal, Mapping, get_origin
 
 import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic.fields import FieldInfo
 
-DATASETS = ("synthetic", "heart", "mnist")
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "gelu", "swish", "softplus", "leaky_relu", "linear")
 ENGINES = ("compiled", "fit")
+SECTIONS = ("data", "model", "train")  # of every task
 
 
 class ParamsError(ValueError):
     """A params.yaml key or value that the stages cannot use."""
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    width: int
-    depth: int
-    activation: str
-    l2: float
-    dropout: float
+class ParamsModel(BaseModel):
+    """A section of params.yaml: no unknown keys, no silent conversions (2.5 is not an int), frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    engine: str
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    validation_split: float
-    early_stopping_patience: int
+def _increasing(value: tuple[float, float]) -> tuple[float, float]:
+    if not value[0] < value[1]:
+        raise ValueError("low must be below high")
+    return value
 
 
-@dataclass(frozen=True)
-class SyntheticConfig:
-    n: int
-    domain: tuple[float, float]
-    noise_sigma: float
-    extrapolation: tuple[float, float]
-    extrapolation_points: int
-    test_size: float
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+# [low, high] in YAML; a list there, so the container is lax (the numbers are not).
+Interval = Annotated[tuple[Finite, Finite], Field(strict=False),
+                     AfterValidator(_increasing)]
+Share = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+
+
+class ModelConfig(ParamsModel):
+    """The dense network."""
+
+    width: int = Field(ge=1, description="units per hidden layer")
+    depth: int = Field(ge=1, description="number of hidden layers")
+    activation: Literal[ACTIVATIONS] = Field(description="activation of the hidden layers")
+    l2: float = Field(ge=0, allow_inf_nan=False, description="L2 penalty on the hidden kernels")
+    dropout: float = Field(ge=0, lt=1, allow_inf_nan=False, description="dropout rate after each hidden layer")
+
+
+class ModelOverrides(ParamsModel):
+    """A task's overrides of the shared `model`: any of its keys, or none."""
+
+    width: int | None = Field(None, ge=1)
+    depth: int | None = Field(None, ge=1)
+    activation: Literal[ACTIVATIONS] | None = None
+    l2: float | None = Field(None, ge=0, allow_inf_nan=False)
+    dropout: float | None = Field(None, ge=0, lt=1, allow_inf_nan=False)
+
+
+class TrainConfig(ParamsModel):
+    """How a task's network is trained (Adam)."""
+
+    engine: Literal[ENGINES] = Field(description="compiled (epoch loop in one TF function) or fit (model.fit)")
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    learning_rate: float = Field(gt=0, allow_inf_nan=False)
+    validation_split: Share = Field(description="the last share of the train rows, as Keras takes it")
+    early_stopping_patience: int = Field(ge=0, description="epochs without val/loss improvement; 0 = off")
+
+
+class TaskConfig(ParamsModel):
+    """One task's resolved config: its data params, the network (shared model + overrides), training."""
+
+    data: Any
     model: ModelConfig
     train: TrainConfig
 
 
-@dataclass(frozen=True)
-class HeartConfig:
-    test_size: float
-    deduplicate: bool
-    model: ModelConfig
-    train: TrainConfig
-
-
-@dataclass(frozen=True)
-class MnistConfig:
-    model: ModelConfig
-    train: TrainConfig
-
-
-@dataclass(frozen=True)
-class StudyVariation:
+class StudyVariation(ParamsModel):
     name: str
     overrides: tuple[tuple[str, Any], ...]  # (dotted params key, value), in the order given
 
 
-@dataclass(frozen=True)
-class Params:
+class Params(ParamsModel):
     seed: int
-    synthetic: SyntheticConfig
-    heart: HeartConfig
-    mnist: MnistConfig
-    study: tuple[StudyVariation, ...]
+    model: ModelConfig
+    tasks: Mapping[str, TaskConfig]
+    study: tuple[StudyVariation, ...] = ()
 
-    def dataset(self, name: str) -> SyntheticConfig | HeartConfig | MnistConfig:
-        if name not in DATASETS:
-            raise ParamsError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
-        return getattr(self, name)
+    def task(self, name: str) -> TaskConfig:
+        if name not in self.tasks:
+            raise ParamsError(f"unknown task {name!r}; allowed: {', '.join(self.tasks)}")
+        return self.tasks[name]
 
 
-# --- value checks: each returns the converted value or raises ParamsError naming the key ---
+# --- errors: a pydantic error becomes one line naming the key, the value and what is allowed ---
 
 def _fail(key: str, value: Any, allowed: str) -> ParamsError:
     return ParamsError(f"params.yaml: {key} = {value!r} is invalid; allowed: {allowed}")
 
 
-def _int(low: int | None = None) -> Callable[[str, Any], int]:
-    def check(key: str, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
-            raise _fail(key, value, f"an integer >= {low}" if low is not None else "an integer")
-        return value
-    return check
+def _bounds(info: FieldInfo) -> dict[str, float]:
+    return {name: getattr(item, name) for item in info.metadata for name in ("ge", "gt", "le", "lt")
+            if getattr(item, name, None) is not None}
 
 
-def _float(low: float, high: float, low_open: bool = False, high_open: bool = False) -> Callable[[str, Any], float]:
-    def check(key: str, value: Any) -> float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if ok:
-            ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-        if not ok:
-            lo = "(" if low_open else "["
-            hi = ")" if high_open else "]"
-            raise _fail(key, value, f"a number in {lo}{low}, {high}{hi}")
-        return float(value)
-    return check
+def allowed_text(info: FieldInfo) -> str:
+    """What a field accepts, in words: `an integer >= 1`, `a number in [0.0, 1.0)`, `relu, tanh`."""
+    annotation = info.annotation
+    if get_origin(annotation) is tuple:
+        return "[low, high] with low < high"
+    options = tuple(option for option in getattr(annotation, "__args__", ()) if option is not type(None))
+    if len(options) == 1 and getattr(options[0], "__args__", None):  # Optional[Literal[...]]
+        options = options[0].__args__
+    if annotation is bool:
+        return "true or false"
+    if options and all(isinstance(option, str) for option in options):
+        return ", ".join(options)
+    bounds = _bounds(info)
+    if annotation is int or int in options:
+        low = bounds.get("ge")
+        return f"an integer >= {low}" if low is not None else "an integer"
+    low = float(bounds.get("ge", bounds.get("gt", -math.inf)))
+    high = float(bounds.get("le", bounds.get("lt", math.inf)))
+    return (f"a number in {'(' if 'gt' in bounds or low == -math.inf else '['}{low}, "
+            f"{high}{')' if 'lt' in bounds or high == math.inf else ']'}")
 
 
-def _choice(options: tuple[str, ...]) -> Callable[[str, Any], str]:
-    def check(key: str, value: Any) -> str:
-        if value not in options:
-            raise _fail(key, value, ", ".join(options))
-        return value
-    return check
+def _field_at(model: type[BaseModel], loc: tuple) -> tuple[FieldInfo | None, int]:
+    """The field a pydantic error location points into, and how many loc parts name it."""
+    info, depth = None, 0
+    for depth, part in enumerate(loc, start=1):
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return info, depth - 1
+        info = field
+        annotation = field.annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return info, depth
+        model = annotation
+    return info, depth
 
 
-def _bool(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _fail(key, value, "true or false")
-    return value
-
-
-def _interval(key: str, value: Any) -> tuple[float, float]:
-    ok = (isinstance(value, (list, tuple)) and len(value) == 2
-          and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
-    if not ok or value[0] >= value[1]:
-        raise _fail(key, value, "[low, high] with low < high")
-    return float(value[0]), float(value[1])
-
-
-_POSITIVE = _float(0.0, math.inf, low_open=True, high_open=True)
-
-MODEL_SCHEMA: dict[str, Callable[[str, Any], Any]] = {
-    "width": _int(1),
-    "depth": _int(1),
-    "activation": _choice(ACTIVATIONS),
-    "l2": _float(0.0, math.inf, high_open=True),
-    "dropout": _float(0.0, 1.0, high_open=True),
-}
-TRAIN_SCHEMA: dict[str, Callable[[str, Any], Any]] = {
-    "engine": _choice(ENGINES),
-    "epochs": _int(1),
-    "batch_size": _int(1),
-    "learning_rate": _POSITIVE,
-    "validation_split": _float(0.0, 1.0, low_open=True, high_open=True),
-    "early_stopping_patience": _int(0),
-}
-DATASET_SCHEMAS: dict[str, dict[str, Callable[[str, Any], Any]]] = {
-    "synthetic": {
-        "n": _int(10),
-        "domain": _interval,
-        "noise_sigma": _float(0.0, math.inf, high_open=True),
-        "extrapolation": _interval,
-        "extrapolation_points": _int(2),
-        "test_size": _float(0.0, 1.0, low_open=True, high_open=True),
-    },
-    "heart": {
-        "test_size": _float(0.0, 1.0, low_open=True, high_open=True),
-        "deduplicate": _bool,
-    },
-    "mnist": {},
-}
-
-
-def _section(raw: Any, key: str) -> Mapping[str, Any]:
-    if not isinstance(raw, Mapping):
-        raise _fail(key, raw, "a mapping of keys to values")
+def _value_at(raw: Any, loc: tuple) -> Any:
+    for part in loc:
+        raw = raw[part] if isinstance(raw, Mapping) and part in raw else None
     return raw
 
 
-def _check_keys(section: Mapping[str, Any], prefix: str, allowed: tuple[str, ...], required: tuple[str, ...]) -> None:
+def params_error(error: ValidationError, model: type[BaseModel], raw: Any, prefix: str = "") -> ParamsError:
+    """The first error of a section's validation, as one line (key with `prefix`, value, what is allowed)."""
+    first = error.errors()[0]
+    info, depth = _field_at(model, first["loc"])
+    loc = first["loc"][:depth]
+    key = prefix + ".".join(str(part) for part in loc)
+    parent = prefix + ".".join(str(part) for part in first["loc"][:depth]) if depth else prefix.rstrip(".")
+    if first["type"] == "extra_forbidden":
+        inner = _inner_model(model, loc) or model
+        unknown = prefix + ".".join(str(part) for part in first["loc"])
+        return ParamsError(f"params.yaml: unknown key {unknown}; allowed under "
+                           f"{parent or 'the top level'}: {', '.join(inner.model_fields) or 'no keys'}")
+    if first["type"] == "missing" and depth == len(first["loc"]):
+        return ParamsError(f"params.yaml: missing key {prefix}{'.'.join(str(part) for part in first['loc'])}")
+    if info is None or (isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)):
+        return _fail(key or "params.yaml", _value_at(raw, loc), "a mapping of keys to values")
+    allowed = (first.get("ctx") or {}).get("allowed") or allowed_text(info)
+    return _fail(key, _value_at(raw, loc), allowed)
+
+
+def _inner_model(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    for part in loc:
+        annotation = model.model_fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def validate_section(model: type[BaseModel], raw: Any, prefix: str) -> Any:
+    """`model` validated from `raw` (the section at dotted `prefix`), or a one-line ParamsError."""
+    if not isinstance(raw, Mapping):
+        raise _fail(prefix.rstrip(".") or "params.yaml", raw, "a mapping of keys to values")
+    try:
+        return model.model_validate(dict(raw))
+    except ValidationError as error:
+        raise params_error(error, model, raw, prefix) from None
+
+
+# --- the whole file ---
+
+def _require_keys(section: Mapping[str, Any], prefix: str, allowed: tuple[str, ...], required: tuple[str, ...]) -> None:
     for key in section:
         if key not in allowed:
             raise ParamsError(f"params.yaml: unknown key {prefix}{key}; allowed under "
@@ -188,26 +208,45 @@ def _check_keys(section: Mapping[str, Any], prefix: str, allowed: tuple[str, ...
             raise ParamsError(f"params.yaml: missing key {prefix}{key}")
 
 
-def _typed(section: Mapping[str, Any], prefix: str, schema: Mapping[str, Callable[[str, Any], Any]]) -> dict[str, Any]:
-    return {key: check(prefix + key, section[key]) for key, check in schema.items() if key in section}
+def parse_task(raw: Mapping[str, Any], name: str, data_model: type[BaseModel], shared: ModelConfig) -> TaskConfig:
+    """One task's section: its `data` by the task's own model, `model` overrides on the shared network."""
+    section = raw.get(name)
+    if not isinstance(section, Mapping):
+        raise _fail(name, section, "a mapping with the keys data, model and train")
+    _require_keys(section, f"{name}.", SECTIONS, SECTIONS)  # dvc.yaml lists all three, so DVC needs them
+    data = validate_section(data_model, section["data"] if section["data"] is not None else {}, f"{name}.data.")
+    overrides = validate_section(ModelOverrides, section.get("model") or {}, f"{name}.model.")
+    model = shared.model_copy(update=overrides.model_dump(exclude_none=True))
+    train = validate_section(TrainConfig, section["train"], f"{name}.train.")
+    return TaskConfig(data=data, model=model, train=train)
 
 
-def _model(shared: dict[str, Any], override: Any, prefix: str) -> ModelConfig:
-    override = _section(override if override is not None else {}, prefix.rstrip("."))
-    _check_keys(override, prefix, tuple(MODEL_SCHEMA), ())
-    return ModelConfig(**{**shared, **_typed(override, prefix, MODEL_SCHEMA)})
+def parse_params(raw: Any, data_models: Mapping[str, type[BaseModel]], *, other_tasks: tuple[str, ...] = (),
+                 with_study: bool = True) -> Params:
+    """Validate a params mapping (as read from params.yaml): the shared keys and the tasks in `data_models`.
+
+    The sections of `other_tasks` may be there and are left alone: a stage checks only the task it runs.
+    """
+    if not isinstance(raw, Mapping):
+        raise _fail("params.yaml", raw, "a mapping of keys to values")
+    names = tuple(dict.fromkeys((*data_models, *other_tasks)))
+    _require_keys(raw, "", ("seed", "model", *names, "study"), ("seed", "model", *data_models))
+    seed = raw["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise _fail("seed", seed, "an integer >= 0")
+    shared = validate_section(ModelConfig, raw["model"], "model.")
+    tasks = {name: parse_task(raw, name, model, shared) for name, model in data_models.items()}
+    study = parse_study(raw.get("study"), raw, data_models) if with_study else ()
+    return Params(seed=seed, model=shared, tasks=tasks, study=study)
 
 
-def _train(raw: Any, prefix: str) -> TrainConfig:
-    section = _section(raw, prefix.rstrip("."))
-    _check_keys(section, prefix, tuple(TRAIN_SCHEMA), tuple(TRAIN_SCHEMA))
-    return TrainConfig(**_typed(section, prefix, TRAIN_SCHEMA))
-
-
-def _study(raw: Any, base: Mapping[str, Any]) -> tuple[StudyVariation, ...]:
+def parse_study(raw: Any, base: Mapping[str, Any],
+                data_models: Mapping[str, type[BaseModel]]) -> tuple[StudyVariation, ...]:
     """Named variations, each a set of params overrides; duplicates (same overrides) collapse."""
-    section = _section(raw if raw is not None else {}, "study")
-    _check_keys(section, "study.", ("variations",), ())
+    section = raw if raw is not None else {}
+    if not isinstance(section, Mapping):
+        raise _fail("study", section, "a mapping of keys to values")
+    _require_keys(section, "study.", ("variations",), ())
     entries = section.get("variations") or []
     if not isinstance(entries, list):
         raise _fail("study.variations", entries, "a list of {name, params} entries")
@@ -226,7 +265,7 @@ def _study(raw: Any, base: Mapping[str, Any]) -> tuple[StudyVariation, ...]:
         if not isinstance(overrides, Mapping):
             raise _fail(f"{where}.params", overrides, "a mapping of dotted params keys to values")
         try:
-            apply_overrides(base, overrides)
+            apply_overrides(base, overrides, data_models)
         except ParamsError as error:
             raise ParamsError(f"params.yaml: {where} ({name}): {str(error).removeprefix('params.yaml: ')}") from None
         key = tuple(sorted((k, repr(v)) for k, v in overrides.items()))
@@ -238,54 +277,27 @@ def _study(raw: Any, base: Mapping[str, Any]) -> tuple[StudyVariation, ...]:
     return tuple(variations)
 
 
-def parse_params(raw: Any, *, with_study: bool = True) -> Params:
-    """Validate a params mapping (as read from params.yaml) into frozen config objects."""
-    raw = _section(raw, "params.yaml")
-    _check_keys(raw, "", ("seed", "model", *DATASETS, "study"), ("seed", "model", *DATASETS))
-    seed = _int(0)("seed", raw["seed"])
-    shared_raw = _section(raw["model"], "model")
-    _check_keys(shared_raw, "model.", tuple(MODEL_SCHEMA), tuple(MODEL_SCHEMA))
-    shared = _typed(shared_raw, "model.", MODEL_SCHEMA)
-
-    configs: dict[str, Any] = {}
-    for dataset, schema in DATASET_SCHEMAS.items():
-        section = _section(raw[dataset], dataset)
-        allowed = (*schema, "model", "train")
-        _check_keys(section, f"{dataset}.", allowed, (*schema, "train"))
-        fields = _typed(section, f"{dataset}.", schema)
-        model = _model(shared, section.get("model"), f"{dataset}.model.")
-        train = _train(section["train"], f"{dataset}.train.")
-        configs[dataset] = {"synthetic": SyntheticConfig, "heart": HeartConfig, "mnist": MnistConfig}[dataset](
-            **fields, model=model, train=train)
-
-    synthetic: SyntheticConfig = configs["synthetic"]
-    if synthetic.extrapolation[1] <= synthetic.domain[1] and synthetic.extrapolation[0] >= synthetic.domain[0]:
-        raise _fail("synthetic.extrapolation", list(synthetic.extrapolation),
-                    "an interval reaching outside synthetic.domain")
-    study = _study(raw.get("study"), raw) if with_study else ()
-    return Params(seed=seed, study=study, **configs)
-
-
-def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any],
+                    data_models: Mapping[str, type[BaseModel]]) -> dict[str, Any]:
     """Return a copy of a params mapping with dotted-key overrides applied, validated.
 
     Like `dvc exp run -S key=value`: the key must name an existing value or an allowed
-    `<dataset>.model.*` override.
+    `<task>.model.*` override.
     """
     result = copy.deepcopy(dict(raw))
     for dotted, value in overrides.items():
         *parents, leaf = str(dotted).split(".")
         node: Any = result
         for depth, part in enumerate(parents):
-            # `<dataset>.model` may be absent: it only holds overrides of the shared `model`.
-            optional = depth == 1 and part == "model" and parents[0] in DATASETS
+            # `<task>.model` may be absent or empty: it only holds overrides of the shared `model`.
+            optional = depth == 1 and part == "model" and parents[0] in data_models
             if not isinstance(node, dict) or (part not in node and not optional):
                 raise ParamsError(f"params.yaml: unknown key {dotted}")
-            node = node.setdefault(part, {}) if optional else node[part]
+            node = node.setdefault(part, {}) if optional and node.get(part) is None else node[part]
         if not isinstance(node, dict):
             raise ParamsError(f"params.yaml: unknown key {dotted}")
         node[leaf] = value
-    parse_params(result, with_study=False)
+    parse_params(result, data_models, with_study=False)
     return result
 
 
@@ -300,8 +312,3 @@ def read_params_file(path: str | Path = "params.yaml") -> dict[str, Any]:
         where = f" (line {line + 1})" if line is not None else ""
         raise ParamsError(f"{path}: not valid YAML{where}; fix the syntax") from None
     return raw
-
-
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml."""
-    return parse_params(read_params_file(path))

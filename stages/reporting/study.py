@@ -9,7 +9,7 @@ questions with numbers computed from them. Figures and page layout reuse `stages
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import matplotlib
@@ -18,7 +18,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from stages.core.params import SyntheticConfig
+from stages.core.params import TaskConfig
 from stages.reporting.figures import STYLE, figure_to_png_base64
 from stages.reporting.page import Image, Section, format_value, html_page
 
@@ -46,7 +46,7 @@ class StudyExperiment:
     rev: str                        # the experiment's commit
     overrides: Mapping[str, Any]    # dotted params keys the variation set, with the values it ran with
     seed: int
-    config: SyntheticConfig         # the synthetic task's resolved config in that experiment
+    config: TaskConfig              # the synthetic task's resolved config in that experiment
     metrics: Mapping[str, float]    # reports/metrics/synthetic.json
     curve: pd.DataFrame             # learning_curve.csv: epoch, train/loss, val/loss
     predictions: pd.DataFrame       # predictions.csv: x, y_true, y_pred, region
@@ -56,15 +56,11 @@ class StudyExperiment:
 
 
 def config_fields(exp: StudyExperiment) -> dict[str, Any]:
-    """What the synthetic chain reads, as dotted keys: `seed` and `synthetic.*` (model and train flattened)."""
-    config = exp.config
+    """What the synthetic chain reads, as dotted keys: `seed` and `synthetic.{data,model,train}.*`."""
     values: dict[str, Any] = {"seed": exp.seed}
-    for field in fields(config):
-        value = getattr(config, field.name)
-        if field.name in ("model", "train"):
-            values.update({f"synthetic.{field.name}.{f.name}": getattr(value, f.name) for f in fields(value)})
-        else:
-            values[f"synthetic.{field.name}"] = value
+    for section in ("data", "model", "train"):
+        values.update({f"synthetic.{section}.{key}": value
+                       for key, value in getattr(exp.config, section).model_dump().items()})
     return values
 
 

@@ -1,0 +1,19 @@
+"""What the report stage hands each task module: its evaluated results, already read and checked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import pandas as pd
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class TaskResults:
+    name: str
+    title: str
+    metrics: Mapping[str, float]       # reports/metrics/<task>.json
+    curve: pd.DataFrame                # the learning curve: epoch, train/loss, val/loss (, accuracies)
+    plots: Mapping[str, pd.DataFrame]  # evaluate's plot CSVs, by file name
+    splits: Mapping[str, pa.Table]     # the processed splits the task's report asks for

@@ -1,0 +1,88 @@
+"""The lab's tasks: one module each in this package, all behind one interface (`TaskModule`).
+
+A task module is everything one task is: where its raw data comes from (`generate` from params,
+or `fetch` from the network or a mirror) and how it is checked, how it becomes Parquet splits,
+its features and target, its metrics and plot data, and its part of the report. The stages are
+generic over the modules found here. Adding a task is one module, its section in params.yaml and
+its name in dvc.yaml's `vars: tasks` (README: "Add your own task").
+
+The modules are found by listing this package, not by importing it: a stage that runs one task
+imports only that task's module, so dvc.yaml can make each task's stages depend on its own module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Protocol
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from stages.core import params as core_params
+from stages.core.params import Params, ParamsError, ParamsModel
+from stages.core.problem import Problem
+from stages.core.results import TaskResults
+
+TASK_NAMES = tuple(sorted(info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_")))
+
+
+class TaskModule(Protocol):
+    """What a task module defines (module-level names; see stages/tasks/heart.py for one)."""
+
+    TITLE: str                                   # in the report: "Heart disease"
+    LAB_PART: int                                # the report shows the tasks in this order
+    PROBLEM: Problem                             # regression / binary / multiclass, output units
+    HEADLINE_METRIC: str                         # the one metric a run's summary shows
+    RAW_FILES: tuple[str, ...]                   # what generate/fetch writes to data/raw/<task>/
+    EVALUATION_SPLITS: tuple[str, ...]           # processed splits `evaluate` takes
+    REPORT_SPLITS: tuple[str, ...]               # processed splits `report_sections` takes
+    PLOT_COLUMNS: Mapping[str, tuple[str, ...]]  # evaluate's plot CSVs and their columns
+    DataParams: type[ParamsModel]                # its `<task>.data` section of params.yaml
+
+    # and one of: generate(data, seed) -> {file: bytes}, fetch(mirror, force) -> {file: bytes}
+    def read_raw(self, files: Mapping[str, bytes], source: str) -> Any: ...
+    def preprocess(self, raw: Any, data: Any, seed: int) -> dict[str, pa.Table | dict]: ...
+    def features_and_target(self, table: pa.Table) -> tuple[np.ndarray, np.ndarray]: ...
+    def evaluate(self, predict, splits: Mapping[str, pa.Table]) -> tuple[dict, dict[str, pd.DataFrame]]: ...
+    def report_sections(self, results: TaskResults, kit) -> list: ...
+
+
+def load_task(name: str) -> TaskModule:
+    """The task module `stages/tasks/<name>.py`; an unknown name is a ParamsError listing the known ones."""
+    if name not in TASK_NAMES:
+        raise ParamsError(f"unknown task {name!r}; the tasks are the modules in stages/tasks/: {', '.join(TASK_NAMES)}")
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def raw_stage(name: str) -> str:
+    """The DVC stage that writes a task's raw data: `generate` or `fetch@<task>`."""
+    return "generate" if hasattr(load_task(name), "generate") else f"fetch@{name}"
+
+
+def _data_models(tasks: Iterable[str] | None) -> dict[str, type[ParamsModel]]:
+    return {name: load_task(name).DataParams for name in (TASK_NAMES if tasks is None else tasks)}
+
+
+def parse_params(raw: Any, tasks: Iterable[str] | None = None, *, with_study: bool = True) -> Params:
+    """Validate a params mapping: the shared keys and the `tasks` (default: all) by their own models."""
+    return core_params.parse_params(raw, _data_models(tasks), other_tasks=TASK_NAMES, with_study=with_study)
+
+
+def load_params(path: str | Path = "params.yaml", tasks: Iterable[str] | None = None) -> Params:
+    """Read and validate params.yaml; a stage of one task passes it, so it loads no other task's module."""
+    return parse_params(core_params.read_params_file(path), tasks, with_study=tasks is None)
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a params mapping with `dvc exp run -S`-style dotted overrides applied, validated."""
+    return core_params.apply_overrides(raw, overrides, _data_models(None))
+
+
+def build_splits(name: str, params: Params, mirror: Path | None) -> dict[str, pa.Table | dict]:
+    """A task's processed splits built in memory (generated, or fetched from `mirror`): for tests and benchmarks."""
+    task, data = load_task(name), params.task(name).data
+    files = task.generate(data, params.seed) if hasattr(task, "generate") else task.fetch(mirror, force=False)
+    return task.preprocess(task.read_raw(files, name), data, params.seed)

@@ -1,0 +1,209 @@
+"""Part 2 of the lab: a classifier on the Kaggle heart-disease data.
+
+Raw data (stage `fetch@heart`): `heart.csv` from Kaggle through kagglehub, or from
+`$DNNLAB_DATA_MIRROR/heart/heart.csv`; checked (exact header, 14 numeric columns, value
+ranges) and written byte for byte. Processed: deduplicated (the file repeats 302 patients to
+1025 rows), a stratified train/test split, standard scaling fit on train only, one-hot codes;
+the fitted preprocessing is written beside the splits (`preprocessing.json`) so that the model
+can score a raw patient row (`encode`).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from pydantic import Field
+
+from stages.core.contract import MIRROR_ENV
+from stages.core.errors import StageError, network_error
+from stages.core.params import ParamsModel, Share
+from stages.core.problem import Problem
+from stages.core.results import TaskResults
+
+TITLE = "Heart disease"
+LAB_PART = 2
+PROBLEM = Problem("binary", 1)
+HEADLINE_METRIC = "test/roc_auc"
+RAW_FILES = ("heart.csv",)
+EVALUATION_SPLITS = ("test",)
+REPORT_SPLITS = ()
+PLOT_COLUMNS = {"roc.csv": ("fpr", "tpr"), "confusion.csv": ("actual", "predicted")}
+
+KAGGLE_HANDLE = "johnsmith88/heart-disease-dataset"
+COLUMNS = ("age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach",
+           "exang", "oldpeak", "slope", "ca", "thal", "target")
+# Inclusive value ranges of the published file (UCI Cleveland coding, Kaggle's 0-based cp/thal).
+DOMAINS = {
+    "age": (1, 120), "sex": (0, 1), "cp": (0, 3), "trestbps": (50, 250), "chol": (50, 700),
+    "fbs": (0, 1), "restecg": (0, 2), "thalach": (50, 250), "exang": (0, 1), "oldpeak": (0, 10),
+    "slope": (0, 2), "ca": (0, 4), "thal": (0, 3), "target": (0, 1),
+}
+SCALED = ("age", "trestbps", "chol", "thalach", "oldpeak")
+BINARY = ("sex", "fbs", "exang")
+CATEGORIES = {"cp": 4, "restecg": 3, "slope": 3, "ca": 5, "thal": 4}  # codes 0..k-1
+PREPROCESSING = "preprocessing.json"
+
+
+class DataParams(ParamsModel):
+    """`heart.data`: how `preprocess@heart` splits the patients."""
+
+    test_size: Share = Field(description="held-out share of the patients (stratified)")
+    deduplicate: bool = Field(description="keep the repeated patients out of both splits")
+
+
+# --- raw data: the network boundary, and the checks ---
+
+def fetch(mirror: Path | None, force: bool) -> dict[str, bytes]:
+    """heart.csv from the mirror, else from Kaggle via kagglehub (public: no credentials), checked."""
+    if mirror is not None:
+        source = mirror / "heart" / "heart.csv"
+        try:
+            content = source.read_bytes()
+        except OSError as error:
+            raise StageError(f"{source}: cannot read it ({error.strerror}); check {MIRROR_ENV}") from None
+    else:
+        source, content = f"kaggle:{KAGGLE_HANDLE}", download(Path(".cache"), force)
+    read_raw({"heart.csv": content}, str(source))
+    return {"heart.csv": content}
+
+
+def download(cache_dir: Path, force: bool) -> bytes:
+    os.environ["KAGGLEHUB_CACHE"] = str(cache_dir.resolve() / "kagglehub")  # pinned in the repository
+    import kagglehub
+    try:
+        folder = Path(kagglehub.dataset_download(KAGGLE_HANDLE, force_download=force))
+    except Exception as error:  # kagglehub raises many types for one cause: no connection
+        raise network_error(f"{KAGGLE_HANDLE} from Kaggle", error) from None
+    return (folder / "heart.csv").read_bytes()
+
+
+def read_raw(files: Mapping[str, bytes], source: str) -> pd.DataFrame:
+    """The exact header, 14 numeric columns, values inside their domains; the parsed frame."""
+    try:
+        text = files["heart.csv"].decode("utf-8")
+    except UnicodeDecodeError:
+        raise StageError(f"{source}: not UTF-8 text; expected the Kaggle heart.csv") from None
+    header = text.splitlines()[0].strip() if text else ""
+    if header != ",".join(COLUMNS):
+        raise StageError(f"{source}: header is {header!r}; expected {','.join(COLUMNS)!r} "
+                         "(a column is missing, renamed or reordered)")
+    frame = pd.read_csv(io.StringIO(text))
+    for column in COLUMNS:
+        frame[column] = _checked_column(frame[column], column, source)
+    if len(frame) == 0:
+        raise StageError(f"{source}: no data rows")
+    return frame
+
+
+def _checked_column(raw: pd.Series, column: str, source: str) -> pd.Series:
+    values = pd.to_numeric(raw, errors="coerce")
+    bad = values.isna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise StageError(f"{source}: column {column!r}, data row {row + 1}: {raw.iloc[row]!r} "
+                         "is not a number; fix or replace the file")
+    low, high = DOMAINS[column]
+    outside = (values < low) | (values > high)
+    if outside.any():
+        row = int(np.flatnonzero(outside.to_numpy())[0])
+        raise StageError(f"{source}: column {column!r}, data row {row + 1}: {values.iloc[row]} is outside "
+                         f"[{low}, {high}]; fix or replace the file")
+    return values
+
+
+# --- processing: the fitted preprocessing, and raw rows to features with it ---
+
+def feature_names() -> list[str]:
+    one_hot = [f"{column}_{code}" for column, count in CATEGORIES.items() for code in range(count)]
+    return [*SCALED, *BINARY, *one_hot]
+
+
+def schema() -> pa.Schema:
+    return pa.schema([*((name, pa.float32()) for name in feature_names()), ("target", pa.int8())])
+
+
+def fit_preprocessing(train: pd.DataFrame) -> dict[str, Any]:
+    """Standard scaling fit on the train rows only (no test leakage), and the feature order."""
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(train[list(SCALED)])
+    return {"scaled": {name: {"mean": float(mean), "scale": float(scale)}
+                       for name, mean, scale in zip(SCALED, scaler.mean_, scaler.scale_)},
+            "binary": list(BINARY), "categories": CATEGORIES, "features": feature_names()}
+
+
+def encode(rows: pd.DataFrame, preprocessing: Mapping[str, Any]) -> pd.DataFrame:
+    """Raw patient rows (the columns of heart.csv, target optional) as the model's float32 features."""
+    columns = {name: (rows[name].to_numpy(np.float64) - stats["mean"]) / stats["scale"]
+               for name, stats in preprocessing["scaled"].items()}
+    columns.update({name: rows[name].to_numpy() for name in preprocessing["binary"]})
+    for column, count in preprocessing["categories"].items():
+        codes = rows[column].to_numpy().astype(int)
+        columns.update({f"{column}_{code}": (codes == code) for code in range(count)})
+    return pd.DataFrame(columns)[preprocessing["features"]].astype(np.float32)
+
+
+def preprocess(raw: pd.DataFrame, data: DataParams, seed: int) -> dict[str, pa.Table | dict]:
+    from sklearn.model_selection import train_test_split
+
+    frame = raw.drop_duplicates() if data.deduplicate else raw
+    try:
+        train, test = train_test_split(frame, test_size=data.test_size, random_state=seed, stratify=frame["target"])
+    except ValueError as error:
+        raise StageError(f"heart: cannot split {len(frame)} rows with test_size={data.test_size} ({error}); "
+                         "change heart.data.test_size") from None
+    preprocessing = fit_preprocessing(train)
+    tables = {name: pa.Table.from_pandas(encode(part, preprocessing).assign(
+                  target=part["target"].to_numpy().astype(np.int8)), schema=schema(), preserve_index=False)
+              for name, part in {"train": train, "test": test}.items()}
+    return {**tables, PREPROCESSING: preprocessing}
+
+
+def features_and_target(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    features = [name for name in table.column_names if name != "target"]
+    x = np.column_stack([table.column(name).to_numpy() for name in features]).astype(np.float32)
+    return x, table.column("target").to_numpy().astype(np.float32)
+
+
+# --- evaluation and report ---
+
+def evaluate(predict, splits: Mapping[str, pa.Table]) -> tuple[dict, dict[str, pd.DataFrame]]:
+    """Accuracy, precision, recall, F1 and ROC AUC at threshold 0.5; the ROC curve and the confusion pairs."""
+    from sklearn import metrics as skm
+
+    x_test, y_test = features_and_target(splits["test"])
+    y_test = y_test.astype(int)
+    probability = predict(x_test).reshape(-1)
+    y_pred = (probability >= 0.5).astype(int)
+    metrics = {
+        "test/accuracy": float(skm.accuracy_score(y_test, y_pred)),
+        "test/precision": float(skm.precision_score(y_test, y_pred, zero_division=0)),
+        "test/recall": float(skm.recall_score(y_test, y_pred, zero_division=0)),
+        "test/f1": float(skm.f1_score(y_test, y_pred, zero_division=0)),
+        "test/roc_auc": float(skm.roc_auc_score(y_test, probability)),
+        "test/rows": int(len(y_test)),
+    }
+    fpr, tpr, thresholds = skm.roc_curve(y_test, probability)
+    roc = pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": np.minimum(thresholds, 1.0)})
+    confusion = pd.DataFrame({"actual": y_test, "predicted": y_pred})
+    return metrics, {"roc.csv": roc, "confusion.csv": confusion}
+
+
+def report_sections(results: TaskResults, kit) -> list:
+    """ROC curve and confusion matrix (`kit`: stages.reporting.kit, see stages/tasks/synthetic.py)."""
+    roc, confusion, metrics = results.plots["roc.csv"], results.plots["confusion.csv"], results.metrics
+    counts = kit.confusion_counts(confusion, [0, 1])
+    return [kit.Section(
+        "Heart disease classifier",
+        f"{int(counts.values.sum())} test patients: accuracy {kit.percent(metrics, 'test/accuracy')}, "
+        f"precision {kit.metric(metrics, 'test/precision')}, recall {kit.metric(metrics, 'test/recall')}, "
+        f"ROC AUC {kit.format_value(kit.roc_auc(roc))}; "
+        f"{int(counts.loc[1, 0])} missed and {int(counts.loc[0, 1])} false alarms at threshold 0.5.",
+        (kit.image(kit.roc_figure(roc), "heart ROC curve"),
+         kit.image(kit.confusion_figure(confusion, [0, 1], "Heart confusion matrix"), "heart confusion matrix")))]

@@ -1,0 +1,255 @@
+"""Part 3 of the lab: an MLP on MNIST's handwritten digits.
+
+Raw data (stage `fetch@mnist`): `keras.datasets.mnist`, or the four published IDX files in
+`$DNNLAB_DATA_MIRROR/mnist/` (their sha256 checked); either way shapes, dtypes, labels and the
+content hash of every array are checked, and the decoded arrays are written as `.npy`, so both
+sources give the same bytes. Processed: the fixed 60k/10k split, each image one 784-byte
+fixed-size binary cell, so all 70 000 load into numpy without a copy.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import zlib
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from stages.core.contract import MIRROR_ENV
+from stages.core.errors import StageError, network_error
+from stages.core.params import ParamsModel
+from stages.core.problem import Problem
+from stages.core.results import TaskResults
+
+TITLE = "MNIST"
+LAB_PART = 3
+PROBLEM = Problem("multiclass", 10)
+HEADLINE_METRIC = "test/accuracy"
+RAW_FILES = ("x_train.npy", "y_train.npy", "x_test.npy", "y_test.npy")
+EVALUATION_SPLITS = ("test",)
+REPORT_SPLITS = ("test",)
+PLOT_COLUMNS = {"confusion.csv": ("index", "actual", "predicted")}
+
+PIXELS = 28 * 28
+SCHEMA = pa.schema([("image", pa.binary(PIXELS)), ("label", pa.uint8())])
+SAMPLE_DIGITS = 25
+# The four published IDX files: name -> (file, sha256 of the .gz, header bytes, shape).
+IDX_FILES = {
+    "x_train": ("train-images-idx3-ubyte.gz",
+                "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", 16, (60000, 28, 28)),
+    "y_train": ("train-labels-idx1-ubyte.gz",
+                "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", 8, (60000,)),
+    "x_test": ("t10k-images-idx3-ubyte.gz",
+               "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", 16, (10000, 28, 28)),
+    "y_test": ("t10k-labels-idx1-ubyte.gz",
+               "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", 8, (10000,)),
+}
+# sha256 of each decoded uint8 array: the same for the IDX files and Keras' mnist.npz.
+ARRAY_SHA256 = {
+    "x_train": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
+    "y_train": "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13",
+    "x_test": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
+    "y_test": "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5",
+}
+
+
+class DataParams(ParamsModel):
+    """`mnist.data`: empty; MNIST comes with its own split."""
+
+
+# --- raw data: the network boundary, the mirror, and the checks ---
+
+def fetch(mirror: Path | None, force: bool) -> dict[str, bytes]:
+    """The four arrays from the mirror's IDX files, else through keras.datasets; checked, as .npy bytes."""
+    if mirror is not None:
+        arrays, source = read_mirror(mirror), str(mirror / "mnist")
+    else:
+        arrays, source = download(Path(".cache"), force), "keras.datasets.mnist"
+    check_arrays(arrays, source)
+    return {f"{name}.npy": npy_bytes(array) for name, array in arrays.items()}
+
+
+def download(cache_dir: Path, force: bool) -> dict[str, np.ndarray]:
+    """MNIST through keras.datasets (which checks the file hash of mnist.npz), cached in the repository."""
+    target = cache_dir.resolve() / "keras" / "mnist.npz"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if force:
+        target.unlink(missing_ok=True)
+    import keras
+    try:
+        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data(path=str(target))
+    except Exception as error:
+        raise network_error("MNIST through keras.datasets", error) from None
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+def read_mirror(mirror: Path) -> dict[str, np.ndarray]:
+    """The four published IDX files of a mirror, checksummed and decoded."""
+    folder = mirror / "mnist"
+    arrays = {}
+    for name, (file_name, *_rest) in IDX_FILES.items():
+        try:
+            content = (folder / file_name).read_bytes()
+        except OSError as error:
+            raise StageError(f"{folder / file_name}: cannot read it ({error.strerror}); check {MIRROR_ENV}") from None
+        arrays[name] = decode_idx(content, name, str(folder / file_name))
+    return arrays
+
+
+def decode_idx(content: bytes, name: str, source: str) -> np.ndarray:
+    """One gzip'd IDX file, checked against its published checksum, as a uint8 array."""
+    _file_name, sha256, header, shape = IDX_FILES[name]
+    digest = hashlib.sha256(content).hexdigest()
+    if digest != sha256:
+        raise StageError(f"{source}: sha256 {digest[:12]}… differs from the published {sha256[:12]}…; "
+                         "the file is corrupt or truncated: replace it with the published one")
+    try:
+        raw = gzip.decompress(content)
+    except (OSError, EOFError, zlib.error) as error:
+        raise StageError(f"{source}: not a readable gzip file ({error}); replace it") from None
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def check_arrays(arrays: Mapping[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+    """Shapes, dtypes, label range and the content hash of every array."""
+    for name, (_, _, _, shape) in IDX_FILES.items():
+        array = arrays.get(name)
+        if array is None:
+            raise StageError(f"{source}: {name} is missing")
+        if array.dtype != np.uint8 or array.shape != shape:
+            raise StageError(f"{source}: {name} is {array.dtype} {array.shape}; expected uint8 {shape}")
+        if name.startswith("y") and array.max() > 9:
+            raise StageError(f"{source}: {name} holds label {int(array.max())}; labels are 0..9")
+    for name, array in arrays.items():
+        digest = hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+        if digest != ARRAY_SHA256[name]:
+            raise StageError(f"{source}: {name} differs from published MNIST (sha256 {digest[:12]}…); "
+                             "the data is corrupt: delete the cache or fix the mirror")
+    return dict(arrays)
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def read_raw(files: Mapping[str, bytes], source: str) -> dict[str, np.ndarray]:
+    arrays = {}
+    for file_name in RAW_FILES:
+        try:
+            arrays[file_name.removesuffix(".npy")] = np.load(io.BytesIO(files[file_name]), allow_pickle=False)
+        except ValueError as error:
+            raise StageError(f"{source}/{file_name} is not a readable .npy file ({error}); "
+                             "run `dvc repro --force fetch@mnist`") from None
+    return check_arrays(arrays, source)
+
+
+# --- processing ---
+
+def preprocess(raw: Mapping[str, np.ndarray], data: DataParams, seed: int) -> dict[str, pa.Table]:
+    def table(images: np.ndarray, labels: np.ndarray) -> pa.Table:
+        flat = np.ascontiguousarray(images, dtype=np.uint8).reshape(-1)
+        column = pa.FixedSizeBinaryArray.from_buffers(pa.binary(PIXELS), len(labels), [None, pa.py_buffer(flat)])
+        return pa.Table.from_arrays([column, pa.array(labels, type=pa.uint8())], schema=SCHEMA)
+
+    return {"train": table(raw["x_train"], raw["y_train"]), "test": table(raw["x_test"], raw["y_test"])}
+
+
+def images(table: pa.Table) -> np.ndarray:
+    """The `image` column (fixed-size binary of 784 bytes) as a (n, 28, 28) uint8 array, zero-copy."""
+    column = table.column("image").combine_chunks()
+    if column.type != pa.binary(PIXELS):
+        raise StageError(f"MNIST column image is {column.type}, not fixed_size_binary[{PIXELS}]; "
+                         "run `dvc repro` to rebuild it")
+    data = np.frombuffer(column.buffers()[1], dtype=np.uint8)
+    start = column.offset * PIXELS
+    return data[start:start + len(column) * PIXELS].reshape(-1, 28, 28)
+
+
+def features_and_target(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    x = images(table).reshape(len(table), PIXELS).astype(np.float32) / 255.0
+    return x, table.column("label").to_numpy().astype(np.int64)
+
+
+# --- evaluation and report ---
+
+def evaluate(predict, splits: Mapping[str, pa.Table]) -> tuple[dict, dict[str, pd.DataFrame]]:
+    """Accuracy, macro F1 and accuracy per digit; the (index, actual, predicted) rows for the report."""
+    from sklearn import metrics as skm
+
+    x_test, y_test = features_and_target(splits["test"])
+    y_pred = predict(x_test).argmax(axis=1)
+    metrics = {
+        "test/accuracy": float(skm.accuracy_score(y_test, y_pred)),
+        "test/macro_f1": float(skm.f1_score(y_test, y_pred, average="macro")),
+    }
+    for digit in np.unique(y_test):
+        metrics[f"test/accuracy_digit_{digit}"] = float(np.mean(y_pred[y_test == digit] == digit))
+    # `index` is the row in the test split: the report shows the mispredicted images.
+    confusion = pd.DataFrame({"index": np.arange(len(y_test)), "actual": y_test, "predicted": y_pred})
+    return metrics, {"confusion.csv": confusion}
+
+
+def _images_word(count: int) -> str:
+    return f"{count} image" if count == 1 else f"{count} images"
+
+
+def report_sections(results: TaskResults, kit) -> list:
+    """Sample digits, the confusion matrix and the first mispredicted digits (`kit`: stages.reporting.kit)."""
+    test, confusion, metrics = results.splits["test"], results.plots["confusion.csv"], results.metrics
+    digits, labels = images(test), test.column("label").to_numpy()
+    indices = confusion["index"]
+    if indices.min() < 0 or indices.max() >= len(digits):
+        raise StageError(f"MNIST confusion.csv refers to test rows up to {indices.max()} but the test split has "
+                         f"{len(digits)}; run `dvc repro` so both come from the same data")
+    return [sample_section(digits, labels, kit), confusion_section(confusion, metrics, kit),
+            mispredicted_section(digits, confusion, kit)]
+
+
+def sample_section(digits: np.ndarray, labels: np.ndarray, kit):
+    shown = min(SAMPLE_DIGITS, len(digits))
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=10)
+    return kit.Section(
+        "Sample digits",
+        f"The first {shown} of {len(digits)} test images with their labels "
+        f"(test set: {counts.min()} to {counts.max()} images per digit).",
+        (kit.image(kit.digit_grid_figure(digits[:shown], [str(label) for label in labels[:shown]], columns=5),
+                   "the first test digits with their labels"),))
+
+
+def confusion_section(confusion: pd.DataFrame, metrics: Mapping[str, float], kit):
+    off_diagonal = kit.confusion_counts(confusion, list(range(10))).to_numpy() * ~np.eye(10, dtype=bool)
+    actual, predicted = np.unravel_index(int(np.argmax(off_diagonal)), off_diagonal.shape)
+    digit_accuracy = {d: float(metrics[f"test/accuracy_digit_{d}"]) for d in range(10)
+                      if f"test/accuracy_digit_{d}" in metrics}
+    worst = (f"; hardest digit {min(digit_accuracy, key=digit_accuracy.get)} "
+             f"({100 * min(digit_accuracy.values()):.2f} %)" if digit_accuracy else "")
+    common = (f"; most frequent confusion {actual} → {predicted} ({_images_word(int(off_diagonal[actual, predicted]))})"
+              if off_diagonal.max() > 0 else "")
+    return kit.Section(
+        "MNIST confusion matrix",
+        f"Test accuracy {kit.percent(metrics, 'test/accuracy')}, macro F1 {kit.metric(metrics, 'test/macro_f1')}"
+        f"{worst}{common}.",
+        (kit.image(kit.confusion_figure(confusion, list(range(10)), "MNIST confusion matrix"), "MNIST confusion matrix"),))
+
+
+def mispredicted_section(digits: np.ndarray, confusion: pd.DataFrame, kit):
+    total, wrong_count = len(confusion), int((confusion["actual"] != confusion["predicted"]).sum())
+    wrong = kit.mispredicted(confusion)
+    gallery = ()
+    if len(wrong):
+        titles = ", ".join(f"#{i}: {kit.misprediction_title(a, p)}"
+                           for i, a, p in zip(wrong["index"], wrong["actual"], wrong["predicted"]))
+        gallery = (kit.image(kit.misprediction_figure(digits, wrong, columns=8),
+                             f"mispredicted test digits, true / predicted: {titles}"),)
+    return kit.Section(
+        "Mispredicted digits",
+        f"{wrong_count} of {total} test images mispredicted ({100 * wrong_count / max(total, 1):.2f} %)"
+        + (f"; the first {len(wrong)} in test order, each titled true / predicted." if len(wrong) else "."),
+        gallery)

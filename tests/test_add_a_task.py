@@ -1,0 +1,42 @@
+"""The README's "Add your own task", followed word for word in a throwaway copy of the built repo."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from tests.conftest import REPO_ROOT, repo_env, run
+from tests.test_pipeline_e2e import stages_run
+
+NEW_STAGES = {"fetch@breast_cancer", "preprocess@breast_cancer", "train@breast_cancer", "evaluate@breast_cancer",
+              "report"}
+
+
+def readme_block(target: str) -> str:
+    """The fenced block the README marks with `<!-- add-a-task: TARGET -->`."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    match = re.search(rf"<!-- add-a-task: {re.escape(target)} -->\n```\w+\n(.*?)```", readme, re.S)
+    assert match, f"README.md has no add-a-task block for {target}"
+    return match.group(1)
+
+
+def test_a_new_task_is_one_module_its_params_and_one_matrix_entry(workspace: Path, mirror: Path):
+    env = repo_env(mirror)
+    (workspace / "stages/tasks/breast_cancer.py").write_text(readme_block("stages/tasks/breast_cancer.py"))
+    with (workspace / "params.yaml").open("a") as params:
+        params.write("\n" + readme_block("params.yaml"))
+    pipeline = (workspace / "dvc.yaml").read_text()
+    for line in readme_block("dvc.yaml").splitlines():
+        if match := re.match(r"\s+- (\w+):", line):
+            pipeline, count = re.subn(rf"^\s+- {match.group(1)}:.*$", line, pipeline, count=1, flags=re.M)
+            assert count == 1, f"dvc.yaml has no `- {match.group(1)}:` line in vars"
+    (workspace / "dvc.yaml").write_text(pipeline)
+
+    assert stages_run(run(["dvc", "repro"], workspace, env).stdout) == NEW_STAGES
+    assert json.loads(run(["dvc", "status", "--json"], workspace, env).stdout) == {}
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], workspace, env).stdout)
+    metrics = shown[""]["data"]["reports/metrics/breast_cancer.json"]["data"]
+    assert metrics["test/roc_auc"] > 0.9 and metrics["train/epochs_run"] > 0
+    report = (workspace / "reports/report.html").read_text()
+    assert "<h2>Breast cancer classifier</h2>" in report and "<figcaption>Breast cancer: " in report
