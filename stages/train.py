@@ -16,6 +16,7 @@ import numpy as np
 
 from stages.core.errors import StageError, run_stage
 from stages.core.io import csv_bytes, read_split, staged_path, write_outputs
+from stages.core.limits import require_network_fits
 from stages.tasks import TASK_NAMES, load_params, load_task
 
 
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as error:
         raise StageError(f"{args.task}.train.validation_split: {error}") from None
 
+    require_network_fits(args.task, config.model, config.train.batch_size, x.shape[1], task.PROBLEM.outputs)
     from stages.training.engine import train_model
     from stages.training.model import build_model
     seed_everything(params.seed)

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import yaml
 
-from stages import fetch, preprocess
+from stages import fetch, generate, preprocess
 from stages.core.contract import MIRROR_ENV, NETWORK_EXIT_CODE
 from stages.core.errors import run_stage
 from stages.core.io import parquet_bytes, write_outputs
@@ -127,6 +128,57 @@ def test_no_network_and_no_mirror_says_so_and_exits_with_the_retryable_code(tmp_
     assert not (tmp_path / "raw").exists()
 
 
+
+def _http_error(status: int):
+    import requests
+
+    response = requests.Response()
+    response.status_code = status
+    return requests.HTTPError(f"{status} answer", response=response)
+
+
+@pytest.mark.parametrize(("raised", "exit_code", "fragment"), [
+    (lambda: _http_error(503), NETWORK_EXIT_CODE, "offline?"),
+    (lambda: _http_error(429), NETWORK_EXIT_CODE, "offline?"),
+    (lambda: TimeoutError("read timed out"), NETWORK_EXIT_CODE, "offline?"),
+    (lambda: _http_error(404), 2, "HTTP 404"),
+    (lambda: PermissionError(13, "Permission denied", ".cache/kagglehub/datasets"), 2, "cannot write"),
+    (lambda: OSError(28, "No space left on device"), 2, "free space"),
+], ids=["503", "429", "timeout", "404", "unwritable-cache", "disk-full"])
+def test_only_network_failures_of_a_download_are_retryable(tmp_path, capsys, monkeypatch, raised, exit_code,
+                                                           fragment):
+    import kagglehub
+
+    def failing(handle, force_download=False):
+        raise raised()
+    monkeypatch.setattr(kagglehub, "dataset_download", failing)
+    monkeypatch.delenv(MIRROR_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert run_main("fetch", fetch.main, ["heart", "--out", str(tmp_path / "raw")]) == exit_code
+    assert_one_line_error(capsys, "fetch: error: could not download", fragment)
+    assert not (tmp_path / "raw").exists()
+
+
+def test_a_bug_in_the_download_path_keeps_its_traceback(tmp_path, monkeypatch):
+    import kagglehub
+
+    def buggy(handle, force_download=False):
+        raise TypeError("unexpected keyword")
+    monkeypatch.setattr(kagglehub, "dataset_download", buggy)
+    monkeypatch.delenv(MIRROR_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        run_main("fetch", fetch.main, ["heart", "--out", str(tmp_path / "raw")])
+
+
+def test_an_unusable_mnist_cache_is_one_line_and_not_retryable(tmp_path, capsys, monkeypatch):
+    (tmp_path / ".cache").write_text("a file where the cache folder should be")  # unwritable, even for root
+    monkeypatch.delenv(MIRROR_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert run_main("fetch", fetch.main, ["mnist", "--out", str(tmp_path / "raw")]) == 2
+    assert_one_line_error(capsys, "could not download MNIST", "cannot write", ".cache")
+
+
 # --- preprocess ---
 
 
@@ -199,3 +251,44 @@ def test_validation_rows_are_the_last_share_as_keras_takes_them():
     assert y_train.tolist() == list(range(8)) and y_val.tolist() == [8, 9]
     with pytest.raises(ValueError, match="no rows"):
         split_validation(x[:2], y[:2], 0.1)
+
+
+# --- configurations that cannot fit in memory: refused before any work ---
+
+def _params_file(tmp_path: Path, overrides: dict) -> Path:
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(apply_overrides(raw, overrides)))
+    return path
+
+
+def test_generating_more_points_than_memory_holds_is_refused_naming_the_key(tmp_path, capsys):
+    params_file = _params_file(tmp_path, {"synthetic.data.n": 50_000_000_000})
+    out = tmp_path / "raw"
+    write_outputs({out / "domain.parquet": b"old", out / "grid.parquet": b"old too"})
+    assert run_main("generate", generate.main, ["synthetic", "--params", str(params_file), "--out", str(out)]) == 2
+    assert_one_line_error(capsys, "generate: error:", "synthetic.data.n = 50000000000", "GiB of memory")
+    assert snapshot(out) == {"domain.parquet": b"old", "grid.parquet": b"old too"}
+
+
+@pytest.mark.parametrize(("task", "overrides", "named"), [
+    ("mnist", {"mnist.model.width": 2_000_000_000}, "mnist.model.width = 2000000000"),
+    ("heart", {"heart.model.depth": 100_000_000}, "heart.model.depth = 100000000"),
+    ("synthetic", {"synthetic.train.batch_size": 10 ** 13}, "synthetic.train.batch_size = 10000000000000"),
+])
+def test_a_network_or_batch_too_large_for_memory_is_refused_before_training(tmp_path, capsys, mirror, task, overrides,
+                                                                           named):
+    from stages import train
+    from stages.tasks import build_splits
+
+    tables = build_splits(task, load_params(REPO_ROOT / "params.yaml"), mirror)
+    data = tmp_path / "processed"
+    write_outputs({data / f"{name}.parquet": parquet_bytes(table) for name, table in tables.items()
+                   if isinstance(table, pa.Table)})
+    outputs = tmp_path / "models"
+    write_outputs({outputs / "m.keras": b"old model", outputs / "curve.csv": b"old curve"})
+    argv = [task, "--params", str(_params_file(tmp_path, overrides)), "--data", str(data),
+            "--model", str(outputs / "m.keras"), "--curve", str(outputs / "curve.csv")]
+    assert run_main("train", train.main, argv) == 2
+    assert_one_line_error(capsys, "train: error:", named, "GiB of memory")
+    assert snapshot(outputs) == {"m.keras": b"old model", "curve.csv": b"old curve"}

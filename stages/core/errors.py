@@ -26,6 +26,63 @@ def network_error(what: str, error: Exception) -> NetworkError:
                         f"set {MIRROR_ENV} to a folder laid out like ../shared/data")
 
 
+def _causes(error: BaseException):
+    """The error and what it was raised from or during (Keras wraps urllib's errors in a bare Exception)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _http_status(error: BaseException) -> int | None:
+    response = getattr(error, "response", None)  # requests (and kagglehub's) HTTPError
+    status = getattr(response, "status_code", None) if response is not None else getattr(error, "code", None)
+    return status if isinstance(status, int) else None
+
+
+def _network_types() -> tuple[type[BaseException], ...]:
+    import socket
+    import urllib.error
+
+    types: list[type[BaseException]] = [ConnectionError, TimeoutError, socket.gaierror, urllib.error.URLError]
+    try:  # kagglehub downloads with requests
+        import requests
+        types += [requests.ConnectionError, requests.Timeout]
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def is_network_failure(error: BaseException) -> bool:
+    """A connection, DNS or timeout failure, or an HTTP 429/5xx answer: worth retrying later."""
+    for cause in _causes(error):
+        status = _http_status(cause)
+        if status is not None:
+            return status == 429 or status >= 500
+        if isinstance(cause, _network_types()):
+            return True
+    return False
+
+
+def download_error(what: str, error: Exception) -> Exception:
+    """What a failed download becomes: retryable (network), one line (an HTTP refusal, the disk, the
+    cache's permissions), or the error itself (a bug: its traceback)."""
+    if is_network_failure(error):
+        return network_error(what, error)
+    status = next((_http_status(cause) for cause in _causes(error) if _http_status(cause) is not None), None)
+    if status is not None:
+        return StageError(f"could not download {what}: the server answered HTTP {status}; check the dataset's "
+                          f"name and access, or set {MIRROR_ENV} to a local copy")
+    os_error = next((cause for cause in _causes(error) if isinstance(cause, OSError)), None)
+    if os_error is not None:
+        where = f" {os_error.filename}" if os_error.filename else ""
+        return StageError(f"could not download {what}: cannot write{where} ({os_error.strerror or os_error}); "
+                          "free space or fix the permissions of the download cache (.cache/), or set "
+                          f"{MIRROR_ENV} to a local copy")
+    return error
+
+
 def run_stage(name: str, main: Callable[[], None]) -> None:
     """Run a stage's main(); a known failure becomes one line on stderr and a non-zero exit."""
     from flows import track_stage  # with a Prefect server configured: the stage is a flow run there

@@ -21,7 +21,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from stages.core.contract import MIRROR_ENV
-from stages.core.errors import StageError, network_error
+from stages.core.errors import StageError, download_error
 from stages.core.params import ParamsModel, Share
 from stages.core.problem import Problem
 from stages.core.results import TaskResults
@@ -78,8 +78,8 @@ def download(cache_dir: Path, force: bool) -> bytes:
     import kagglehub
     try:
         folder = Path(kagglehub.dataset_download(KAGGLE_HANDLE, force_download=force))
-    except Exception as error:  # kagglehub raises many types for one cause: no connection
-        raise network_error(f"{KAGGLE_HANDLE} from Kaggle", error) from None
+    except Exception as error:  # sorted by cause: only network failures are retried
+        raise download_error(f"{KAGGLE_HANDLE} from Kaggle", error) from None
     return (folder / "heart.csv").read_bytes()
 
 

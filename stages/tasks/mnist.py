@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 
 from stages.core.contract import MIRROR_ENV
-from stages.core.errors import StageError, network_error
+from stages.core.errors import StageError, download_error
 from stages.core.params import ParamsModel
 from stages.core.problem import Problem
 from stages.core.results import TaskResults
@@ -77,14 +77,14 @@ def fetch(mirror: Path | None, force: bool) -> dict[str, bytes]:
 def download(cache_dir: Path, force: bool) -> dict[str, np.ndarray]:
     """MNIST through keras.datasets (which checks the file hash of mnist.npz), cached in the repository."""
     target = cache_dir.resolve() / "keras" / "mnist.npz"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if force:
-        target.unlink(missing_ok=True)
     import keras
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if force:
+            target.unlink(missing_ok=True)
         (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data(path=str(target))
-    except Exception as error:
-        raise network_error("MNIST through keras.datasets", error) from None
+    except Exception as error:  # sorted by cause: only network failures are retried
+        raise download_error("MNIST through keras.datasets", error) from None
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
 

@@ -21,6 +21,7 @@ from pydantic_core import PydanticCustomError
 
 from stages.core.errors import StageError
 from stages.core.io import parquet_bytes
+from stages.core.limits import require_memory
 from stages.core.params import Interval, ParamsModel, Share
 from stages.core.problem import Problem
 from stages.core.results import TaskResults
@@ -37,6 +38,8 @@ PLOT_COLUMNS = {"predictions.csv": ("x", "y_true", "y_pred", "region")}
 DOMAIN_SCHEMA = pa.schema([("x", pa.float64()), ("y", pa.float64()), ("y_true", pa.float64())])
 GRID_SCHEMA = pa.schema([("x", pa.float64()), ("y_true", pa.float64()), ("region", pa.string())])
 DOMAIN_GRID_POINTS = 401  # even grid on the domain, for drawing the fitted curve
+# Per drawn point while generating, splitting and writing: three float64 columns, copied a few times.
+BYTES_PER_POINT = 3 * 8 * 6
 
 
 class DataParams(ParamsModel):
@@ -65,6 +68,9 @@ def true_function(x: np.ndarray) -> np.ndarray:
 
 def generate_frames(data: DataParams, seed: int) -> dict[str, pd.DataFrame]:
     """The draws (`domain`) and the truth grid (`grid`), as frames."""
+    require_memory(data.n * BYTES_PER_POINT, "synthetic.data.n", data.n, "the points to draw")
+    require_memory(data.extrapolation_points * 2 * BYTES_PER_POINT, "synthetic.data.extrapolation_points",
+                   data.extrapolation_points, "the extrapolation grid")
     rng = np.random.default_rng(seed)
     x = rng.uniform(*data.domain, size=data.n)
     y_true = true_function(x)
