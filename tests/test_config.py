@@ -106,3 +106,48 @@ def test_a_stage_of_one_task_checks_only_that_task(raw, tmp_path):
     assert load_params(path, ["synthetic"]).task("synthetic").data.n == 1000
     with pytest.raises(ParamsError, match="heart.data.test_size"):
         load_params(path, ["heart"])
+
+
+# --- params.schema.json: what editors check params.yaml against ---
+
+def schema_validator():
+    import json
+
+    import jsonschema
+
+    schema = json.loads((REPO_ROOT / "params.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)  # a valid JSON Schema
+    return jsonschema.Draft202012Validator(schema)
+
+
+def test_the_schema_is_generated_from_the_models_and_current():
+    from stages.params_schema import main
+
+    assert main(["--check"]) == 0, "params.schema.json is stale: run `python -m stages.params_schema`"
+    assert (REPO_ROOT / "params.yaml").read_text().startswith("# yaml-language-server: $schema=params.schema.json")
+
+
+def test_the_schema_accepts_params_yaml_and_refuses_what_the_models_refuse(raw):
+    validator = schema_validator()
+    assert list(validator.iter_errors(raw)) == []
+    for overrides in ({"model.widht": 64}, {"heart.data.test_size": 1.5}, {"synthetic.train.engine": "turbo"}):
+        edited = yaml.safe_load(yaml.safe_dump(raw))
+        *parents, leaf = next(iter(overrides)).split(".")
+        node = edited
+        for part in parents:
+            node = node[part]
+        node[leaf] = next(iter(overrides.values()))
+        assert list(validator.iter_errors(edited)), f"the schema accepts {overrides}"
+        with pytest.raises(ParamsError):
+            parse_params(edited)
+
+
+def test_every_key_in_the_schema_says_what_it_is():
+    import json
+
+    schema = json.loads((REPO_ROOT / "params.schema.json").read_text())
+    undocumented = [f"{name}.{key}" for name, definition in schema["$defs"].items()
+                    for key, field in definition.get("properties", {}).items()
+                    if name in ("ModelConfig", "TrainConfig") or name.endswith("DataParams")
+                    if "description" not in field]
+    assert undocumented == []

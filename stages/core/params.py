@@ -71,9 +71,9 @@ class TrainConfig(ParamsModel):
     """How a task's network is trained (Adam)."""
 
     engine: Literal[ENGINES] = Field(description="compiled (epoch loop in one TF function) or fit (model.fit)")
-    epochs: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
-    learning_rate: float = Field(gt=0, allow_inf_nan=False)
+    epochs: int = Field(ge=1, description="passes over the training rows")
+    batch_size: int = Field(ge=1, description="rows per gradient step")
+    learning_rate: float = Field(gt=0, allow_inf_nan=False, description="Adam's step size")
     validation_split: Share = Field(description="the last share of the train rows, as Keras takes it")
     early_stopping_patience: int = Field(ge=0, description="epochs without val/loss improvement; 0 = off")
 
