@@ -3,6 +3,7 @@ of one module makes exactly the stages that run it stale."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -18,7 +19,7 @@ def resolved_stages(root: Path = REPO_ROOT) -> dict[str, tuple[str, list[str]]]:
     """name -> (cmd, deps) of every stage, matrix entries expanded, as DVC itself reads dvc.yaml."""
     from dvc.repo import Repo
 
-    with Repo(str(root)) as repo:
+    with contextlib.chdir(root), Repo(str(root)) as repo:  # DVC names stages relative to the working directory
         return {stage.addressing: (stage.cmd, [Path(dep.def_path).as_posix() for dep in stage.deps])
                 for stage in repo.index.stages}
 
