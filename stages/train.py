@@ -12,21 +12,11 @@ import time
 import zipfile
 from pathlib import Path
 
-import numpy as np
-
 from stages.core.errors import StageError, run_stage
 from stages.core.io import csv_bytes, staged_path, write_outputs
 from stages.core.params import load_params
 from stages.core.io import read_split
 from stages.datasets import TASKS, features_and_target
-
-
-def split_validation(x: np.ndarray, y: np.ndarray, fraction: float):
-    """The last `fraction` of the rows for validation, as Keras' `validation_split` takes them."""
-    n_val = int(round(len(x) * fraction))
-    if n_val < 1 or n_val >= len(x):
-        raise ValueError(f"validation_split={fraction} leaves no rows for training or validation out of {len(x)}")
-    return (x[:-n_val], y[:-n_val]), (x[-n_val:], y[-n_val:])
 
 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the zip format's earliest date, which Keras gives its other entries
@@ -70,14 +60,6 @@ def renumber_shared_objects(config):
     return config
 
 
-def seed_everything(seed: int) -> None:
-    """Python, numpy and TensorFlow seeds, and deterministic TensorFlow kernels."""
-    import keras
-    import tensorflow as tf
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("dataset", choices=sorted(TASKS))
@@ -90,22 +72,18 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     config = params.dataset(args.dataset)
     x, y = features_and_target(args.dataset, read_split(args.data, "train"))
-    try:
-        (x_train, y_train), (x_val, y_val) = split_validation(x, y, config.train.validation_split)
-    except ValueError as error:
-        raise StageError(f"{args.dataset}.train.validation_split: {error}") from None
 
-    from stages.training.engine import train_model
-    from stages.training.model import build_model
-    seed_everything(params.seed)
-    task = TASKS[args.dataset]
-    model = build_model(config.model, x.shape[1], task, params.seed)
-    print(f"train@{args.dataset}: {model.name}, {len(x_train)} train / {len(x_val)} validation rows, "
-          f"{config.train.epochs} epochs, batch {config.train.batch_size}, engine {config.train.engine}", flush=True)
+    from stages.training.core import ValidationSplitError, train_network
+    print(f"train@{args.dataset}: {len(x)} rows, {config.train.epochs} epochs, batch {config.train.batch_size}, "
+          f"engine {config.train.engine}", flush=True)
     started = time.perf_counter()
-    curve = train_model(model, task, config.train, x_train, y_train, x_val, y_val, params.seed)
-    last = curve.iloc[-1]
-    print(f"train@{args.dataset}: {len(curve)} epochs in {time.perf_counter() - started:.1f} s, "
+    try:
+        trained = train_network(TASKS[args.dataset], config.model, config.train, x, y, params.seed)
+    except ValidationSplitError as error:
+        raise StageError(f"{args.dataset}.train.validation_split: {error}") from None
+    model, curve, last = trained.model, trained.curve, trained.curve.iloc[-1]
+    print(f"train@{args.dataset}: {model.name}, {trained.train_rows} train / {trained.validation_rows} validation "
+          f"rows, {len(curve)} epochs in {time.perf_counter() - started:.1f} s, "
           f"train/loss {last['train/loss']:.4g}, val/loss {last['val/loss']:.4g}", flush=True)
 
     with staged_path(args.model) as temp_model:
