@@ -1,10 +1,12 @@
 """The two training engines side by side on the lab's three tasks, with the lab defaults.
 
-    python -m benchmarks.training [--scale S] [--json] [--seeds N] [--cases synthetic,heart,mnist] [--lab-fit]
+    python -m benchmarks.training [--scale S] [--json] [--seeds N] [--cases synthetic,heart,mnist]
+                                  [--lab-fit]
 
 For each case both engines train the same network on the same real data (the processed splits,
 built in memory from the data mirror: DNNLAB_DATA_MIRROR, else ../shared/data). Every run has a
-Python process of its own, as a train stage has. Seconds are the wall time of `train_model`, XLA
+Python process of its own, as a train stage has, and trains through the train core
+(stages.training.core). Seconds are the wall time of the engine, XLA
 compilation included, imports and data loading not. Reported per case and engine: seconds, the
 final model's validation loss, and a test metric (synthetic: MSE / mean(y_test)^2; heart: ROC
 AUC; mnist: accuracy), then the ratio fit / compiled. Both engines take the same batches in the
@@ -42,10 +44,8 @@ METRIC_NAME = {"synthetic": "test rel. MSE", "heart": "test ROC AUC", "mnist": "
 
 @dataclasses.dataclass(frozen=True)
 class CaseData:
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
+    x: np.ndarray   # the train split; the train core holds out its last share for validation
+    y: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
 
@@ -63,14 +63,10 @@ def data_mirror() -> Path:
 
 
 def load_case(dataset: str, params: Params, mirror: Path) -> CaseData:
-    """The processed train/test splits; validation = the last share of train, as Keras takes it."""
+    """The processed train and test splits, as arrays."""
     from stages.preprocess import build_splits
-    from stages.train import split_validation
     splits = build_splits(dataset, params, mirror)
-    x, y = features_and_target(dataset, splits["train"])
-    x_test, y_test = features_and_target(dataset, splits["test"])
-    (x_train, y_train), (x_val, y_val) = split_validation(x, y, params.dataset(dataset).train.validation_split)
-    return CaseData(x_train, y_train, x_val, y_val, x_test, y_test)
+    return CaseData(*features_and_target(dataset, splits["train"]), *features_and_target(dataset, splits["test"]))
 
 
 def test_metric(dataset: str, predictions: np.ndarray, y_test: np.ndarray) -> float:
@@ -84,13 +80,19 @@ def test_metric(dataset: str, predictions: np.ndarray, y_test: np.ndarray) -> fl
 
 def train_as_the_lab_writes_it(model, task, config, x_train, y_train, x_val, y_val, seed):
     """`model.fit` on the arrays with shuffle=True: the issue's baseline. Under a fixed TensorFlow seed
-    Keras repeats the first epoch's order every epoch (see stages.engine.train_with_fit), and
+    Keras repeats the first epoch's order every epoch (see stages.training.engine.train_with_fit), and
     rebuilds its input pipeline every epoch, so it is slower than the fit engine for the same work."""
     from stages.training.engine import compile_for_fit, learning_curve
     callbacks = compile_for_fit(model, task, config, seed)
     history = model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=config.epochs,
                         batch_size=config.batch_size, shuffle=True, verbose=0, callbacks=callbacks)
     return learning_curve(history.history, task)
+
+
+def benchmark_engines() -> dict:
+    """The lab's engines, and the baselines only benchmarks run."""
+    from stages.training.engine import ENGINES
+    return {**ENGINES, LAB_FIT: train_as_the_lab_writes_it}
 
 
 def train_in_fresh_process(dataset: str, engine: str, seed: int, scale: float, params_file: str) -> Run:
@@ -106,31 +108,41 @@ def train_in_fresh_process(dataset: str, engine: str, seed: int, scale: float, p
 
 
 def train_once(dataset: str, params: Params, engine: str, data: CaseData, seed: int, scale: float) -> Run:
-    from stages.training.engine import LOSS_FUNCTIONS, train_model
-    from stages.training.model import build_model
-    from stages.train import seed_everything
+    from stages.training.core import split_validation, train_network
+    from stages.training.engine import LOSS_FUNCTIONS
 
     config = params.dataset(dataset)
     train_config = dataclasses.replace(config.train, engine=engine,
                                        epochs=max(1, round(config.train.epochs * scale)))
     task = TASKS[dataset]
-    seed_everything(seed)  # as the train stage does: seeds and deterministic kernels
-    model = build_model(config.model, data.x_train.shape[1], task, seed)
-    train = train_as_the_lab_writes_it if engine == LAB_FIT else train_model
-    # A full collection over TensorFlow's heap takes ~0.2 s: do it here, and freeze the survivors,
-    # so that no such pause lands at random inside one engine's timing.
-    gc.collect()
-    gc.freeze()
-    started = time.perf_counter()
-    curve = train(model, task, train_config, data.x_train, data.y_train, data.x_val, data.y_val, seed)
-    seconds = time.perf_counter() - started
-    gc.unfreeze()
+    timed = TimedEngine(benchmark_engines()[engine])
+    trained = train_network(task, config.model, train_config, data.x, data.y, seed, engine=timed)
     # The final model's validation loss (the restored best one under early stopping), measured
-    # the same way for both engines: the training loss function plus any l2 penalty.
-    val_predictions = model(data.x_val, training=False)
-    val_loss = float(LOSS_FUNCTIONS[task.kind]()(data.y_val, val_predictions) + sum(model.losses, 0.0))
+    # the same way for every engine: the training loss function plus any l2 penalty.
+    model = trained.model
+    _, (x_val, y_val) = split_validation(data.x, data.y, train_config.validation_split)
+    val_predictions = model(x_val, training=False)
+    val_loss = float(LOSS_FUNCTIONS[task.kind]()(y_val, val_predictions) + sum(model.losses, 0.0))
     predictions = np.asarray(model(data.x_test, training=False))
-    return Run(seconds, val_loss, test_metric(dataset, predictions, data.y_test), len(curve))
+    return Run(timed.seconds, val_loss, test_metric(dataset, predictions, data.y_test), len(trained.curve))
+
+
+class TimedEngine:
+    """An engine that times itself: the wall time of training alone, after the core has built the model."""
+
+    def __init__(self, engine):
+        self.engine, self.seconds = engine, float("nan")
+
+    def __call__(self, *args):
+        # A full collection over TensorFlow's heap takes ~0.2 s: do it here, and freeze the survivors,
+        # so that no such pause lands at random inside one engine's timing.
+        gc.collect()
+        gc.freeze()
+        started = time.perf_counter()
+        curve = self.engine(*args)
+        self.seconds = time.perf_counter() - started
+        gc.unfreeze()
+        return curve
 
 
 def run_case(dataset: str, seeds: list[int], scale: float, engines: tuple[str, ...], params_file: str) -> dict:
@@ -153,8 +165,8 @@ def run_case(dataset: str, seeds: list[int], scale: float, engines: tuple[str, .
         case[f"{engine}_test_metric"] = median(engine, "test_metric")
         case[f"{engine}_epochs"] = median(engine, "epochs_run")
     case["ratio"] = case["fit_seconds"] / case["compiled_seconds"]
-    if LAB_FIT in engines:
-        case[f"{LAB_FIT}_ratio"] = case[f"{LAB_FIT}_seconds"] / case["compiled_seconds"]
+    for engine in engines[len(ENGINE_ORDER):]:  # the optional baselines, each against compiled
+        case[f"{engine}_ratio"] = case[f"{engine}_seconds"] / case["compiled_seconds"]
     # Both engines take the same batches in the same order: per seed, how far apart they end.
     case["val_loss_largest_same_seed_difference"] = max(
         abs(fit.val_loss - compiled.val_loss) for fit, compiled in zip(runs["fit"], runs["compiled"]))
@@ -171,14 +183,14 @@ def run_case(dataset: str, seeds: list[int], scale: float, engines: tuple[str, .
 
 def print_table(cases: list[dict], seeds: list[int], scale: float, engines: tuple[str, ...]) -> None:
     print(f"training engines, lab defaults, scale {scale:g}, seeds {seeds} (medians over seeds)")
-    print(f"{'case':<10} {'engine':<9} {'epochs':>6} {'seconds':>9} {'val loss':>9} {'test metric':>24} {'fit/compiled':>13}")
+    print(f"{'case':<10} {'engine':<13} {'epochs':>6} {'seconds':>9} {'val loss':>9} {'test metric':>24} {'fit/compiled':>13}")
     for case in cases:
         name = case["name"]
         for engine in engines:
             ratio = (f"{case['ratio']:.1f}x" if engine == "compiled"
-                     else f"({case[f'{LAB_FIT}_ratio']:.1f}x)" if engine == LAB_FIT else "")
+                     else f"({case[f'{engine}_ratio']:.1f}x)" if engine not in ENGINE_ORDER else "")
             metric = f"{METRIC_NAME[name]} {case[f'{engine}_test_metric']:.4f}"
-            print(f"{name:<10} {engine:<9} {case[f'{engine}_epochs']:>6g} {case[f'{engine}_seconds']:>9.2f} "
+            print(f"{name:<10} {engine:<13} {case[f'{engine}_epochs']:>6g} {case[f'{engine}_seconds']:>9.2f} "
                   f"{case[f'{engine}_val_loss']:>9.4f} {metric:>24} {ratio:>13}")
         print(f"{'':<10} same seed, fit vs compiled val loss: at most "
               f"{case['val_loss_largest_same_seed_difference']:.2g} apart")
