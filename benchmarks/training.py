@@ -1,7 +1,7 @@
 """The two training engines side by side on the lab's three tasks, with the lab defaults.
 
     python -m benchmarks.training [--scale S] [--json] [--seeds N] [--cases synthetic,heart,mnist]
-                                  [--lab-fit]
+                                  [--lab-fit] [--keras-spe]
 
 For each case both engines train the same network on the same real data (the processed splits,
 built in memory from the data mirror: DNNLAB_DATA_MIRROR, else ../shared/data). Every run has a
@@ -15,7 +15,9 @@ largest same-seed difference is printed. With --seeds N each engine runs with se
 seed+1, ... (same data) and the figures are medians; the ranges of the validation loss say
 whether the compiled engine's lies within (or below) fit's. --scale 0.1 runs a tenth of the
 epochs. --lab-fit adds a third row, `model.fit` on the arrays as the lab writes it (the issue's
-baseline; its ratio to compiled in parentheses).
+baseline; its ratio to compiled in parentheses). --keras-spe adds two rows, the fit engine with
+model.compile(steps_per_execution=<steps per epoch>), Keras' own answer to per-step overhead, without
+XLA (keras_spe) and with it (keras_spe_xla): same batches, one call per epoch; ratios as --lab-fit's.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import argparse
 import dataclasses
 import gc
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -39,6 +42,9 @@ from stages.datasets import TASKS, features_and_target
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENGINE_ORDER = ("fit", "compiled")
 LAB_FIT = "lab_fit"  # with --lab-fit: model.fit on the arrays with shuffle=True, as the lab writes it
+# With --keras-spe: the fit engine compiled with steps_per_execution = steps per epoch, Keras' own
+# answer to per-step overhead, without and with XLA.
+KERAS_SPE, KERAS_SPE_XLA = "keras_spe", "keras_spe_xla"
 METRIC_NAME = {"synthetic": "test rel. MSE", "heart": "test ROC AUC", "mnist": "test accuracy"}
 
 
@@ -89,10 +95,29 @@ def train_as_the_lab_writes_it(model, task, config, x_train, y_train, x_val, y_v
     return learning_curve(history.history, task)
 
 
+def fit_one_execution_per_epoch(jit_compile: bool):
+    """The fit engine, with model.compile(steps_per_execution=<steps per epoch>, jit_compile=...):
+    the same tf.data batches, one call into the compiled step function per epoch."""
+    from stages.training.engine import train_with_fit
+
+    def train(model, task, config, x_train, y_train, x_val, y_val, seed):
+        steps_per_epoch = math.ceil(len(x_train) / min(config.batch_size, len(x_train)))
+        if jit_compile:
+            # Keras quietly compiles without XLA while TensorFlow's op determinism is on (the train
+            # core turns it on): off for this run, in a process of its own. No public API turns it off.
+            from tensorflow.python.framework import config as tf_config
+            tf_config.disable_op_determinism()
+        return train_with_fit(model, task, config, x_train, y_train, x_val, y_val, seed,
+                              steps_per_execution=steps_per_epoch, jit_compile=jit_compile)
+    return train
+
+
 def benchmark_engines() -> dict:
     """The lab's engines, and the baselines only benchmarks run."""
     from stages.training.engine import ENGINES
-    return {**ENGINES, LAB_FIT: train_as_the_lab_writes_it}
+    return {**ENGINES, LAB_FIT: train_as_the_lab_writes_it,
+            KERAS_SPE: fit_one_execution_per_epoch(jit_compile=False),
+            KERAS_SPE_XLA: fit_one_execution_per_epoch(jit_compile=True)}
 
 
 def train_in_fresh_process(dataset: str, engine: str, seed: int, scale: float, params_file: str) -> Run:
@@ -210,6 +235,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default=str(REPO_ROOT / "params.yaml"))
     parser.add_argument("--lab-fit", action="store_true",
                         help="also time model.fit on the arrays with shuffle=True, as the lab writes it")
+    parser.add_argument("--keras-spe", action="store_true",
+                        help="also time model.fit compiled with steps_per_execution = steps per epoch, "
+                             "without and with XLA (jit_compile)")
     parser.add_argument("--worker", nargs=3, metavar=("CASE", "ENGINE", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -230,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)  # refuses a bad params file before any run
     seeds = [params.seed + index for index in range(args.seeds)]
     load_before = os.getloadavg()[0]
-    engines = ENGINE_ORDER + ((LAB_FIT,) if args.lab_fit else ())
+    engines = ENGINE_ORDER + ((LAB_FIT,) if args.lab_fit else ()) + ((KERAS_SPE, KERAS_SPE_XLA) if args.keras_spe else ())
     params_file = str(Path(args.params).resolve())  # the workers run from the repository root
     results = [run_case(name, seeds, args.scale, engines, params_file) for name in cases]
     # Timings are only comparable on an otherwise idle machine: the load says how idle it was.

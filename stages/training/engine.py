@@ -46,15 +46,16 @@ def report_progress(epoch: int, epochs: int, logs: dict) -> None:
 
 
 def train_with_fit(model: keras.Model, problem: Problem, config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
-                   x_val: np.ndarray, y_val: np.ndarray, seed: int) -> pd.DataFrame:
-    """Plain `model.fit`, reshuffled every epoch from the seed, with the given validation rows.
+                   x_val: np.ndarray, y_val: np.ndarray, seed: int, **compile_options) -> pd.DataFrame:
+    """Plain `model.fit`, reshuffled every epoch from the seed, with the given validation rows
+    (`compile_options` go to model.compile: the benchmarks try steps_per_execution and jit_compile).
 
     The rows come as a tf.data pipeline of `epoch_batches`, not as arrays with shuffle=True: once
     TensorFlow's global seed is set (as it is here, for reproducible runs), Keras 3.15 on TF 2.21
     rebuilds its input pipeline every epoch, its seeded shuffle starts over, and every epoch
     repeats the first one's order. The pipeline gives every epoch a fresh order, the same orders `train_compiled` takes.
     """
-    callbacks = compile_for_fit(model, problem, config, seed)
+    callbacks = compile_for_fit(model, problem, config, seed, **compile_options)
     x_train, y_train, x_val, y_val = _as_training_arrays(problem, x_train, y_train, x_val, y_val)
     batch_size = min(config.batch_size, len(x_train))
     batches = epoch_batches(x_train, y_train, seed, config.epochs, batch_size)
@@ -64,11 +65,13 @@ def train_with_fit(model: keras.Model, problem: Problem, config: TrainConfig, x_
     return learning_curve(history.history, problem)
 
 
-def compile_for_fit(model: keras.Model, problem: Problem, config: TrainConfig, seed: int) -> list[keras.callbacks.Callback]:
+def compile_for_fit(model: keras.Model, problem: Problem, config: TrainConfig, seed: int,
+                    **compile_options) -> list[keras.callbacks.Callback]:
     """Seed, compile with Adam and the problem's loss and metrics; return fit's callbacks (progress
     lines, and EarlyStopping with best-weights restore when `early_stopping_patience` > 0)."""
     keras.utils.set_random_seed(seed)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=LOSS[problem.kind], metrics=_metrics(problem))
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=LOSS[problem.kind],
+                  metrics=_metrics(problem), **compile_options)
     callbacks: list[keras.callbacks.Callback] = [_Progress(config.epochs)]
     if config.early_stopping_patience > 0:
         callbacks.append(keras.callbacks.EarlyStopping(
