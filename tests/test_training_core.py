@@ -6,12 +6,17 @@ import numpy as np
 import pytest
 
 from stages.core.params import ModelConfig, TrainConfig
-from stages.datasets import TASKS
+from stages.core.problem import Problem
 from stages.training.core import ValidationSplitError, train_network
 from stages.training.engine import LOSS_FUNCTIONS, train_model
 
-REGRESSION = TASKS["synthetic"]
-MODEL = ModelConfig(8, 2, "relu", 0.0, 0.0)
+REGRESSION = Problem("regression", 1)
+MODEL = ModelConfig(width=8, depth=2, activation="relu", l2=0.0, dropout=0.0)
+
+
+def train_config(engine: str = "compiled", epochs: int = 4, validation_split: float = 0.2) -> TrainConfig:
+    return TrainConfig(engine=engine, epochs=epochs, batch_size=16, learning_rate=0.01,
+                       validation_split=validation_split, early_stopping_patience=0)
 
 
 def tiny_regression(rows: int = 50):
@@ -22,7 +27,7 @@ def tiny_regression(rows: int = 50):
 
 def train(seed: int = 3, epochs: int = 4, engine: str = "compiled"):
     x, y = tiny_regression()
-    return train_network(REGRESSION, MODEL, TrainConfig(engine, epochs, 16, 0.01, 0.2, 0), x, y, seed)
+    return train_network(REGRESSION, MODEL, train_config(engine, epochs), x, y, seed)
 
 
 @pytest.mark.parametrize("engine", ["compiled", "fit"])
@@ -52,9 +57,9 @@ def test_the_engine_gets_the_split_rows_and_a_bad_split_fails_before_any_trainin
         return train_model(model, problem, config, x_train, y_train, x_val, y_val, seed)
 
     x, y = tiny_regression()
-    train_network(REGRESSION, MODEL, TrainConfig("compiled", 1, 16, 0.01, 0.2, 0), x, y, 5, engine=recording_engine)
+    train_network(REGRESSION, MODEL, train_config(epochs=1), x, y, 5, engine=recording_engine)
     assert calls == [(40, 10, 5)]
     with pytest.raises(ValidationSplitError, match="no rows"):
-        train_network(REGRESSION, MODEL, TrainConfig("compiled", 1, 16, 0.01, 0.01, 0), x[:10], y[:10], 5,
+        train_network(REGRESSION, MODEL, train_config(epochs=1, validation_split=0.01), x[:10], y[:10], 5,
                       engine=recording_engine)
     assert len(calls) == 1
