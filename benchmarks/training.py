@@ -208,7 +208,8 @@ def run_case(dataset: str, seeds: list[int], scale: float, engines: tuple[str, .
 
 def print_table(cases: list[dict], seeds: list[int], scale: float, engines: tuple[str, ...]) -> None:
     print(f"training engines, lab defaults, scale {scale:g}, seeds {seeds} (medians over seeds)")
-    print(f"{'case':<10} {'engine':<13} {'epochs':>6} {'seconds':>9} {'val loss':>9} {'test metric':>24} {'fit/compiled':>13}")
+    print(f"{'case':<10} {'engine':<13} {'epochs':>6} {'seconds':>9} {'val loss':>9} {'test metric':>24} "
+          f"{'fit/compiled':>13}")
     for case in cases:
         name = case["name"]
         for engine in engines:
@@ -258,7 +259,8 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)  # refuses a bad params file before any run
     seeds = [params.seed + index for index in range(args.seeds)]
     load_before = os.getloadavg()[0]
-    engines = ENGINE_ORDER + ((LAB_FIT,) if args.lab_fit else ()) + ((KERAS_SPE, KERAS_SPE_XLA) if args.keras_spe else ())
+    engines = (ENGINE_ORDER + ((LAB_FIT,) if args.lab_fit else ())
+               + ((KERAS_SPE, KERAS_SPE_XLA) if args.keras_spe else ()))
     params_file = str(Path(args.params).resolve())  # the workers run from the repository root
     results = [run_case(name, seeds, args.scale, engines, params_file) for name in cases]
     # Timings are only comparable on an otherwise idle machine: the load says how idle it was.
