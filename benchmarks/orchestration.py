@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import statistics
 import subprocess
@@ -30,7 +29,7 @@ import urllib.request
 from pathlib import Path
 
 from flows.pipeline import stop_process_group
-from tests.conftest import build_tiny_repo, repo_env  # the test suite's throwaway built copy and its env
+from tests.conftest import build_tiny_repo, default_mirror, repo_env  # the test suite's throwaway built copy and its env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats {args.repeats}: expected an integer >= 1")
-    mirror = Path(os.environ.get("DNNLAB_DATA_MIRROR") or REPO_ROOT.parent / "shared" / "data").resolve()
+    mirror = default_mirror()
 
     with tempfile.TemporaryDirectory(prefix="dnnlab-orchestration-") as scratch:
         scratch_path = Path(scratch)

@@ -1,10 +1,12 @@
 """The two training engines side by side on the lab's three tasks, with the lab defaults.
 
-    python -m benchmarks.training [--scale S] [--json] [--seeds N] [--cases synthetic,heart,mnist] [--lab-fit]
+    python -m benchmarks.training [--scale S] [--json] [--seeds N] [--cases synthetic,heart,mnist]
+                                  [--lab-fit] [--keras-spe]
 
 For each case both engines train the same network on the same real data (the processed splits,
 built in memory from the data mirror: DNNLAB_DATA_MIRROR, else ../shared/data). Every run has a
-Python process of its own, as a train stage has. Seconds are the wall time of `train_model`, XLA
+Python process of its own, as a train stage has, and trains through the train core
+(stages.training.core). Seconds are the wall time of the engine, XLA
 compilation included, imports and data loading not. Reported per case and engine: seconds, the
 final model's validation loss, and a test metric (synthetic: MSE / mean(y_test)^2; heart: ROC
 AUC; mnist: accuracy), then the ratio fit / compiled. Both engines take the same batches in the
@@ -13,7 +15,9 @@ largest same-seed difference is printed. With --seeds N each engine runs with se
 seed+1, ... (same data) and the figures are medians; the ranges of the validation loss say
 whether the compiled engine's lies within (or below) fit's. --scale 0.1 runs a tenth of the
 epochs. --lab-fit adds a third row, `model.fit` on the arrays as the lab writes it (the issue's
-baseline; its ratio to compiled in parentheses).
+baseline; its ratio to compiled in parentheses). --keras-spe adds two rows, the fit engine with
+model.compile(steps_per_execution=<steps per epoch>), Keras' own answer to per-step overhead, without
+XLA (keras_spe) and with it (keras_spe_xla): same batches, one call per epoch; ratios as --lab-fit's.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import argparse
 import dataclasses
 import gc
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -31,23 +36,24 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.core.params import DATASETS, Params, load_params
-from stages.datasets import TASKS, features_and_target
+from stages.core.params import Params
+from stages.tasks import TASK_NAMES, build_splits, load_params, load_task
+from tests.conftest import default_mirror
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENGINE_ORDER = ("fit", "compiled")
 LAB_FIT = "lab_fit"  # with --lab-fit: model.fit on the arrays with shuffle=True, as the lab writes it
-METRIC_NAME = {"synthetic": "test rel. MSE", "heart": "test ROC AUC", "mnist": "test accuracy"}
+# With --keras-spe: the fit engine compiled with steps_per_execution = steps per epoch, Keras' own
+# answer to per-step overhead, without and with XLA.
+KERAS_SPE, KERAS_SPE_XLA = "keras_spe", "keras_spe_xla"
+LAB_ORDER = tuple(sorted(TASK_NAMES, key=lambda name: load_task(name).LAB_PART))
 
 
 @dataclasses.dataclass(frozen=True)
 class CaseData:
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
+    x: np.ndarray   # the train split; the train core holds out its last share for validation
+    y: np.ndarray
+    evaluation: dict  # the splits the task's evaluation takes, for its headline test metric
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,39 +64,54 @@ class Run:
     epochs_run: int
 
 
-def data_mirror() -> Path:
-    return Path(os.environ.get("DNNLAB_DATA_MIRROR") or REPO_ROOT.parent / "shared" / "data").resolve()
+def load_case(name: str, params: Params, mirror: Path) -> CaseData:
+    """The processed train split as arrays, and the splits the task evaluates on."""
+    task, splits = load_task(name), build_splits(name, params, mirror)
+    return CaseData(*task.features_and_target(splits["train"]),
+                    {split: splits[split] for split in task.EVALUATION_SPLITS})
 
 
-def load_case(dataset: str, params: Params, mirror: Path) -> CaseData:
-    """The processed train/test splits; validation = the last share of train, as Keras takes it."""
-    from stages.preprocess import build_splits
-    from stages.train import split_validation
-    splits = build_splits(dataset, params, mirror)
-    x, y = features_and_target(dataset, splits["train"])
-    x_test, y_test = features_and_target(dataset, splits["test"])
-    (x_train, y_train), (x_val, y_val) = split_validation(x, y, params.dataset(dataset).train.validation_split)
-    return CaseData(x_train, y_train, x_val, y_val, x_test, y_test)
-
-
-def test_metric(dataset: str, predictions: np.ndarray, y_test: np.ndarray) -> float:
-    if dataset == "synthetic":
-        return float(np.mean((predictions.reshape(-1) - y_test) ** 2) / np.mean(y_test) ** 2)
-    if dataset == "heart":
-        from sklearn.metrics import roc_auc_score
-        return float(roc_auc_score(y_test, predictions.reshape(-1)))
-    return float(np.mean(np.argmax(predictions, axis=1) == y_test))
+def test_metric(name: str, model, data: CaseData) -> float:
+    """The task's headline test metric, computed by the task's own evaluation."""
+    task = load_task(name)
+    metrics, _ = task.evaluate(lambda x: np.asarray(model(x, training=False)), data.evaluation)
+    return float(metrics[task.HEADLINE_METRIC])
 
 
 def train_as_the_lab_writes_it(model, task, config, x_train, y_train, x_val, y_val, seed):
     """`model.fit` on the arrays with shuffle=True: the issue's baseline. Under a fixed TensorFlow seed
-    Keras repeats the first epoch's order every epoch (see stages.engine.train_with_fit), and
+    Keras repeats the first epoch's order every epoch (see stages.training.engine.train_with_fit), and
     rebuilds its input pipeline every epoch, so it is slower than the fit engine for the same work."""
     from stages.training.engine import compile_for_fit, learning_curve
     callbacks = compile_for_fit(model, task, config, seed)
     history = model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=config.epochs,
                         batch_size=config.batch_size, shuffle=True, verbose=0, callbacks=callbacks)
     return learning_curve(history.history, task)
+
+
+def fit_one_execution_per_epoch(jit_compile: bool):
+    """The fit engine, with model.compile(steps_per_execution=<steps per epoch>, jit_compile=...):
+    the same tf.data batches, one call into the compiled step function per epoch."""
+    from stages.training.engine import train_with_fit
+
+    def train(model, task, config, x_train, y_train, x_val, y_val, seed):
+        steps_per_epoch = math.ceil(len(x_train) / min(config.batch_size, len(x_train)))
+        if jit_compile:
+            # Keras quietly compiles without XLA while TensorFlow's op determinism is on (the train
+            # core turns it on): off for this run, in a process of its own. No public API turns it off.
+            from tensorflow.python.framework import config as tf_config
+            tf_config.disable_op_determinism()
+        return train_with_fit(model, task, config, x_train, y_train, x_val, y_val, seed,
+                              steps_per_execution=steps_per_epoch, jit_compile=jit_compile)
+    return train
+
+
+def benchmark_engines() -> dict:
+    """The lab's engines, and the baselines only benchmarks run."""
+    from stages.training.engine import ENGINES
+    return {**ENGINES, LAB_FIT: train_as_the_lab_writes_it,
+            KERAS_SPE: fit_one_execution_per_epoch(jit_compile=False),
+            KERAS_SPE_XLA: fit_one_execution_per_epoch(jit_compile=True)}
 
 
 def train_in_fresh_process(dataset: str, engine: str, seed: int, scale: float, params_file: str) -> Run:
@@ -106,31 +127,40 @@ def train_in_fresh_process(dataset: str, engine: str, seed: int, scale: float, p
 
 
 def train_once(dataset: str, params: Params, engine: str, data: CaseData, seed: int, scale: float) -> Run:
-    from stages.training.engine import LOSS_FUNCTIONS, train_model
-    from stages.training.model import build_model
-    from stages.train import seed_everything
+    from stages.training.core import split_validation, train_network
+    from stages.training.engine import LOSS_FUNCTIONS
 
-    config = params.dataset(dataset)
-    train_config = dataclasses.replace(config.train, engine=engine,
-                                       epochs=max(1, round(config.train.epochs * scale)))
-    task = TASKS[dataset]
-    seed_everything(seed)  # as the train stage does: seeds and deterministic kernels
-    model = build_model(config.model, data.x_train.shape[1], task, seed)
-    train = train_as_the_lab_writes_it if engine == LAB_FIT else train_model
-    # A full collection over TensorFlow's heap takes ~0.2 s: do it here, and freeze the survivors,
-    # so that no such pause lands at random inside one engine's timing.
-    gc.collect()
-    gc.freeze()
-    started = time.perf_counter()
-    curve = train(model, task, train_config, data.x_train, data.y_train, data.x_val, data.y_val, seed)
-    seconds = time.perf_counter() - started
-    gc.unfreeze()
+    config = params.task(dataset)
+    train_config = config.train.model_copy(update={"engine": engine,
+                                                   "epochs": max(1, round(config.train.epochs * scale))})
+    task = load_task(dataset).PROBLEM
+    timed = TimedEngine(benchmark_engines()[engine])
+    trained = train_network(task, config.model, train_config, data.x, data.y, seed, engine=timed)
     # The final model's validation loss (the restored best one under early stopping), measured
-    # the same way for both engines: the training loss function plus any l2 penalty.
-    val_predictions = model(data.x_val, training=False)
-    val_loss = float(LOSS_FUNCTIONS[task.kind]()(data.y_val, val_predictions) + sum(model.losses, 0.0))
-    predictions = np.asarray(model(data.x_test, training=False))
-    return Run(seconds, val_loss, test_metric(dataset, predictions, data.y_test), len(curve))
+    # the same way for every engine: the training loss function plus any l2 penalty.
+    model = trained.model
+    _, (x_val, y_val) = split_validation(data.x, data.y, train_config.validation_split)
+    val_predictions = model(x_val, training=False)
+    val_loss = float(LOSS_FUNCTIONS[task.kind]()(y_val, val_predictions) + sum(model.losses, 0.0))
+    return Run(timed.seconds, val_loss, test_metric(dataset, model, data), len(trained.curve))
+
+
+class TimedEngine:
+    """An engine that times itself: the wall time of training alone, after the core has built the model."""
+
+    def __init__(self, engine):
+        self.engine, self.seconds = engine, float("nan")
+
+    def __call__(self, *args):
+        # A full collection over TensorFlow's heap takes ~0.2 s: do it here, and freeze the survivors,
+        # so that no such pause lands at random inside one engine's timing.
+        gc.collect()
+        gc.freeze()
+        started = time.perf_counter()
+        curve = self.engine(*args)
+        self.seconds = time.perf_counter() - started
+        gc.unfreeze()
+        return curve
 
 
 def run_case(dataset: str, seeds: list[int], scale: float, engines: tuple[str, ...], params_file: str) -> dict:
@@ -153,8 +183,8 @@ def run_case(dataset: str, seeds: list[int], scale: float, engines: tuple[str, .
         case[f"{engine}_test_metric"] = median(engine, "test_metric")
         case[f"{engine}_epochs"] = median(engine, "epochs_run")
     case["ratio"] = case["fit_seconds"] / case["compiled_seconds"]
-    if LAB_FIT in engines:
-        case[f"{LAB_FIT}_ratio"] = case[f"{LAB_FIT}_seconds"] / case["compiled_seconds"]
+    for engine in engines[len(ENGINE_ORDER):]:  # the optional baselines, each against compiled
+        case[f"{engine}_ratio"] = case[f"{engine}_seconds"] / case["compiled_seconds"]
     # Both engines take the same batches in the same order: per seed, how far apart they end.
     case["val_loss_largest_same_seed_difference"] = max(
         abs(fit.val_loss - compiled.val_loss) for fit, compiled in zip(runs["fit"], runs["compiled"]))
@@ -171,14 +201,15 @@ def run_case(dataset: str, seeds: list[int], scale: float, engines: tuple[str, .
 
 def print_table(cases: list[dict], seeds: list[int], scale: float, engines: tuple[str, ...]) -> None:
     print(f"training engines, lab defaults, scale {scale:g}, seeds {seeds} (medians over seeds)")
-    print(f"{'case':<10} {'engine':<9} {'epochs':>6} {'seconds':>9} {'val loss':>9} {'test metric':>24} {'fit/compiled':>13}")
+    print(f"{'case':<10} {'engine':<13} {'epochs':>6} {'seconds':>9} {'val loss':>9} {'test metric':>24} "
+          f"{'fit/compiled':>13}")
     for case in cases:
         name = case["name"]
         for engine in engines:
             ratio = (f"{case['ratio']:.1f}x" if engine == "compiled"
-                     else f"({case[f'{LAB_FIT}_ratio']:.1f}x)" if engine == LAB_FIT else "")
-            metric = f"{METRIC_NAME[name]} {case[f'{engine}_test_metric']:.4f}"
-            print(f"{name:<10} {engine:<9} {case[f'{engine}_epochs']:>6g} {case[f'{engine}_seconds']:>9.2f} "
+                     else f"({case[f'{engine}_ratio']:.1f}x)" if engine not in ENGINE_ORDER else "")
+            metric = f"{load_task(name).HEADLINE_METRIC} {case[f'{engine}_test_metric']:.4f}"
+            print(f"{name:<10} {engine:<13} {case[f'{engine}_epochs']:>6g} {case[f'{engine}_seconds']:>9.2f} "
                   f"{case[f'{engine}_val_loss']:>9.4f} {metric:>24} {ratio:>13}")
         print(f"{'':<10} same seed, fit vs compiled val loss: at most "
               f"{case['val_loss_largest_same_seed_difference']:.2g} apart")
@@ -194,31 +225,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="share of the configured epochs to run (default 1)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per engine (default 1)")
-    parser.add_argument("--cases", default=",".join(DATASETS), help="comma-separated cases (default all)")
+    parser.add_argument("--cases", default=",".join(LAB_ORDER), help="comma-separated cases (default all)")
     parser.add_argument("--params", default=str(REPO_ROOT / "params.yaml"))
     parser.add_argument("--lab-fit", action="store_true",
                         help="also time model.fit on the arrays with shuffle=True, as the lab writes it")
+    parser.add_argument("--keras-spe", action="store_true",
+                        help="also time model.fit compiled with steps_per_execution = steps per epoch, "
+                             "without and with XLA (jit_compile)")
     parser.add_argument("--worker", nargs=3, metavar=("CASE", "ENGINE", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.worker:  # one run, in the process the parent started for it; its figures as JSON
         dataset, engine, seed = args.worker
         params = load_params(args.params)
-        data = load_case(dataset, params, data_mirror())
+        data = load_case(dataset, params, default_mirror())
         print(json.dumps(dataclasses.asdict(train_once(dataset, params, engine, data, int(seed), args.scale))))
         return
 
     cases = [name.strip() for name in args.cases.split(",") if name.strip()]
-    unknown = [name for name in cases if name not in DATASETS]
+    unknown = [name for name in cases if name not in TASK_NAMES]
     if unknown or not cases:
-        parser.error(f"--cases: unknown {', '.join(unknown) or '(none given)'}; allowed: {', '.join(DATASETS)}")
+        parser.error(f"--cases: unknown {', '.join(unknown) or '(none given)'}; allowed: {', '.join(LAB_ORDER)}")
     if args.scale <= 0 or args.seeds < 1:
         parser.error("--scale must be > 0 and --seeds >= 1")
 
     params = load_params(args.params)  # refuses a bad params file before any run
     seeds = [params.seed + index for index in range(args.seeds)]
     load_before = os.getloadavg()[0]
-    engines = ENGINE_ORDER + ((LAB_FIT,) if args.lab_fit else ())
+    engines = (ENGINE_ORDER + ((LAB_FIT,) if args.lab_fit else ())
+               + ((KERAS_SPE, KERAS_SPE_XLA) if args.keras_spe else ()))
     params_file = str(Path(args.params).resolve())  # the workers run from the repository root
     results = [run_case(name, seeds, args.scale, engines, params_file) for name in cases]
     # Timings are only comparable on an otherwise idle machine: the load says how idle it was.

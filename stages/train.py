@@ -12,20 +12,10 @@ import time
 import zipfile
 from pathlib import Path
 
-import numpy as np
-
 from stages.core.errors import StageError, run_stage
 from stages.core.io import csv_bytes, read_split, staged_path, write_outputs
 from stages.core.limits import require_network_fits
 from stages.tasks import TASK_NAMES, load_params, load_task
-
-
-def split_validation(x: np.ndarray, y: np.ndarray, fraction: float):
-    """The last `fraction` of the rows for validation, as Keras' `validation_split` takes them."""
-    n_val = int(round(len(x) * fraction))
-    if n_val < 1 or n_val >= len(x):
-        raise ValueError(f"validation_split={fraction} leaves no rows for training or validation out of {len(x)}")
-    return (x[:-n_val], y[:-n_val]), (x[-n_val:], y[-n_val:])
 
 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the zip format's earliest date, which Keras gives its other entries
@@ -69,19 +59,11 @@ def renumber_shared_objects(config):
     return config
 
 
-def seed_everything(seed: int) -> None:
-    """Python, numpy and TensorFlow seeds, and deterministic TensorFlow kernels."""
-    import keras
-    import tensorflow as tf
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("task", choices=TASK_NAMES)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--data", type=Path, required=True, help="the dataset's processed folder")
+    parser.add_argument("--data", type=Path, required=True, help="the task's processed folder")
     parser.add_argument("--model", type=Path, required=True, help="where to save the .keras model")
     parser.add_argument("--curve", type=Path, required=True, help="where to write learning_curve.csv")
     args = parser.parse_args(argv)
@@ -90,22 +72,19 @@ def main(argv: list[str] | None = None) -> None:
     config = params.task(args.task)
     task = load_task(args.task)
     x, y = task.features_and_target(read_split(args.data, "train"))
-    try:
-        (x_train, y_train), (x_val, y_val) = split_validation(x, y, config.train.validation_split)
-    except ValueError as error:
-        raise StageError(f"{args.task}.train.validation_split: {error}") from None
-
     require_network_fits(args.task, config.model, config.train.batch_size, x.shape[1], task.PROBLEM.outputs)
-    from stages.training.engine import train_model
-    from stages.training.model import build_model
-    seed_everything(params.seed)
-    model = build_model(config.model, x.shape[1], task.PROBLEM, params.seed)
-    print(f"train@{args.task}: {model.name}, {len(x_train)} train / {len(x_val)} validation rows, "
-          f"{config.train.epochs} epochs, batch {config.train.batch_size}, engine {config.train.engine}", flush=True)
+
+    from stages.training.core import ValidationSplitError, train_network
+    print(f"train@{args.task}: {len(x)} rows, {config.train.epochs} epochs, batch {config.train.batch_size}, "
+          f"engine {config.train.engine}", flush=True)
     started = time.perf_counter()
-    curve = train_model(model, task.PROBLEM, config.train, x_train, y_train, x_val, y_val, params.seed)
-    last = curve.iloc[-1]
-    print(f"train@{args.task}: {len(curve)} epochs in {time.perf_counter() - started:.1f} s, "
+    try:
+        trained = train_network(task.PROBLEM, config.model, config.train, x, y, params.seed)
+    except ValidationSplitError as error:
+        raise StageError(f"{args.task}.train.validation_split: {error}") from None
+    model, curve, last = trained.model, trained.curve, trained.curve.iloc[-1]
+    print(f"train@{args.task}: {model.name}, {trained.train_rows} train / {trained.validation_rows} validation "
+          f"rows, {len(curve)} epochs in {time.perf_counter() - started:.1f} s, "
           f"train/loss {last['train/loss']:.4g}, val/loss {last['val/loss']:.4g}", flush=True)
 
     with staged_path(args.model) as temp_model:

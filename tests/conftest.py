@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stages.core.contract import MIRROR_ENV
 from stages.tasks import apply_overrides
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -24,10 +25,15 @@ VENV_BIN = Path(sys.executable).parent
 TINY_EPOCHS = {"synthetic.train.epochs": 20, "heart.train.epochs": 5, "mnist.train.epochs": 1}
 
 
+def default_mirror() -> Path:
+    """The read-only copy of the real datasets: DNNLAB_DATA_MIRROR, else ../shared/data (tests, benchmarks)."""
+    return Path(os.environ.get(MIRROR_ENV) or REPO_ROOT.parent / "shared" / "data").resolve()
+
+
 @pytest.fixture(scope="session")
 def mirror() -> Path:
     """The read-only copy of the real datasets (DNNLAB_DATA_MIRROR, else ../shared/data)."""
-    path = Path(os.environ.get("DNNLAB_DATA_MIRROR") or REPO_ROOT.parent / "shared" / "data").resolve()
+    path = default_mirror()
     if not (path / "heart" / "heart.csv").exists():
         pytest.fail(f"no data mirror at {path}: set DNNLAB_DATA_MIRROR to a folder laid out like ../shared/data")
     return path

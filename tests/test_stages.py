@@ -245,7 +245,7 @@ def test_train_main_writes_model_and_curve_and_refuses_bad_params_first(tmp_path
 
 
 def test_validation_rows_are_the_last_share_as_keras_takes_them():
-    from stages.train import split_validation
+    from stages.training.core import split_validation
     x, y = np.arange(10).reshape(-1, 1), np.arange(10)
     (x_train, y_train), (x_val, y_val) = split_validation(x, y, 0.2)
     assert y_train.tolist() == list(range(8)) and y_val.tolist() == [8, 9]

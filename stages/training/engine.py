@@ -46,15 +46,16 @@ def report_progress(epoch: int, epochs: int, logs: dict) -> None:
 
 
 def train_with_fit(model: keras.Model, problem: Problem, config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
-                   x_val: np.ndarray, y_val: np.ndarray, seed: int) -> pd.DataFrame:
-    """Plain `model.fit`, reshuffled every epoch from the seed, with the given validation rows.
+                   x_val: np.ndarray, y_val: np.ndarray, seed: int, **compile_options) -> pd.DataFrame:
+    """Plain `model.fit`, reshuffled every epoch from the seed, with the given validation rows
+    (`compile_options` go to model.compile: the benchmarks try steps_per_execution and jit_compile).
 
     The rows come as a tf.data pipeline of `epoch_batches`, not as arrays with shuffle=True: once
     TensorFlow's global seed is set (as it is here, for reproducible runs), Keras 3.15 on TF 2.21
     rebuilds its input pipeline every epoch, its seeded shuffle starts over, and every epoch
     repeats the first one's order. The pipeline gives every epoch a fresh order, the same orders `train_compiled` takes.
     """
-    callbacks = compile_for_fit(model, problem, config, seed)
+    callbacks = compile_for_fit(model, problem, config, seed, **compile_options)
     x_train, y_train, x_val, y_val = _as_training_arrays(problem, x_train, y_train, x_val, y_val)
     batch_size = min(config.batch_size, len(x_train))
     batches = epoch_batches(x_train, y_train, seed, config.epochs, batch_size)
@@ -64,11 +65,13 @@ def train_with_fit(model: keras.Model, problem: Problem, config: TrainConfig, x_
     return learning_curve(history.history, problem)
 
 
-def compile_for_fit(model: keras.Model, problem: Problem, config: TrainConfig, seed: int) -> list[keras.callbacks.Callback]:
+def compile_for_fit(model: keras.Model, problem: Problem, config: TrainConfig, seed: int,
+                    **compile_options) -> list[keras.callbacks.Callback]:
     """Seed, compile with Adam and the problem's loss and metrics; return fit's callbacks (progress
     lines, and EarlyStopping with best-weights restore when `early_stopping_patience` > 0)."""
     keras.utils.set_random_seed(seed)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=LOSS[problem.kind], metrics=_metrics(problem))
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=LOSS[problem.kind],
+                  metrics=_metrics(problem), **compile_options)
     callbacks: list[keras.callbacks.Callback] = [_Progress(config.epochs)]
     if config.early_stopping_patience > 0:
         callbacks.append(keras.callbacks.EarlyStopping(
@@ -181,103 +184,137 @@ def train_compiled(model: keras.Model, problem: Problem, config: TrainConfig, x_
     other state).
     """
     keras.utils.set_random_seed(seed)
-    optimizer = keras.optimizers.Adam(config.learning_rate)
-    weights = model.trainable_variables
-    optimizer.build(weights)  # its slot variables must exist before tracing
-    loss_per_row = LOSS_FUNCTIONS[problem.kind](reduction=None)
-    patience = config.early_stopping_patience
-    epochs = config.epochs
-
+    epochs_graph = _EpochsGraph(model, problem, config, rows=len(x_train))
     x_train, y_train, x_val, y_val = _as_training_arrays(problem, x_train, y_train, x_val, y_val)
-    rows = len(x_train)
-    batch_size = min(config.batch_size, rows)
-    steps_per_epoch = math.ceil(rows / batch_size)
-    padding = steps_per_epoch * batch_size - rows
     if jit_compile is None:
-        jit_compile = epochs * steps_per_epoch >= XLA_MIN_STEPS
+        jit_compile = config.epochs * epochs_graph.steps_per_epoch >= XLA_MIN_STEPS
+    # Plain tf.while_loop rather than autograph: converting the Python code took longer than XLA.
+    run_epochs = tf.function(epochs_graph.run_epochs, jit_compile=jit_compile, autograph=False)
+    data = [_on_device(array) for array in (x_train, y_train, x_val, y_val)]
+    table = _run_in_calls(run_epochs, data, problem, seed, config.epochs, epochs_graph.slots, max_epochs_per_call)
+    if epochs_graph.early_stopping:  # like restore_best_weights=True, also when training ran to the last epoch
+        epochs_graph.early_stopping.restore_best_weights()
+    return learning_curve({name: table[:, column] for column, name in enumerate(CURVE_COLUMNS)}, problem)
 
-    # Early-stopping state lives in variables so it carries across calls.
-    best_val_loss = tf.Variable(np.inf, dtype=tf.float32, trainable=False)
-    epochs_without_improvement = tf.Variable(0, dtype=tf.int32, trainable=False)
-    best_weights = [tf.Variable(tf.convert_to_tensor(weight), trainable=False) for weight in weights]
 
-    def regularization():
-        return tf.add_n(model.losses) if model.losses else 0.0  # l2 penalties, added as fit does
+class _EarlyStopping:
+    """EarlyStopping(monitor="val_loss", patience, restore_best_weights=True) inside the graph.
 
-    def correct_per_row(y, predictions):
-        if problem.kind == "binary":
+    Its state lives in variables so it carries across calls."""
+
+    def __init__(self, weights: list[tf.Variable], patience: int):
+        self.weights, self.patience = weights, patience
+        self.best_val_loss = tf.Variable(np.inf, dtype=tf.float32, trainable=False)
+        self.epochs_without_improvement = tf.Variable(0, dtype=tf.int32, trainable=False)
+        self.best_weights = [tf.Variable(tf.convert_to_tensor(weight), trainable=False) for weight in weights]
+
+    def patience_left(self) -> tf.Tensor:
+        return self.epochs_without_improvement < self.patience
+
+    def track(self, epoch: tf.Tensor, val_loss: tf.Tensor) -> None:
+        # EarlyStopping counts the first epoch as an improvement, then only a strictly lower val_loss.
+        # Selects instead of a branch: copying the weights each epoch costs little next to the epoch.
+        improved = tf.logical_or(tf.equal(epoch, 0), val_loss < self.best_val_loss)
+        self.best_val_loss.assign(tf.where(improved, val_loss, self.best_val_loss))
+        for best, weight in zip(self.best_weights, self.weights):
+            best.assign(tf.where(improved, tf.convert_to_tensor(weight), best))
+        self.epochs_without_improvement.assign(tf.where(improved, 0, self.epochs_without_improvement + 1))
+
+    def restore_best_weights(self) -> None:
+        for weight, best in zip(self.weights, self.best_weights):
+            weight.assign(best)
+
+
+class _EpochsGraph:
+    """What the compiled function runs: Adam steps on batches of one static shape, whole epochs
+    with validation at their end, and several epochs per call (`run_epochs`, traced once)."""
+
+    def __init__(self, model: keras.Model, problem: Problem, config: TrainConfig, rows: int):
+        self.model, self.problem, self.rows = model, problem, rows
+        self.optimizer = keras.optimizers.Adam(config.learning_rate)
+        self.weights = model.trainable_variables
+        self.optimizer.build(self.weights)  # its slot variables must exist before tracing
+        self.loss_per_row = LOSS_FUNCTIONS[problem.kind](reduction=None)
+        self.batch_size = min(config.batch_size, rows)
+        self.steps_per_epoch = math.ceil(rows / self.batch_size)
+        self.padding = self.steps_per_epoch * self.batch_size - rows
+        # Epochs per call are bounded by the shuffle orders passed in: one row of `rows` per epoch.
+        self.slots = max(1, min(config.epochs, ORDER_BUFFER_ENTRIES // rows))
+        patience = config.early_stopping_patience
+        self.early_stopping = _EarlyStopping(self.weights, patience) if patience > 0 else None
+
+    def regularization(self):
+        return tf.add_n(self.model.losses) if self.model.losses else 0.0  # l2 penalties, added as fit does
+
+    def correct_per_row(self, y, predictions):
+        if self.problem.kind == "binary":
             predicted = tf.cast(tf.reshape(predictions, [-1]) > 0.5, tf.float32)
             return tf.cast(tf.equal(predicted, tf.reshape(y, [-1])), tf.float32)
-        if problem.kind == "multiclass":
+        if self.problem.kind == "multiclass":
             return tf.cast(tf.equal(tf.argmax(predictions, axis=-1), y), tf.float32)
         return tf.zeros([tf.shape(predictions)[0]])
 
-    def train_step(x, y, indices, in_batch):
+    def train_step(self, x, y, indices, in_batch):
         """One Adam step on the rows `indices` where `in_batch` is 1 (0 marks padding); returns the
         batch loss times its row count, and its correct predictions."""
         x_batch, y_batch = tf.gather(x, indices), tf.gather(y, indices)
         batch_rows = tf.reduce_sum(in_batch)
         with tf.GradientTape() as tape:
-            predictions = model(x_batch, training=True)
-            loss = tf.reduce_sum(loss_per_row(y_batch, predictions) * in_batch) / batch_rows + regularization()
-        optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
-        return loss * batch_rows, tf.reduce_sum(correct_per_row(y_batch, predictions) * in_batch)
+            predictions = self.model(x_batch, training=True)
+            loss = (tf.reduce_sum(self.loss_per_row(y_batch, predictions) * in_batch) / batch_rows
+                    + self.regularization())
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, self.weights), self.weights))
+        return loss * batch_rows, tf.reduce_sum(self.correct_per_row(y_batch, predictions) * in_batch)
 
-    def run_epoch(x, y, x_validation, y_validation, order):
+    def run_epoch(self, x, y, x_validation, y_validation, order):
+        """One epoch in the row `order`, then validation; returns its curve row (CURVE_COLUMNS)."""
         # Every step has the same static shape (XLA needs static shapes; one shape is also traced
         # and compiled once): the last, partial batch is filled up with rows weighted 0, so its
         # step has the loss and gradient of its real rows alone, as fit's smaller last batch.
+        batch_size, padding = self.batch_size, self.padding
         order = tf.concat([order, order[:padding]], axis=0)
-        in_batch = tf.concat([tf.ones([rows]), tf.zeros([padding])], axis=0)
+        in_batch = tf.concat([tf.ones([self.rows]), tf.zeros([padding])], axis=0)
 
         def step(index, loss_sum, correct):
             batch = [index * batch_size]
-            step_loss, step_correct = train_step(
+            step_loss, step_correct = self.train_step(
                 x, y, tf.slice(order, batch, [batch_size]), tf.slice(in_batch, batch, [batch_size]))
             return index + 1, loss_sum + step_loss, correct + step_correct
 
         _, loss_sum, correct = tf.while_loop(
-            lambda index, loss_sum, correct: index < steps_per_epoch, step,
+            lambda index, loss_sum, correct: index < self.steps_per_epoch, step,
             (tf.constant(0), tf.constant(0.0), tf.constant(0.0)), parallel_iterations=1)
-        predictions = model(x_validation, training=False)
-        val_loss = tf.reduce_mean(loss_per_row(y_validation, predictions)) + regularization()
-        val_accuracy = tf.reduce_mean(correct_per_row(y_validation, predictions))
-        return tf.stack([loss_sum / rows, val_loss, correct / rows, val_accuracy])
+        predictions = self.model(x_validation, training=False)
+        val_loss = tf.reduce_mean(self.loss_per_row(y_validation, predictions)) + self.regularization()
+        val_accuracy = tf.reduce_mean(self.correct_per_row(y_validation, predictions))
+        return tf.stack([loss_sum / self.rows, val_loss, correct / self.rows, val_accuracy])
 
-    def track_best(epoch, val_loss):
-        # EarlyStopping counts the first epoch as an improvement, then only a strictly lower val_loss.
-        # Selects instead of a branch: copying the weights each epoch costs little next to the epoch.
-        improved = tf.logical_or(tf.equal(epoch, 0), val_loss < best_val_loss)
-        best_val_loss.assign(tf.where(improved, val_loss, best_val_loss))
-        for best, weight in zip(best_weights, weights):
-            best.assign(tf.where(improved, tf.convert_to_tensor(weight), best))
-        epochs_without_improvement.assign(tf.where(improved, 0, epochs_without_improvement + 1))
-
-    # Epochs per call are bounded by the shuffle orders passed in: one row of `rows` per epoch.
-    slots = max(1, min(epochs, ORDER_BUFFER_ENTRIES // rows))
-
-    # Plain tf.while_loop rather than autograph: converting the Python code took longer than XLA.
-    @tf.function(jit_compile=jit_compile, autograph=False)
-    def run_epochs(x, y, x_validation, y_validation, orders, first_epoch, epoch_count):
+    def run_epochs(self, x, y, x_validation, y_validation, orders, first_epoch, epoch_count):
         """Run epoch_count epochs from first_epoch (fewer if early stopping stops), the i-th in the row
         order orders[i]; return how many ran and their curve rows (the first rows of a buffer)."""
-        slot = tf.range(slots)[:, None]
+        slot = tf.range(self.slots)[:, None]
+        early_stopping = self.early_stopping
 
         def keep_going(done, curve):
-            if patience > 0:
-                return tf.logical_and(done < epoch_count, epochs_without_improvement < patience)
+            if early_stopping:
+                return tf.logical_and(done < epoch_count, early_stopping.patience_left())
             return done < epoch_count
 
         def one_epoch(done, curve):
-            row = run_epoch(x, y, x_validation, y_validation, orders[done])
-            if patience > 0:
-                track_best(first_epoch + done, row[1])
+            row = self.run_epoch(x, y, x_validation, y_validation, orders[done])
+            if early_stopping:
+                early_stopping.track(first_epoch + done, row[1])
             return done + 1, tf.where(slot == done, row[None, :], curve)
 
-        return tf.while_loop(keep_going, one_epoch, (tf.constant(0), tf.zeros([slots, len(CURVE_COLUMNS)])),
+        return tf.while_loop(keep_going, one_epoch, (tf.constant(0), tf.zeros([self.slots, len(CURVE_COLUMNS)])),
                              parallel_iterations=1)
 
-    data = [_on_device(array) for array in (x_train, y_train, x_val, y_val)]
+
+def _run_in_calls(run_epochs, data: list[tf.Tensor], problem: Problem, seed: int, epochs: int, slots: int,
+                  max_epochs_per_call: int | None) -> np.ndarray:
+    """Run all epochs through `run_epochs`, several per call, with a progress line every
+    PROGRESS_INTERVAL_S; return the curve table, one row (CURVE_COLUMNS) per epoch run."""
+    rows = int(data[0].shape[0])
     orders = np.zeros((slots, rows), dtype=np.int32)
     history: list[np.ndarray] = []
     epoch, epochs_per_call, calls = 0, 1, 0
@@ -291,12 +328,9 @@ def train_compiled(model: keras.Model, problem: Problem, config: TrainConfig, x_
             done, curve = run_epochs(*data, orders, tf.constant(epoch, tf.int32), tf.constant(count, tf.int32))
         done = int(done)
         history.append(curve.numpy()[:done])
-        elapsed = time.monotonic() - started
         calls += 1
         if calls > 1:  # the first call includes compilation: time the later ones
-            epochs_per_call = max(1, int(PROGRESS_INTERVAL_S * done / max(elapsed, 1e-6)))
-            if max_epochs_per_call:
-                epochs_per_call = min(epochs_per_call, max_epochs_per_call)
+            epochs_per_call = _epochs_for_next_call(done, time.monotonic() - started, max_epochs_per_call)
         stopped = done < count
         epoch += done
         now = time.monotonic()
@@ -306,12 +340,13 @@ def train_compiled(model: keras.Model, problem: Problem, config: TrainConfig, x_
             report_progress(epoch, epochs, dict(zip(_logged(problem), last_row)))
         if stopped:
             break
+    return np.concatenate(history)
 
-    if patience > 0:  # like restore_best_weights=True, also when training ran to the last epoch
-        for weight, best in zip(weights, best_weights):
-            weight.assign(best)
-    table = np.concatenate(history)
-    return learning_curve({name: table[:, column] for column, name in enumerate(CURVE_COLUMNS)}, problem)
+
+def _epochs_for_next_call(epochs_done: int, seconds: float, cap: int | None) -> int:
+    """About PROGRESS_INTERVAL_S of epochs at the last call's pace, at most `cap`."""
+    epochs = max(1, int(PROGRESS_INTERVAL_S * epochs_done / max(seconds, 1e-6)))
+    return min(epochs, cap) if cap else epochs
 
 
 def _logged(problem: Problem) -> tuple[str, ...]:
