@@ -29,8 +29,8 @@ from typing import Any, Callable, Optional
 from prefect import flow, get_run_logger, task
 from prefect.states import Failed, State
 
-from flows import PARENT_ENV, prefect_api_url  # PARENT_ENV: set for stage subprocesses, already in a flow run
 from stages.core.contract import FORCE_DOWNLOAD_ENV, NETWORK_EXIT_CODE
+from stages.core.tracking import PARENT_ENV, prefect_api_url  # PARENT_ENV: stage subprocesses are in a flow run
 
 RETRIED_STAGES = ("fetch",)  # the stages with network I/O
 HEADLINE_METRICS = {"mnist": "test/accuracy", "synthetic": "test/relative_mse", "heart": "test/roc_auc"}
@@ -449,44 +449,6 @@ def save_experiment(root: Path, run_name: str, log: Any) -> str:
             log.info(f"experiment saved as {match.group(1)} (`dvc exp show`)")
             return match.group(1)
     raise RuntimeError(f"dvc exp save failed: {dvc_error_line(result.stderr.splitlines(), '(no output)')}")
-
-
-# --- `dvc repro` with a Prefect server: each stage process is its own flow run ---
-
-def as_stage_flow(stage: str, main: Callable[[], None], known_errors: tuple[type[BaseException], ...],
-                  prefix: str) -> Callable[[], None]:
-    """Wrap a stage's main() in a flow run named after the stage (for `stages.core.errors.run_stage`).
-
-    Known errors end the flow run Failed with the stage's one-line error and are re-raised for
-    run_stage to report; if the server cannot be reached the stage runs without it.
-    """
-    def run() -> None:
-        caught: list[BaseException] = []
-        started = threading.Event()
-
-        def body() -> Any:
-            started.set()
-            try:
-                main()
-            except known_errors as error:
-                caught.append(error)
-                return Failed(message=f"{prefix}: error: {error}")
-            return None
-
-        try:
-            flow(body, name=stage, flow_run_name=stage, log_prints=True)(return_state=True)
-        except Exception as error:
-            if started.is_set():
-                raise
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-            print(f"{prefix}: warning: no Prefect flow run for {stage} ({reason}); running without it",
-                  file=sys.stderr)
-            main()
-            return
-        if caught:
-            raise caught[0]
-
-    return run
 
 
 # --- command line ---

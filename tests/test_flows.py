@@ -31,7 +31,6 @@ from prefect.client.schemas.filters import (  # noqa: E402
     TaskRunFilterFlowRunId)
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
-from flows import dvc_stage_name  # noqa: E402
 from flows.deployments import DEPLOYMENTS, PREFECT_YAML, prefect_yaml_text, runner_deployments  # noqa: E402
 from flows.pipeline import (NETWORK_EXIT_CODE, dvc_error_line, failure_line, headline, pipeline,  # noqa: E402
                             stream_command)
@@ -327,8 +326,7 @@ def test_dvc_repro_reports_each_stage_as_a_flow_run_only_when_a_server_is_config
     assert run([sys.executable, "-c", probe], REPO_ROOT, no_server).stdout.strip() == "False"
     in_flow = repo_env(mirror, PREFECT_API_URL=prefect_api, DNNLAB_PREFECT_PARENT="1")
     assert run([sys.executable, "-c", probe], REPO_ROOT, in_flow).stdout.strip() == "False"
-    assert dvc_stage_name("train", ["/repo/stages/train.py", "mnist", "--data", "x"]) == "train@mnist"
-    assert dvc_stage_name("report", ["/repo/stages/report.py", "--metrics", "reports/metrics"]) == "report"
+    # dvc_stage_name and each place Prefect reads its URL from: tests/test_tracking.py
 
 
 # --- deployments ---
@@ -483,16 +481,3 @@ def test_an_interrupted_stage_command_stops_with_what_it_started(tmp_path: Path)
     while running(log.child_pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert log.child_pid and not running(log.child_pid), "the command's child outlived the interrupted flow run"
-
-
-def test_a_server_set_in_the_active_prefect_profile_counts_as_configured(monkeypatch, tmp_path: Path):
-    from flows import prefect_api_url
-
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    monkeypatch.delenv("PREFECT_PROFILE", raising=False)
-    monkeypatch.delenv("PREFECT_PROFILES_PATH", raising=False)
-    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
-    assert prefect_api_url() is None
-    (tmp_path / "profiles.toml").write_text(
-        'active = "local"\n\n[profiles.local]\nPREFECT_API_URL = "http://127.0.0.1:4200/api"\n')
-    assert prefect_api_url() == "http://127.0.0.1:4200/api"
