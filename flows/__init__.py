@@ -2,7 +2,7 @@
 
 - `flows.pipeline`: the `pipeline` flow and its command line.
 - `flows.study`: the `study` flow (the lab's hyperparameter study as DVC experiments).
-- `flows.dvc`: the one adapter through which both flows ask DVC questions and run DVC commands.
+- `flows.dvc_adapter`: the one adapter through which both flows ask DVC questions and run DVC commands.
 - `flows.deployments`: the deployments (`nightly`, `on-demand`, `study`), rendered into prefect.yaml.
 - `flows.serve`: serves those deployments in one process.
 

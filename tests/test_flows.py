@@ -32,8 +32,7 @@ from prefect.client.schemas.filters import (  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from flows.deployments import DEPLOYMENTS, PREFECT_YAML, prefect_yaml_text, runner_deployments  # noqa: E402
-from flows.pipeline import (NETWORK_EXIT_CODE, dvc_error_line, failure_line, headline, pipeline,  # noqa: E402
-                            stream_command)
+from flows.pipeline import NETWORK_EXIT_CODE, failure_line, headline, pipeline, stream_command  # noqa: E402
 
 ALL_STAGES = [
     "generate", "fetch@heart", "fetch@mnist", "preprocess@synthetic", "preprocess@heart", "preprocess@mnist",
@@ -423,19 +422,16 @@ def test_a_served_deployment_records_a_commit_when_results_change_and_none_when_
 # --- small pieces, no server ---
 
 def test_failure_line_prefers_the_stage_error_and_reads_the_exit_code():
+    # The stage's own line and exit code come from the record run_stage leaves (stages.core.tracking).
     stderr = ["I0000 oneDNN custom operations are on.",
               "fetch: error: could not download x (ConnectionError: boom); offline?",
               "ERROR: failed to reproduce 'fetch@heart': failed to run: python -m stages.fetch heart, exited with 75"]
-    assert failure_line("fetch@heart", 255, stderr) == (stderr[1], NETWORK_EXIT_CODE)
-    assert failure_line("report", 255, ["ERROR: failed to reproduce 'report': boom"]) == (
+    records = [{"stage": "fetch@heart", "experiment": None, "exit_code": NETWORK_EXIT_CODE, "line": stderr[1]}]
+    assert failure_line("fetch@heart", 255, records, stderr) == (stderr[1], NETWORK_EXIT_CODE)
+    # No record (the stage crashed, or DVC failed around it): DVC's error line and exit code.
+    assert failure_line("report", 255, [], ["ERROR: failed to reproduce 'report': boom"]) == (
         "failed to reproduce 'report': boom", 255)
-
-
-def test_a_failed_dvc_command_is_reported_by_its_error_not_its_closing_footer():
-    stderr = ["WARNING: some warning", "ERROR: unexpected error - boom", "",
-              "Having any troubles? Hit us up at https://dvc.org/support, we are always happy to help!"]
-    assert dvc_error_line(stderr, "no output") == "unexpected error - boom"
-    assert dvc_error_line([], "no output") == "no output"
+    # (DVC's error line, not its footer: tests/test_dvc_adapter.py)
 
 
 def test_network_exit_code_and_headline_match_the_stages():

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from flows.study import (StudyError, busy_queue_entries, experiments_of, select_variations, set_params)
+from flows.study import StudyError, experiments_of, select_variations, set_params
 from stages.core.params import StudyVariation, load_params
 from stages.reporting.study import (StudyExperiment, answers, build_study_report, config_changes,
                                  epochs_to_reach, metrics_table_html)
@@ -49,15 +49,7 @@ def test_overrides_become_force_add_set_params():
     assert set_params(VARIATIONS[0]) == []
 
 
-def test_busy_queue_entries_are_the_queued_and_running_ones():
-    status = ("Task     Name       Created    Status\n"
-              "72bbc07  baseline   11:50 AM   Success\n"
-              "439fce6  batch-120  11:51 AM   Running\n"
-              "5318a7b             11:51 AM   Queued\n"
-              "c4a725a  l2-1e-3    11:51 AM   Failed\n\n"
-              "Worker status: 1 active, 0 idle\n")
-    assert busy_queue_entries(status) == ["batch-120", "5318a7b"]
-    assert busy_queue_entries("No experiment tasks in the queue.\n\nWorker status: 0 active, 0 idle\n") == []
+# (the queue's queued and running entries: tests/test_dvc_adapter.py, on DVC's own queue)
 
 
 def test_experiments_of_reads_the_baseline_commits_named_experiments():
