@@ -28,7 +28,6 @@ from prefect.states import Failed, State
 
 from flows.dvc_adapter import (PUSH_ARGS, DvcError, DvcProject, apply_param_overrides, error_line, find_root,
                                metrics_diff, repro_args, save_experiment, stream_dvc)
-from flows.processes import stop_process_group, stream_command  # noqa: F401 (the flows' process helpers)
 from stages.core.contract import FORCE_DOWNLOAD_ENV, NETWORK_EXIT_CODE, STAGE_REPORT_ENV
 from stages.core.tracking import PARENT_ENV, prefect_api_url, read_stage_records
 

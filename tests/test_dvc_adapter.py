@@ -15,6 +15,7 @@ import yaml
 
 from flows import dvc_adapter
 from flows.dvc_adapter import DvcError, DvcProject
+from stages.core.contract import STAGE_REPORT_ENV
 from tests.conftest import repo_env, run
 
 # d needs b and c, b needs a; c writes a git-tracked metrics file.
@@ -32,18 +33,25 @@ def env() -> dict[str, str]:
     return repo_env(Path("."))
 
 
+def make_repo(root: Path, dvc_yaml: dict, env: dict[str, str], params: dict | None = None) -> Path:
+    root.mkdir()
+    run(["git", "init", "-q", "-b", "main"], root, env)
+    run(["dvc", "init", "-q"], root, env)
+    (root / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml, sort_keys=False))
+    if params is not None:
+        (root / "params.yaml").write_text(yaml.safe_dump(params))
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-qm", "tiny"], root, env)
+    return root
+
+
 @pytest.fixture
 def tiny(tmp_path: Path, env: dict[str, str], monkeypatch) -> Path:
     """A git + DVC repository with TINY_DVC_YAML, committed, nothing built yet; the working directory,
     as the flows make their repository's root (DVC names targets relative to it)."""
-    root = tmp_path / "tiny"
-    root.mkdir()
+    monkeypatch.chdir(tmp_path)
+    root = make_repo(tmp_path / "tiny", TINY_DVC_YAML, env)
     monkeypatch.chdir(root)
-    run(["git", "init", "-q", "-b", "main"], root, env)
-    run(["dvc", "init", "-q"], root, env)
-    (root / "dvc.yaml").write_text(yaml.safe_dump(TINY_DVC_YAML, sort_keys=False))
-    run(["git", "add", "-A"], root, env)
-    run(["git", "commit", "-qm", "tiny"], root, env)
     return root
 
 
@@ -187,3 +195,17 @@ def test_the_command_line_helpers_build_the_commands_the_flows_run():
     assert dvc_adapter.run_queue_args(2) == ["exp", "run", "--run-all", "-j", "2"]
     command = dvc_adapter.dvc_command("version")
     assert subprocess.run(command, capture_output=True, text=True).returncode == 0
+
+
+def test_queued_experiments_run_with_the_queue_runners_environment_and_their_name(tmp_path: Path, env, monkeypatch):
+    """The study hands STAGE_REPORT_ENV to `dvc exp run --run-all`; each experiment's stages must see it,
+    and DVC_EXP_NAME, so a failed stage's record names its experiment."""
+    probe = {"stages": {"probe": {"cmd": 'test -z "$DNNLAB_STAGE_REPORT" || echo "$DVC_EXP_NAME" >> "$DNNLAB_STAGE_REPORT"; echo x > probe.txt',
+                                  "params": ["n"], "outs": ["probe.txt"]}}}
+    root = make_repo(tmp_path / "probe", probe, env, params={"n": 1})
+    monkeypatch.chdir(root)
+    built(root, env)
+    seen = tmp_path / "seen.txt"
+    dvc_adapter.queue_experiment(root, ["probe"], ["n=2"], "exp-a")  # a changed param: the stage runs
+    dvc_adapter.run_dvc(root, dvc_adapter.run_queue_args(1), {**env, STAGE_REPORT_ENV: str(seen)})
+    assert seen.read_text().split() == ["exp-a"]

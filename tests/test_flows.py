@@ -32,7 +32,8 @@ from prefect.client.schemas.filters import (  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from flows.deployments import DEPLOYMENTS, PREFECT_YAML, prefect_yaml_text, runner_deployments  # noqa: E402
-from flows.pipeline import NETWORK_EXIT_CODE, failure_line, headline, pipeline, stream_command  # noqa: E402
+from flows.pipeline import NETWORK_EXIT_CODE, failure_line, headline, pipeline  # noqa: E402
+from flows.processes import stream_command  # noqa: E402
 
 ALL_STAGES = [
     "generate", "fetch@heart", "fetch@mnist", "preprocess@synthetic", "preprocess@heart", "preprocess@mnist",
@@ -290,6 +291,14 @@ def test_overrides_run_as_a_dvc_experiment_and_bad_input_fails_before_any_stage(
     assert both.is_failed() and "record" in both.message
     unknown = pipeline(targets=["train@imagenet"], repo=str(workspace), return_state=True)
     assert unknown.is_failed() and unknown.message.startswith("dvc: ") and "train@imagenet" in unknown.message
+
+
+def test_the_flow_finds_the_repository_root_from_a_subfolder(workspace: Path, mirror: Path, prefect_api: str,
+                                                             stage_env):
+    state = pipeline(targets=["generate"], repo=str(workspace / "reports" / "metrics"), return_state=True)
+
+    assert state.is_completed(), state.message
+    assert statuses(state.result()) == {"generate": "skipped"}
 
 
 def test_the_command_line_prints_one_json_summary(workspace: Path, mirror: Path, prefect_api: str):

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from flows.study import StudyError, experiments_of, select_variations, set_params
+from flows.study import StudyError, experiments_of, failure_reason, select_variations, set_params
 from stages.core.params import StudyVariation, load_params
 from stages.reporting.study import (StudyExperiment, answers, build_study_report, config_changes,
                                  epochs_to_reach, metrics_table_html)
@@ -68,6 +68,15 @@ def test_experiments_of_reads_the_baseline_commits_named_experiments():
     assert found["wide"]["rev"] == "e1"
     assert found["wide"]["params"]["synthetic"]["model"]["width"] == 128
     assert found["wide"]["metrics"] == {"val/loss": 1.5}
+
+
+def test_a_failed_experiment_is_explained_by_its_own_stage_record():
+    records = [{"stage": "train@synthetic", "experiment": "wide", "exit_code": 0, "line": ""},
+               {"stage": "train@synthetic", "experiment": "deep", "exit_code": 2, "line": "train: error: deep one"},
+               {"stage": "evaluate@synthetic", "experiment": "wide", "exit_code": 2, "line": "evaluate: error: wide one"}]
+    assert failure_reason(records, "wide") == "evaluate: error: wide one"
+    assert failure_reason(records, "deep") == "train: error: deep one"
+    assert failure_reason(records, "other").startswith("no stage reported an error")
 
 
 # --- the report's computed answers ---
