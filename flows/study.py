@@ -29,7 +29,7 @@ from typing import Any, Optional, Sequence
 from prefect import flow, get_run_logger, task
 from prefect.states import Failed
 
-from flows import dvc_adapter as dvc
+from flows import dvc_adapter
 from flows.pipeline import git_output, override_text, pipeline, stage_env
 from stages.core.contract import STAGE_REPORT_ENV
 from stages.core.params import ParamsError, StudyVariation, load_params, parse_params
@@ -101,8 +101,8 @@ def untracked_results(root: Path) -> list[str]:
     untracked learning curve of MNIST: the MNIST training, in each experiment).
     """
     try:
-        project = dvc.DvcProject(root)
-    except dvc.DvcError as error:
+        project = dvc_adapter.DvcProject(root)
+    except dvc_adapter.DvcError as error:
         raise StudyError(str(error)) from None
     try:
         paths = [path for path in project.git_tracked_outputs() if (root / path).exists()]
@@ -125,13 +125,13 @@ def require_tracked_results(root: Path) -> None:
 @task(name="clear previous")
 def clear_previous(root: Path, head: str, names: list[str]) -> list[str]:
     """Refuse a busy queue; remove this commit's experiments with the study's names (a re-run replaces them)."""
-    busy = dvc.busy_queue_entries(root)
+    busy = dvc_adapter.busy_queue_entries(root)
     if busy:
         raise StudyError(f"the DVC experiment queue already holds {', '.join(busy)}: let it finish "
                          "(`dvc queue status`) or empty it (`dvc queue remove --queued`), then run the study again")
     try:
-        previous = dvc.remove_experiments(root, head, names)
-    except dvc.DvcError as error:
+        previous = dvc_adapter.remove_experiments(root, head, names)
+    except dvc_adapter.DvcError as error:
         raise StudyError(str(error)) from None
     if previous:
         get_run_logger().info(f"removed earlier experiments: {', '.join(previous)}")
@@ -142,8 +142,8 @@ def clear_previous(root: Path, head: str, names: list[str]) -> list[str]:
 def queue_experiment(root: Path, variation: StudyVariation) -> None:
     """`dvc exp run --queue -n NAME -S ++key=value ... evaluate`: stashed for the queue, the workspace untouched."""
     try:
-        dvc.queue_experiment(root, TARGETS, set_params(variation), variation.name)
-    except dvc.DvcError as error:
+        dvc_adapter.queue_experiment(root, TARGETS, set_params(variation), variation.name)
+    except dvc_adapter.DvcError as error:
         raise StudyError(str(error)) from None
 
 
@@ -153,9 +153,9 @@ def run_queue(root: Path, jobs: int, stage_report: Path) -> None:
 
     The workers inherit STAGE_REPORT_ENV: every stage of every experiment appends its record there."""
     env = {**stage_env(False), STAGE_REPORT_ENV: str(stage_report)}
-    returncode, _, stderr = dvc.stream_dvc(root, dvc.run_queue_args(jobs), env, get_run_logger())
+    returncode, _, stderr = dvc_adapter.stream_dvc(root, dvc_adapter.run_queue_args(jobs), env, get_run_logger())
     if returncode != 0:
-        raise StudyError(f"`dvc exp run --run-all` exited {returncode}: {dvc.error_line(stderr, 'no output')}")
+        raise StudyError(f"`dvc exp run --run-all` exited {returncode}: {dvc_adapter.error_line(stderr, 'no output')}")
 
 
 # --- reading the results back ---
@@ -206,8 +206,8 @@ def read_experiments(root: Path, head: str, variations: Sequence[StudyVariation]
     from stages.reporting.study import StudyExperiment
 
     try:
-        found = experiments_of(dvc.show_experiments(root, stage_env(False)), head)
-    except dvc.DvcError as error:
+        found = experiments_of(dvc_adapter.show_experiments(root, stage_env(False)), head)
+    except dvc_adapter.DvcError as error:
         raise StudyError(str(error)) from None
     failed = [variation.name for variation in variations if variation.name not in found]
     if failed:

@@ -200,8 +200,8 @@ def test_the_command_line_helpers_build_the_commands_the_flows_run():
 def test_queued_experiments_run_with_the_queue_runners_environment_and_their_name(tmp_path: Path, env, monkeypatch):
     """The study hands STAGE_REPORT_ENV to `dvc exp run --run-all`; each experiment's stages must see it,
     and DVC_EXP_NAME, so a failed stage's record names its experiment."""
-    probe = {"stages": {"probe": {"cmd": 'test -z "$DNNLAB_STAGE_REPORT" || echo "$DVC_EXP_NAME" >> "$DNNLAB_STAGE_REPORT"; echo x > probe.txt',
-                                  "params": ["n"], "outs": ["probe.txt"]}}}
+    command = 'test -z "$DNNLAB_STAGE_REPORT" || echo "$DVC_EXP_NAME" >> "$DNNLAB_STAGE_REPORT"; echo x > probe.txt'
+    probe = {"stages": {"probe": {"cmd": command, "params": ["n"], "outs": ["probe.txt"]}}}
     root = make_repo(tmp_path / "probe", probe, env, params={"n": 1})
     monkeypatch.chdir(root)
     built(root, env)

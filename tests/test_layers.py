@@ -40,7 +40,8 @@ def within(module: str, *packages: str) -> bool:
 
 RULES = (
     Rule("stages never import flows, benchmarks or tests",
-         lambda importer: within(importer, "stages"), lambda imported: not within(imported, "flows", "benchmarks", "tests")),
+         lambda importer: within(importer, "stages"),
+         lambda imported: not within(imported, "flows", "benchmarks", "tests")),
     Rule("stages.core imports no other stages subpackage",
          lambda importer: within(importer, "stages.core"), lambda imported: within(imported, "stages.core")),
     Rule("stages.training imports only stages.core",
@@ -50,7 +51,8 @@ RULES = (
          lambda importer: within(importer, "stages.reporting"),
          lambda imported: within(imported, "stages.core", "stages.reporting")),
     Rule("stages.tasks imports only stages.core",
-         lambda importer: within(importer, "stages.tasks"), lambda imported: within(imported, "stages.core", "stages.tasks")),
+         lambda importer: within(importer, "stages.tasks"),
+         lambda imported: within(imported, "stages.core", "stages.tasks")),
     Rule("a stage main imports only stages.tasks, training, reporting and core",
          lambda importer: importer in {f"stages.{main}" for main in STAGE_MAINS},
          lambda imported: within(imported, "stages.tasks", "stages.training", "stages.reporting", "stages.core")),
@@ -153,8 +155,9 @@ def test_a_broken_rule_is_named_with_its_file_line_and_import(tmp_path: Path):
         "stages/training/__init__.py": "", "stages/training/model.py": "from ..reporting import page\n",
         "stages/reporting/__init__.py": "", "stages/reporting/page.py": "from . import figures\n",
         "stages/reporting/figures.py": "",
-        "stages/tasks/__init__.py": "", "stages/tasks/heart.py":
-            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import stages.fetch\nelse:\n    import stages.training\n",
+        "stages/tasks/__init__.py": "",
+        "stages/tasks/heart.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import stages.fetch\n"
+                                 "else:\n    import stages.training\n",
         "stages/preprocess.py": "from stages import fetch, generate\nimport stages.tasks.heart\n",
     })
     found = {rule.name: violations(root, rule) for rule in RULES}
@@ -164,7 +167,8 @@ def test_a_broken_rule_is_named_with_its_file_line_and_import(tmp_path: Path):
         RULES[2].name: ["stages/training/model.py:1 imports stages.reporting.page"],
         RULES[3].name: [],
         RULES[4].name: ["stages/tasks/heart.py:5 imports stages.training"],
-        RULES[5].name: ["stages/preprocess.py:1 imports stages.fetch", "stages/preprocess.py:1 imports stages.generate"],
+        RULES[5].name: ["stages/preprocess.py:1 imports stages.fetch",
+                        "stages/preprocess.py:1 imports stages.generate"],
     }
 
 
