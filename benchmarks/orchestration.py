@@ -28,7 +28,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from flows.pipeline import stop_process_group
+from flows.processes import stop_process_group
 from tests.conftest import build_tiny_repo, default_mirror, repo_env  # the test suite's throwaway built copy and its env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -15,12 +15,9 @@ import contextlib
 import json
 import math
 import os
-import queue
-import re
-import signal
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,11 +26,12 @@ from typing import Any, Callable, Optional
 from prefect import flow, get_run_logger, task
 from prefect.states import Failed, State
 
-from flows import PARENT_ENV, prefect_api_url  # PARENT_ENV: set for stage subprocesses, already in a flow run
-from stages.core.contract import FORCE_DOWNLOAD_ENV, NETWORK_EXIT_CODE
+from flows.dvc_adapter import (PUSH_ARGS, DvcError, DvcProject, apply_param_overrides, error_line, find_root,
+                               metrics_diff, parse_param_overrides, repro_args, save_experiment, stream_dvc)
+from stages.core.contract import FORCE_DOWNLOAD_ENV, NETWORK_EXIT_CODE, STAGE_REPORT_ENV
+from stages.core.tracking import PARENT_ENV, prefect_api_url, read_stage_records
 
 RETRIED_STAGES = ("fetch",)  # the stages with network I/O
-HEADLINE_METRICS = {"mnist": "test/accuracy", "synthetic": "test/relative_mse", "heart": "test/roc_auc"}
 ARTIFACT_KEY = "pipeline-run"
 
 
@@ -52,67 +50,6 @@ class StageRecord:
     seconds: float
 
 
-# --- DVC, in-process: order, staleness, git-tracked outputs, metrics ---
-
-class DvcProject:
-    """One in-process `dvc.repo.Repo`: the plan (as `dvc repro [targets]` orders it) and per-stage staleness."""
-
-    def __init__(self, root: Path, targets: Optional[list[str]] = None):
-        from dvc.repo import Repo
-        from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
-
-        self.root = root
-        try:
-            self.repo = Repo(str(root))
-        except Exception as error:  # not a DVC repository, unreadable config
-            raise ValueError(f"dvc: {root}: {error}") from None
-        try:
-            selected = collect_stages(self.repo, targets) if targets else None
-            graph = get_active_graph(self.repo.index.graph)
-        except Exception as error:  # a bad target (StageNotFound & co), a broken dvc.yaml
-            self.repo.close()
-            raise ValueError(f"dvc: {error}") from None
-        self.stages = {stage.addressing: stage for stage in plan_repro(graph, selected)}
-
-    @property
-    def order(self) -> list[str]:
-        return list(self.stages)
-
-    def changed(self, name: str) -> bool:
-        """What `dvc repro` asks before running a stage; up-to-date stages cost a few milliseconds."""
-        with self.repo.lock:  # released before the stage's own `dvc repro` needs it
-            return bool(self.stages[name].changed())
-
-    def git_tracked_outputs(self) -> list[str]:
-        """dvc.lock and every `cache: false` output (metrics, plot data): what `record` commits."""
-        paths = ["dvc.lock"]
-        for stage in self.repo.index.stages:
-            paths += [os.path.relpath(out.fs_path, self.root) for out in stage.outs if not out.use_cache]
-        return sorted(set(paths), key=paths.index)
-
-    def git_tracked_inputs(self) -> list[str]:
-        """The files the stages read that git tracks (code, params files): their results are what we commit."""
-        paths = [os.path.relpath(dep.fs_path, self.root) for stage in self.repo.index.stages for dep in stage.deps]
-        paths = [path for path in paths if (self.root / path).is_file()]
-        outputs = tuple(os.path.relpath(out.fs_path, self.root) for stage in self.repo.index.stages
-                        for out in stage.outs)
-        return sorted({path for path in paths if not path.startswith("..")
-                       and not any(path == out or path.startswith(out + os.sep) for out in outputs)})
-
-    def report_path(self) -> Optional[str]:
-        stage = next((s for s in self.repo.index.stages if s.addressing == "report"), None)
-        return os.path.relpath(stage.outs[0].fs_path, self.root) if stage and stage.outs else None
-
-    def metrics_diff(self) -> dict:
-        """`dvc metrics diff --all HEAD` (workspace against the last commit), as its --json prints it."""
-        if self.repo.scm.no_commits:
-            return {}
-        return self.repo.metrics.diff(a_rev="HEAD", all=True).get("diff", {})
-
-    def close(self) -> None:
-        self.repo.close()
-
-
 # --- running one stage: a subprocess whose lines go to the Prefect run logger ---
 
 def stage_env(force_download: bool) -> dict[str, str]:
@@ -126,69 +63,13 @@ def stage_env(force_download: bool) -> dict[str, str]:
     return env
 
 
-def stream_command(command: list[str], cwd: Path, env: dict[str, str], log: Any) -> tuple[int, list[str], list[str]]:
-    """Run a command, sending each stdout line to log.info and each stderr line to log.warning as it comes.
-
-    The command gets a process group of its own, so that if this flow run is interrupted (a
-    cancelled run's SIGTERM, which Prefect raises here as an exception, or Ctrl-C) the command and
-    what it started (`dvc repro` and the stage it runs) are stopped too, not left running."""
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, errors="replace", bufsize=1, start_new_session=True)
-    lines: "queue.Queue[tuple[str, Optional[str]]]" = queue.Queue()
-
-    def pump(stream: Any, name: str) -> None:
-        for line in stream:
-            lines.put((name, line.rstrip("\n")))
-        lines.put((name, None))
-
-    for stream, name in ((process.stdout, "stdout"), (process.stderr, "stderr")):
-        threading.Thread(target=pump, args=(stream, name), daemon=True).start()
-    captured: dict[str, list[str]] = {"stdout": [], "stderr": []}
-    open_streams = 2
-    try:
-        while open_streams:
-            name, line = lines.get()
-            if line is None:
-                open_streams -= 1
-                continue
-            line = line.rsplit("\r", 1)[-1]  # progress bars redraw with \r: keep what the terminal would show
-            captured[name].append(line)
-            if line.strip():
-                (log.info if name == "stdout" else log.warning)(line)
-        return process.wait(), captured["stdout"], captured["stderr"]
-    finally:
-        if process.poll() is None:
-            stop_process_group(process)
-
-
-def stop_process_group(process: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """Interrupt a process group as Ctrl-C would (DVC then stops its stage and releases its locks;
-    stages write their outputs atomically, so earlier outputs stay whole), and kill what is left
-    after `grace_s`."""
-    with contextlib.suppress(ProcessLookupError):  # raised once nothing in the group is left
-        os.killpg(process.pid, signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=grace_s)
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
-def failure_line(stage: str, returncode: int, stderr: list[str]) -> tuple[str, int]:
-    """The stage's own one-line error (`fetch: error: …`) and its exit code, from `dvc repro`'s stderr."""
-    exit_code = returncode
-    for line in reversed(stderr):
-        if match := re.search(r"exited with (-?\d+)", line):
-            exit_code = int(match.group(1))
-            break
-    return dvc_error_line(stderr, f"{stage}: `dvc repro` exited {returncode}"), exit_code
-
-
-def dvc_error_line(lines: list[str], fallback: str) -> str:
-    """The line that says why a `dvc` command failed: a stage's own `x: error: …`, else DVC's last
-    `ERROR: …` (not its closing "Having any troubles?" line), else `fallback`."""
-    own = [line for line in lines if re.match(r"^[\w@.-]+: error: ", line)]
-    dvc = [line.removeprefix("ERROR: ") for line in lines if line.startswith("ERROR: ")]
-    return (own or dvc or [fallback])[-1]
+def failure_line(stage: str, returncode: int, records: list[dict], stderr: list[str]) -> tuple[str, int]:
+    """The failed stage's one-line error and exit code, as the stage itself recorded them (run_stage);
+    without a record (the stage crashed, or DVC failed around it) DVC's error line and exit code."""
+    failed = [record for record in records if record.get("exit_code")]
+    if failed:
+        return failed[-1]["line"], failed[-1]["exit_code"]
+    return error_line(stderr, f"{stage}: `dvc repro` exited {returncode}"), returncode
 
 
 def _is_network_failure(task: Any, task_run: Any, state: State) -> bool:
@@ -198,12 +79,16 @@ def _is_network_failure(task: Any, task_run: Any, state: State) -> bool:
 
 @task(name="dvc repro")
 def repro_stage(stage: str, root: str, force: bool) -> str:
-    """`dvc repro --single-item [--force] <stage>`: "ran", or "skipped" if DVC found nothing to do."""
-    command = [sys.executable, "-m", "dvc", "repro", "--single-item", *(["--force"] if force else []), stage]
-    returncode, stdout, stderr = stream_command(command, Path(root), stage_env(force), get_run_logger())
+    """`dvc repro --single-item [--force] <stage>`: "ran" if the stage's command ran, "skipped" if DVC
+    did not run it (up to date by now, or restored from DVC's run cache)."""
+    with tempfile.TemporaryDirectory(prefix="dnnlab-stage-") as folder:
+        report = Path(folder) / "stage-report.jsonl"  # fresh for every try: the stage writes its record here
+        env = {**stage_env(force), STAGE_REPORT_ENV: str(report)}
+        returncode, _, stderr = stream_dvc(Path(root), repro_args(stage, force), env, get_run_logger())
+        records = read_stage_records(report)
     if returncode != 0:
-        raise StageFailed(*failure_line(stage, returncode, stderr))
-    return "ran" if any(line.startswith("Running stage") for line in stdout) else "skipped"
+        raise StageFailed(*failure_line(stage, returncode, records, stderr))
+    return "ran" if records else "skipped"
 
 
 @flow(name="stage")
@@ -235,21 +120,21 @@ def override_text(key: str, value: Any) -> str:
 
 
 def apply_overrides(root: Path, overrides: dict[str, Any]) -> None:
-    """Edit params.yaml as `dvc exp run -S` does, then validate it like the stages will; restore it on error."""
-    from dvc.utils.hydra import apply_overrides as dvc_apply_overrides
-    from stages.core.params import ParamsError
-    from stages.tasks import load_params
+    """Check overrides against the params models (one line naming a bad key), then edit params.yaml
+    with DVC's own `-S` code; restore it if that fails."""
+    from stages.core.params import ParamsError, read_params_file
+    from stages.tasks import apply_overrides as checked
 
     path = root / "params.yaml"
-    original = path.read_bytes()
     texts = [override_text(key, value) for key, value in overrides.items()]
     try:
-        dvc_apply_overrides(path, texts)
-        load_params(path)
+        checked(read_params_file(path), parse_param_overrides(texts))
     except ParamsError as error:
-        path.write_bytes(original)
         raise ValueError(str(error)) from None
-    except Exception as error:  # hydra's grammar and struct errors arrive wrapped by DVC
+    original = path.read_bytes()
+    try:
+        apply_param_overrides(path, texts)
+    except Exception as error:  # hydra's struct errors arrive wrapped by DVC
         path.write_bytes(original)
         cause = error.__cause__ or error
         raise ValueError(f"cannot apply {' '.join(texts)} to params.yaml: {cause}".splitlines()[0]) from None
@@ -266,14 +151,17 @@ def git_output(root: Path, *args: str,
 
 
 def headline(metrics: dict) -> str:
-    """`mnist test/accuracy 0.981, …` from a metrics diff, in HEADLINE_METRICS' order."""
+    """`synthetic test/relative_mse 0.049, …` from a metrics diff: each task's headline metric, in lab order."""
+    from stages.tasks import TASK_NAMES, load_task
+
     parts = []
-    for dataset, metric in HEADLINE_METRICS.items():
+    for task in sorted((load_task(name) for name in TASK_NAMES), key=lambda task: task.LAB_PART):
+        name = task.__name__.rsplit(".", 1)[-1]
         for path, values in metrics.items():
-            if Path(path).stem == dataset and metric in values:
-                value = values[metric].get("new")
+            if Path(path).stem == name and task.HEADLINE_METRIC in values:
+                value = values[task.HEADLINE_METRIC].get("new")
                 if isinstance(value, (int, float)):
-                    parts.append(f"{dataset} {metric} {value:.4g}")
+                    parts.append(f"{name} {task.HEADLINE_METRIC} {value:.4g}")
     return ", ".join(parts)
 
 
@@ -290,12 +178,11 @@ def record_results(project: DvcProject, message: str, log: Any) -> Optional[str]
     git_output(root, "commit", "-q", "-m", message, "--", *present)
     sha = git_output(root, "rev-parse", "HEAD").strip()
     log.info(f"record: committed {sha[:10]} {message.splitlines()[0]!r}")
-    if project.repo.config.get("remote"):
-        returncode, _, stderr = stream_command([sys.executable, "-m", "dvc", "push", "-q"], root,
-                                               stage_env(False), log)
+    if project.has_remote():
+        returncode, _, stderr = stream_dvc(root, PUSH_ARGS, stage_env(False), log)
         if returncode != 0:
             raise RuntimeError(f"record: committed {sha[:10]} but `dvc push` failed: "
-                               f"{dvc_error_line(stderr, '(no output)')}")
+                               f"{error_line(stderr, '(no output)')}")
     return sha
 
 
@@ -351,7 +238,7 @@ def pipeline(targets: Optional[list[str]] = None, force_fetch: bool = False,
     fetch_retries, fetch_retry_delay_seconds: network failures of fetch stages are retried after
         delay, 2 x delay, 4 x delay, ... seconds.
     """
-    root = _repo_root(Path(repo or os.getcwd()).resolve())
+    root = find_root(Path(repo or os.getcwd()).resolve())
     if overrides and record:
         return Failed(message="record commits results to git; a run with overrides is a DVC experiment "
                               "(`dvc exp show`, `dvc exp apply`): use one or the other")
@@ -359,16 +246,6 @@ def pipeline(targets: Optional[list[str]] = None, force_fetch: bool = False,
     with contextlib.chdir(root):
         return _run_pipeline(root, targets, force_fetch, overrides, record, fetch_retries,
                              fetch_retry_delay_seconds)
-
-
-def _repo_root(path: Path) -> Path:
-    """The DVC repository holding path (so the flow may start in a subfolder, as `dvc repro` may)."""
-    from dvc.repo import Repo
-
-    try:
-        return Path(Repo.find_root(str(path)))
-    except Exception:  # not in a DVC repository: DvcProject says so
-        return path
 
 
 def _run_pipeline(root: Path, targets: Optional[list[str]], force_fetch: bool, overrides: Optional[dict[str, Any]],
@@ -381,12 +258,11 @@ def _run_pipeline(root: Path, targets: Optional[list[str]], force_fetch: bool, o
         if overrides:
             apply_overrides(root, overrides)
         project = DvcProject(root, targets)
-    except ValueError as error:
+    except (ValueError, DvcError) as error:
         return Failed(message=str(error))
 
     records: list[StageRecord] = []
     failure: Optional[str] = None
-    ran_any = False
     try:
         for stage in project.order:
             started = time.perf_counter()
@@ -404,25 +280,22 @@ def _run_pipeline(root: Path, targets: Optional[list[str]], force_fetch: bool, o
                 failure = state.message or f"{stage} failed"
                 break
             status = state.result()
-            ran_any = ran_any or status == "ran"
             records.append(StageRecord(stage, status, seconds))
 
-        if ran_any:  # stage subprocesses rewrote dvc.lock: read it afresh for the metrics
-            project.close()
-            project = DvcProject(root, targets)
-        metrics = project.metrics_diff()  # before `record` commits: the change this run made
         report = project.report_path()
         report = str(root / report) if report else None
+        metrics: dict = {}
         experiment = commit = None
         try:
+            metrics = metrics_diff(root, stage_env(False))  # before `record` commits: the change this run made
             if failure is None and overrides:
-                experiment = save_experiment(root, run_name, log)
+                experiment = save_as_experiment(root, run_name, log)
             if failure is None and record:
                 ran = [r.name for r in records if r.status == "ran"]
                 message = (f"pipeline run {run_name}: {headline(metrics) or 'no metrics'}\n\n"
                            f"Stages run: {', '.join(ran) if ran else 'none (all up to date)'}")
                 commit = record_results(project, message, log)
-        except RuntimeError as error:
+        except (RuntimeError, DvcError) as error:
             failure = str(error)
     finally:
         project.close()
@@ -441,53 +314,11 @@ def _run_pipeline(root: Path, targets: Optional[list[str]], force_fetch: bool, o
     return summary
 
 
-def save_experiment(root: Path, run_name: str, log: Any) -> str:
-    """`dvc exp save`: the workspace (overridden params and their results) as an experiment named after the run."""
-    for name_args in (["--name", run_name], []):  # DVC picks a name if the run's is taken
-        result = subprocess.run([sys.executable, "-m", "dvc", "exp", "save", *name_args], cwd=root,
-                                env=stage_env(False), capture_output=True, text=True)
-        if match := re.search(r"saved as: (\S+)", result.stdout + result.stderr):
-            log.info(f"experiment saved as {match.group(1)} (`dvc exp show`)")
-            return match.group(1)
-    raise RuntimeError(f"dvc exp save failed: {dvc_error_line(result.stderr.splitlines(), '(no output)')}")
-
-
-# --- `dvc repro` with a Prefect server: each stage process is its own flow run ---
-
-def as_stage_flow(stage: str, main: Callable[[], None], known_errors: tuple[type[BaseException], ...],
-                  prefix: str) -> Callable[[], None]:
-    """Wrap a stage's main() in a flow run named after the stage (for `stages.core.errors.run_stage`).
-
-    Known errors end the flow run Failed with the stage's one-line error and are re-raised for
-    run_stage to report; if the server cannot be reached the stage runs without it.
-    """
-    def run() -> None:
-        caught: list[BaseException] = []
-        started = threading.Event()
-
-        def body() -> Any:
-            started.set()
-            try:
-                main()
-            except known_errors as error:
-                caught.append(error)
-                return Failed(message=f"{prefix}: error: {error}")
-            return None
-
-        try:
-            flow(body, name=stage, flow_run_name=stage, log_prints=True)(return_state=True)
-        except Exception as error:
-            if started.is_set():
-                raise
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-            print(f"{prefix}: warning: no Prefect flow run for {stage} ({reason}); running without it",
-                  file=sys.stderr)
-            main()
-            return
-        if caught:
-            raise caught[0]
-
-    return run
+def save_as_experiment(root: Path, run_name: str, log: Any) -> str:
+    """The workspace (overridden params and their results) as an experiment named after the run."""
+    name = save_experiment(root, run_name)
+    log.info(f"experiment saved as {name} (`dvc exp show`)")
+    return name
 
 
 # --- command line ---

@@ -7,7 +7,7 @@ the flow checks every entry first (nothing is queued if one is bad), brings the 
 pipeline up to date (the `pipeline` flow; nothing runs when it is built) and checks that git
 tracks its results (an experiment starts from git's view of the workspace), removes this commit's
 earlier experiments of the same names (a re-run replaces them), queues each variation with
-`dvc exp run --queue -n NAME -S ++key=value evaluate` (the evaluate stages and what they need;
+`dvc exp run --queue -n NAME -S key=value evaluate` (the evaluate stages and what they need;
 not the lab's report.html), runs the queue (`dvc exp run --run-all -j N`:
 N Celery workers, each experiment in its own temporary copy, the workspace untouched), reads
 the results back with `dvc exp show --json` (params, metrics) and from each experiment's commit
@@ -19,9 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -29,9 +29,11 @@ from typing import Any, Optional, Sequence
 from prefect import flow, get_run_logger, task
 from prefect.states import Failed
 
-from flows.pipeline import (DvcProject, dvc_error_line, failure_line, git_output, override_text, pipeline,
-                            stage_env, stream_command)
+from flows import dvc_adapter
+from flows.pipeline import git_output, override_text, pipeline, stage_env
+from stages.core.contract import STAGE_REPORT_ENV
 from stages.core.params import ParamsError, StudyVariation
+from stages.core.tracking import read_stage_records
 from stages.tasks import load_params, parse_params
 
 REPORT = Path("reports/study.html")
@@ -79,19 +81,8 @@ def plan(root: Path, only: Optional[Sequence[str]]) -> list[StudyVariation]:
 
 
 def set_params(variation: StudyVariation) -> list[str]:
-    """The `-S` values of `dvc exp run`: `++key=value`, where `++` also adds a key that params.yaml lacks
-    (e.g. synthetic.model.width under an empty `synthetic.model`)."""
-    return [f"++{override_text(key, value)}" for key, value in variation.overrides]
-
-
-def _dvc_ok(root: Path, *args: str) -> str:
-    """`dvc ARGS`' output; a failure becomes a StudyError with DVC's first error line."""
-    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=stage_env(False),
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        reason = dvc_error_line((result.stderr + result.stdout).splitlines(), "no output")
-        raise StudyError(f"`dvc {' '.join(args)}` failed: {reason}")
-    return result.stdout
+    """The `-S` values of `dvc exp run`: `key=value`, as a user types them (params.yaml holds every key)."""
+    return [override_text(key, value) for key, value in variation.overrides]
 
 
 def head_commit(root: Path) -> str:
@@ -102,16 +93,6 @@ def head_commit(root: Path) -> str:
     return result.stdout.strip()
 
 
-def busy_queue_entries(status_text: str) -> list[str]:
-    """The queued or running entries in `dvc queue status` output (their names, or task ids)."""
-    busy = []
-    for line in status_text.splitlines():
-        columns = re.split(r"\s{2,}", line.strip())
-        if len(columns) >= 3 and columns[-1] in ("Queued", "Running"):
-            busy.append(columns[1] if len(columns) >= 4 else columns[0])
-    return busy
-
-
 def untracked_results(root: Path) -> list[str]:
     """Pipeline results (dvc.lock, `cache: false` metrics and plot data) that git does not track.
 
@@ -119,7 +100,10 @@ def untracked_results(root: Path) -> list[str]:
     changes): an untracked result is missing there, so every experiment would rebuild it (an
     untracked learning curve of MNIST: the MNIST training, in each experiment).
     """
-    project = DvcProject(root)
+    try:
+        project = dvc_adapter.DvcProject(root)
+    except dvc_adapter.DvcError as error:
+        raise StudyError(str(error)) from None
     try:
         paths = [path for path in project.git_tracked_outputs() if (root / path).exists()]
     finally:
@@ -141,42 +125,37 @@ def require_tracked_results(root: Path) -> None:
 @task(name="clear previous")
 def clear_previous(root: Path, head: str, names: list[str]) -> list[str]:
     """Refuse a busy queue; remove this commit's experiments with the study's names (a re-run replaces them)."""
-    busy = busy_queue_entries(_dvc_ok(root, "queue", "status"))
+    busy = dvc_adapter.busy_queue_entries(root)
     if busy:
         raise StudyError(f"the DVC experiment queue already holds {', '.join(busy)}: let it finish "
                          "(`dvc queue status`) or empty it (`dvc queue remove --queued`), then run the study again")
-    prefix = f"refs/exps/{head[:2]}/{head[2:]}/"
-    listed = git_output(root, "for-each-ref", "--format=%(refname)", prefix, error=StudyError).split()
-    previous = [ref for ref in listed if ref.removeprefix(prefix) in names]
+    try:
+        previous = dvc_adapter.remove_experiments(root, head, names)
+    except dvc_adapter.DvcError as error:
+        raise StudyError(str(error)) from None
     if previous:
-        _dvc_ok(root, "exp", "remove", *previous)
-        get_run_logger().info(f"removed earlier experiments: {', '.join(ref.rsplit('/', 1)[-1] for ref in previous)}")
+        get_run_logger().info(f"removed earlier experiments: {', '.join(previous)}")
     return previous
 
 
 @task(name="queue", task_run_name="queue:{variation.name}")
 def queue_experiment(root: Path, variation: StudyVariation) -> None:
-    """`dvc exp run --queue -n NAME -S ++key=value ... evaluate`: stashed for the queue, the workspace untouched.
-
-    In-process (DVC's own API behind that command): half a second instead of a fresh `dvc` process's 2-3 s.
-    """
-    from dvc.exceptions import DvcException
-    from dvc.repo import Repo
-
+    """`dvc exp run --queue -n NAME -S key=value ... evaluate`: stashed for the queue, the workspace untouched."""
     try:
-        with Repo(str(root)) as repo:
-            repo.experiments.run(list(TARGETS), params=set_params(variation), queue=True, name=variation.name)
-    except DvcException as error:
-        raise StudyError(f"cannot queue {variation.name}: {str(error).splitlines()[0]}") from None
+        dvc_adapter.queue_experiment(root, TARGETS, set_params(variation), variation.name)
+    except dvc_adapter.DvcError as error:
+        raise StudyError(str(error)) from None
 
 
 @task(name="run queue")
-def run_queue(root: Path, jobs: int) -> None:
-    """`dvc exp run --run-all -j N`: start N queue workers and follow every experiment's log to its end."""
-    command = [sys.executable, "-m", "dvc", "exp", "run", "--run-all", "-j", str(jobs)]
-    returncode, _, stderr = stream_command(command, root, stage_env(False), get_run_logger())
+def run_queue(root: Path, jobs: int, stage_report: Path) -> None:
+    """`dvc exp run --run-all -j N`: start N queue workers and follow every experiment's log to its end.
+
+    The workers inherit STAGE_REPORT_ENV: every stage of every experiment appends its record there."""
+    env = {**stage_env(False), STAGE_REPORT_ENV: str(stage_report)}
+    returncode, _, stderr = dvc_adapter.stream_dvc(root, dvc_adapter.run_queue_args(jobs), env, get_run_logger())
     if returncode != 0:
-        raise StudyError(f"`dvc exp run --run-all` exited {returncode}: {dvc_error_line(stderr, 'no output')}")
+        raise StudyError(f"`dvc exp run --run-all` exited {returncode}: {dvc_adapter.error_line(stderr, 'no output')}")
 
 
 # --- reading the results back ---
@@ -205,11 +184,10 @@ def experiments_of(shown: list[dict], head: str) -> dict[str, dict]:
     return found
 
 
-def failure_reason(root: Path, name: str) -> str:
-    """The failed stage's own one-line error (`train: error: …`) from the experiment's queue log."""
-    result = subprocess.run([sys.executable, "-m", "dvc", "queue", "logs", name], cwd=root, env=stage_env(False),
-                            capture_output=True, text=True)
-    return failure_line(name, result.returncode, (result.stdout + result.stderr).splitlines())[0]
+def failure_reason(records: list[dict], name: str) -> str:
+    """The failed stage's own one-line error (`train: error: …`), as the stage recorded it in experiment `name`."""
+    failed = [record for record in records if record.get("experiment") == name and record.get("exit_code")]
+    return failed[-1]["line"] if failed else "no stage reported an error (a crash, or DVC failed around it)"
 
 
 def _git_show(root: Path, rev: str, path: str) -> str:
@@ -219,7 +197,7 @@ def _git_show(root: Path, rev: str, path: str) -> str:
     return result.stdout
 
 
-def read_experiments(root: Path, head: str, variations: Sequence[StudyVariation]) -> list:
+def read_experiments(root: Path, head: str, variations: Sequence[StudyVariation], stage_report: Path) -> list:
     """Each variation's experiment: params and metrics from `dvc exp show --json`, CSVs from its commit."""
     import io
 
@@ -227,10 +205,14 @@ def read_experiments(root: Path, head: str, variations: Sequence[StudyVariation]
 
     from stages.reporting.study import StudyExperiment
 
-    found = experiments_of(json.loads(_dvc_ok(root, "exp", "show", "--json")), head)
+    try:
+        found = experiments_of(dvc_adapter.show_experiments(root, stage_env(False)), head)
+    except dvc_adapter.DvcError as error:
+        raise StudyError(str(error)) from None
     failed = [variation.name for variation in variations if variation.name not in found]
     if failed:
-        raise StudyError(f"experiment(s) {', '.join(failed)} failed; {failed[0]}: {failure_reason(root, failed[0])} "
+        reason = failure_reason(read_stage_records(stage_report), failed[0])
+        raise StudyError(f"experiment(s) {', '.join(failed)} failed; {failed[0]}: {reason} "
                          f"(`dvc queue logs {failed[0]}`)")
     experiments = []
     for variation in variations:
@@ -246,8 +228,8 @@ def read_experiments(root: Path, head: str, variations: Sequence[StudyVariation]
 
 
 @task(name="collect")
-def collect(root: Path, head: str, variations: list[StudyVariation]) -> list:
-    experiments = read_experiments(root, head, variations)
+def collect(root: Path, head: str, variations: list[StudyVariation], stage_report: Path) -> list:
+    experiments = read_experiments(root, head, variations, stage_report)
     log = get_run_logger()
     for exp in experiments:
         log.info(f"{exp.name}: experiment {exp.rev[:10]}, val/loss {exp.metrics.get('val/loss', float('nan')):.4g}, "
@@ -300,8 +282,10 @@ def study(only: Optional[list[str]] = None, jobs: int = DEFAULT_JOBS, repo: Opti
         clear_previous(root, head, [variation.name for variation in variations])
         for variation in variations:
             queue_experiment(root, variation)
-        run_queue(root, jobs)
-        experiments = collect(root, head, variations)
+        with tempfile.TemporaryDirectory(prefix="dnnlab-study-") as folder:
+            stage_report = Path(folder) / "stage-reports.jsonl"
+            run_queue(root, jobs, stage_report)
+            experiments = collect(root, head, variations, stage_report)
         report = write_report(root, head, experiments)
     except StudyError as error:
         return Failed(message=str(error))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from stages.core.errors import StageError, run_stage
 from stages.core.io import csv_bytes, read_split, staged_path, write_outputs
-from stages.core.limits import require_network_fits
+from stages.core.params import require_network_fits
 from stages.tasks import TASK_NAMES, load_params, load_task
 
 

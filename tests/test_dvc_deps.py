@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,7 @@ def test_the_check_sees_a_missing_dependency(tmp_path: Path):
         shutil.copy(REPO_ROOT / name, tmp_path / name)
     shutil.copytree(REPO_ROOT / ".dvc", tmp_path / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
     shutil.copytree(REPO_ROOT / "stages", tmp_path / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     text = (tmp_path / "dvc.yaml").read_text()
     (tmp_path / "dvc.yaml").write_text(text.replace("      - stages/training\n", "", 1))
     cmd, deps = resolved_stages(tmp_path)["train@heart"]

@@ -31,10 +31,9 @@ from prefect.client.schemas.filters import (  # noqa: E402
     TaskRunFilterFlowRunId)
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
-from flows import dvc_stage_name  # noqa: E402
 from flows.deployments import DEPLOYMENTS, PREFECT_YAML, prefect_yaml_text, runner_deployments  # noqa: E402
-from flows.pipeline import (NETWORK_EXIT_CODE, dvc_error_line, failure_line, headline, pipeline,  # noqa: E402
-                            stream_command)
+from flows.pipeline import NETWORK_EXIT_CODE, failure_line, headline, pipeline  # noqa: E402
+from flows.processes import stream_command  # noqa: E402
 
 ALL_STAGES = [
     "generate", "fetch@heart", "fetch@mnist", "preprocess@synthetic", "preprocess@heart", "preprocess@mnist",
@@ -294,6 +293,14 @@ def test_overrides_run_as_a_dvc_experiment_and_bad_input_fails_before_any_stage(
     assert unknown.is_failed() and unknown.message.startswith("dvc: ") and "train@imagenet" in unknown.message
 
 
+def test_the_flow_finds_the_repository_root_from_a_subfolder(workspace: Path, mirror: Path, prefect_api: str,
+                                                             stage_env):
+    state = pipeline(targets=["generate"], repo=str(workspace / "reports" / "metrics"), return_state=True)
+
+    assert state.is_completed(), state.message
+    assert statuses(state.result()) == {"generate": "skipped"}
+
+
 def test_the_command_line_prints_one_json_summary(workspace: Path, mirror: Path, prefect_api: str):
     result = run([sys.executable, "-m", "flows.pipeline", "--json"], workspace,
                  repo_env(mirror, PREFECT_API_URL=prefect_api))
@@ -327,8 +334,7 @@ def test_dvc_repro_reports_each_stage_as_a_flow_run_only_when_a_server_is_config
     assert run([sys.executable, "-c", probe], REPO_ROOT, no_server).stdout.strip() == "False"
     in_flow = repo_env(mirror, PREFECT_API_URL=prefect_api, DNNLAB_PREFECT_PARENT="1")
     assert run([sys.executable, "-c", probe], REPO_ROOT, in_flow).stdout.strip() == "False"
-    assert dvc_stage_name("train", ["/repo/stages/train.py", "mnist", "--data", "x"]) == "train@mnist"
-    assert dvc_stage_name("report", ["/repo/stages/report.py", "--metrics", "reports/metrics"]) == "report"
+    # dvc_stage_name and each place Prefect reads its URL from: tests/test_tracking.py
 
 
 # --- deployments ---
@@ -425,28 +431,25 @@ def test_a_served_deployment_records_a_commit_when_results_change_and_none_when_
 # --- small pieces, no server ---
 
 def test_failure_line_prefers_the_stage_error_and_reads_the_exit_code():
+    # The stage's own line and exit code come from the record run_stage leaves (stages.core.tracking).
     stderr = ["I0000 oneDNN custom operations are on.",
               "fetch: error: could not download x (ConnectionError: boom); offline?",
               "ERROR: failed to reproduce 'fetch@heart': failed to run: python -m stages.fetch heart, exited with 75"]
-    assert failure_line("fetch@heart", 255, stderr) == (stderr[1], NETWORK_EXIT_CODE)
-    assert failure_line("report", 255, ["ERROR: failed to reproduce 'report': boom"]) == (
+    records = [{"stage": "fetch@heart", "experiment": None, "exit_code": NETWORK_EXIT_CODE, "line": stderr[1]}]
+    assert failure_line("fetch@heart", 255, records, stderr) == (stderr[1], NETWORK_EXIT_CODE)
+    # No record (the stage crashed, or DVC failed around it): DVC's error line and exit code.
+    assert failure_line("report", 255, [], ["ERROR: failed to reproduce 'report': boom"]) == (
         "failed to reproduce 'report': boom", 255)
-
-
-def test_a_failed_dvc_command_is_reported_by_its_error_not_its_closing_footer():
-    stderr = ["WARNING: some warning", "ERROR: unexpected error - boom", "",
-              "Having any troubles? Hit us up at https://dvc.org/support, we are always happy to help!"]
-    assert dvc_error_line(stderr, "no output") == "unexpected error - boom"
-    assert dvc_error_line([], "no output") == "no output"
+    # (DVC's error line, not its footer: tests/test_dvc_adapter.py)
 
 
 def test_network_exit_code_and_headline_match_the_stages():
-    from stages.fetch import NETWORK_EXIT_CODE as STAGE_CODE
+    from stages.core.errors import NetworkError
 
-    assert NETWORK_EXIT_CODE == STAGE_CODE
+    assert NETWORK_EXIT_CODE == NetworkError.exit_code
     metrics = {"reports/metrics/heart.json": {"test/roc_auc": {"new": 0.9012}},
                "reports/metrics/mnist.json": {"test/accuracy": {"new": 0.98123, "old": 0.97}}}
-    assert headline(metrics) == "mnist test/accuracy 0.9812, heart test/roc_auc 0.9012"
+    assert headline(metrics) == "heart test/roc_auc 0.9012, mnist test/accuracy 0.9812"  # in lab order
 
 
 def test_an_interrupted_stage_command_stops_with_what_it_started(tmp_path: Path):
@@ -483,16 +486,3 @@ def test_an_interrupted_stage_command_stops_with_what_it_started(tmp_path: Path)
     while running(log.child_pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert log.child_pid and not running(log.child_pid), "the command's child outlived the interrupted flow run"
-
-
-def test_a_server_set_in_the_active_prefect_profile_counts_as_configured(monkeypatch, tmp_path: Path):
-    from flows import prefect_api_url
-
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    monkeypatch.delenv("PREFECT_PROFILE", raising=False)
-    monkeypatch.delenv("PREFECT_PROFILES_PATH", raising=False)
-    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
-    assert prefect_api_url() is None
-    (tmp_path / "profiles.toml").write_text(
-        'active = "local"\n\n[profiles.local]\nPREFECT_API_URL = "http://127.0.0.1:4200/api"\n')
-    assert prefect_api_url() == "http://127.0.0.1:4200/api"

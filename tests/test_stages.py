@@ -292,3 +292,19 @@ def test_a_network_or_batch_too_large_for_memory_is_refused_before_training(tmp_
     assert run_main("train", train.main, argv) == 2
     assert_one_line_error(capsys, "train: error:", named, "GiB of memory")
     assert snapshot(outputs) == {"m.keras": b"old model", "curve.csv": b"old curve"}
+
+
+@pytest.mark.parametrize("error", [MemoryError(), type("ResourceExhaustedError", (Exception,), {})("OOM allocating")],
+                         ids=["MemoryError", "tensorflow-ResourceExhausted"])
+def test_running_out_of_memory_anyway_is_one_line_and_a_non_zero_exit(capsys, error):
+    def main():
+        raise error
+    assert run_main("train", lambda argv: main(), []) == 2
+    assert_one_line_error(capsys, "train: error: out of memory", "params.yaml")
+
+
+def test_an_unexpected_error_keeps_its_traceback():
+    def main():
+        raise KeyError("a bug")
+    with pytest.raises(KeyError):
+        run_main("train", lambda argv: main(), [])

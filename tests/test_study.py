@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from flows.study import (StudyError, busy_queue_entries, experiments_of, select_variations, set_params)
+from flows.study import StudyError, experiments_of, failure_reason, select_variations, set_params
 from stages.core.params import StudyVariation
 from stages.tasks import load_params
 from stages.reporting.study import (StudyExperiment, answers, build_study_report, config_changes,
@@ -41,24 +41,16 @@ def test_only_with_an_unknown_name_is_refused_naming_it_and_the_known_ones():
         select_variations(VARIATIONS, ["wide", "wdie"])
 
 
-def test_overrides_become_force_add_set_params():
-    # `++` because synthetic.model.width is absent from params.yaml (`synthetic.model: {}`).
-    assert set_params(VARIATIONS[1]) == ["++synthetic.model.width=128"]
-    assert set_params(VARIATIONS[2]) == ["++synthetic.model.l2=0.0001"]
+def test_overrides_become_set_params_as_users_type_them():
+    # As a user types them after `dvc exp run -S`: params.yaml holds every key, so no `+`/`++`.
+    assert set_params(VARIATIONS[1]) == ["synthetic.model.width=128"]
+    assert set_params(VARIATIONS[2]) == ["synthetic.model.l2=0.0001"]
     assert set_params(StudyVariation(name="two", overrides=(("seed", 7), ("model.activation", "tanh")))) == [
-        "++seed=7", "++model.activation=tanh"]
+        "seed=7", "model.activation=tanh"]
     assert set_params(VARIATIONS[0]) == []
 
 
-def test_busy_queue_entries_are_the_queued_and_running_ones():
-    status = ("Task     Name       Created    Status\n"
-              "72bbc07  baseline   11:50 AM   Success\n"
-              "439fce6  batch-120  11:51 AM   Running\n"
-              "5318a7b             11:51 AM   Queued\n"
-              "c4a725a  l2-1e-3    11:51 AM   Failed\n\n"
-              "Worker status: 1 active, 0 idle\n")
-    assert busy_queue_entries(status) == ["batch-120", "5318a7b"]
-    assert busy_queue_entries("No experiment tasks in the queue.\n\nWorker status: 0 active, 0 idle\n") == []
+# (the queue's queued and running entries: tests/test_dvc_adapter.py, on DVC's own queue)
 
 
 def test_experiments_of_reads_the_baseline_commits_named_experiments():
@@ -77,6 +69,15 @@ def test_experiments_of_reads_the_baseline_commits_named_experiments():
     assert found["wide"]["rev"] == "e1"
     assert found["wide"]["params"]["synthetic"]["model"]["width"] == 128
     assert found["wide"]["metrics"] == {"val/loss": 1.5}
+
+
+def test_a_failed_experiment_is_explained_by_its_own_stage_record():
+    records = [{"stage": "train@synthetic", "experiment": "wide", "exit_code": 0, "line": ""},
+               {"stage": "train@synthetic", "experiment": "deep", "exit_code": 2, "line": "train: error: deep one"},
+               {"stage": "evaluate@synthetic", "experiment": "wide", "exit_code": 2, "line": "evaluate: error: wide one"}]
+    assert failure_reason(records, "wide") == "evaluate: error: wide one"
+    assert failure_reason(records, "deep") == "train: error: deep one"
+    assert failure_reason(records, "other").startswith("no stage reported an error")
 
 
 # --- the report's computed answers ---

@@ -85,11 +85,32 @@ def download_error(what: str, error: Exception) -> Exception:
 
 def run_stage(name: str, main: Callable[[], None]) -> None:
     """Run a stage's main(); a known failure becomes one line on stderr and a non-zero exit."""
-    from flows import track_stage  # with a Prefect server configured: the stage is a flow run there
+    # With a Prefect server configured the stage is a flow run there; the record tells the flow that
+    # started it (if any) the exit code and one line, so no one reads them back from DVC's log text.
+    from stages.core.tracking import track_stage, write_stage_record
 
     main = track_stage(name, main, (StageError, ParamsError))
     try:
         main()
     except (StageError, ParamsError) as error:
-        print(f"{name}: error: {error}", file=sys.stderr)
-        raise SystemExit(getattr(error, "exit_code", 2)) from None
+        _fail(name, str(error), getattr(error, "exit_code", 2))
+    except Exception as error:
+        if not is_out_of_memory(error):
+            raise
+        _fail(name, f"out of memory ({type(error).__name__}); lower the sizes in params.yaml "
+                    "(data points, network width or depth, batch size) or free memory", 2)
+    write_stage_record(name, 0, "")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Python's MemoryError, or TensorFlow's ResourceExhaustedError (named, so TensorFlow need not be loaded)."""
+    return isinstance(error, MemoryError) or type(error).__name__ == "ResourceExhaustedError"
+
+
+def _fail(name: str, message: str, exit_code: int) -> None:
+    from stages.core.tracking import write_stage_record
+
+    line = f"{name}: error: {message}"
+    print(line, file=sys.stderr)
+    write_stage_record(name, exit_code, line)
+    raise SystemExit(exit_code) from None

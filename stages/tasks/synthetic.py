@@ -21,8 +21,7 @@ from pydantic_core import PydanticCustomError
 
 from stages.core.errors import StageError
 from stages.core.io import parquet_bytes
-from stages.core.limits import require_memory
-from stages.core.params import Interval, ParamsModel, Share
+from stages.core.params import Interval, ParamsModel, Share, require_memory
 from stages.core.problem import Problem
 from stages.core.results import TaskResults
 

@@ -1,0 +1,241 @@
+"""The one door to DVC: every question flows/ asks DVC and every DVC command it runs goes through here.
+
+(Not named flows/dvc.py: Prefect loads a deployment's entrypoint `flows/pipeline.py` with flows/ put
+first on sys.path for good, where a flows/dvc.py would shadow the dvc package itself.)
+
+Public interfaces where DVC has them: `dvc.api.exp_save`, the `--json` outputs of `dvc metrics diff`
+and `dvc exp show`, the `dvc` command line for what runs stages (`repro`, `exp run --run-all`, `push`).
+Where DVC has none, its internals, pinned by requirements.lock (dvc==3.67.1) and checked by
+tests/test_dvc_adapter.py (names, signatures, behaviour on a tiny repo):
+- the plan and staleness `dvc repro` uses: `dvc.repo.reproduce.collect_stages`, `get_active_graph`,
+  `plan_repro`, `Stage.changed()`; the stages' outputs and dependencies (`repo.index.stages`);
+- `-S` overrides as `dvc exp run` applies them: `dvc.utils.hydra.apply_overrides`;
+- the experiment queue and refs: `repo.experiments.run(queue=True)`, `celery_queue.iter_queued()`
+  and `iter_active()`, `exp_refs_by_rev`, `exp_refs_by_baseline`, `repo.experiments.remove`.
+Nothing here reads DVC's human-readable output; a failing `dvc` command is reported by the last line
+DVC logs with its `ERROR: ` prefix (DVC's stable log format), an in-process failure by its exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from flows.processes import stream_command
+
+
+class DvcError(Exception):
+    """A DVC question or command failed: one line that says why."""
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+# --- the `dvc` command line ---
+
+def dvc_command(*args: str) -> list[str]:
+    """`dvc ARGS` with this interpreter's DVC, however the flow was started."""
+    return [sys.executable, "-m", "dvc", *args]
+
+
+def error_line(lines: Sequence[str], fallback: str) -> str:
+    """Why a `dvc` command failed: the last line DVC logged with its `ERROR: ` prefix (not its closing
+    "Having any troubles?" footer), else `fallback`."""
+    errors = [line.removeprefix("ERROR: ") for line in lines if line.startswith("ERROR: ")]
+    return (errors or [fallback])[-1]
+
+
+def run_dvc(root: Path, args: Sequence[str], env: dict[str, str]) -> str:
+    """`dvc ARGS`' stdout; a failure raises DvcError with DVC's error line."""
+    result = subprocess.run(dvc_command(*args), cwd=root, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        reason = error_line((result.stderr + result.stdout).splitlines(), "no output")
+        raise DvcError(f"`dvc {' '.join(args)}` failed: {reason}")
+    return result.stdout
+
+
+def stream_dvc(root: Path, args: Sequence[str], env: dict[str, str], log: Any) -> tuple[int, list[str], list[str]]:
+    """`dvc ARGS` with its lines sent to `log` as they come; stopped with what it started if interrupted."""
+    return stream_command(dvc_command(*args), root, env, log)
+
+
+def repro_args(stage: str, force: bool) -> list[str]:
+    """One stage, as `dvc repro` runs it (lock, cache, run cache), not its upstream stages."""
+    return ["repro", "--single-item", *(["--force"] if force else []), stage]
+
+
+def run_queue_args(jobs: int) -> list[str]:
+    return ["exp", "run", "--run-all", "-j", str(jobs)]
+
+
+PUSH_ARGS = ["push", "-q"]
+
+
+def metrics_diff(root: Path, env: dict[str, str]) -> dict:
+    """`dvc metrics diff HEAD --all --json`: the workspace's metrics against the last commit ({} before one)."""
+    head = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD^{commit}"], cwd=root, capture_output=True)
+    if head.returncode != 0:
+        return {}
+    return json.loads(run_dvc(root, ["metrics", "diff", "HEAD", "--all", "--json"], env) or "{}")
+
+
+def show_experiments(root: Path, env: dict[str, str]) -> list[dict]:
+    """`dvc exp show --json`: every commit's experiments with their params and metrics."""
+    return json.loads(run_dvc(root, ["exp", "show", "--json"], env))
+
+
+# --- the repository, in-process ---
+
+def find_root(path: Path) -> Path:
+    """The DVC repository holding path (so a flow may start in a subfolder, as `dvc repro` may)."""
+    from dvc.repo import Repo
+
+    try:
+        return Path(Repo.find_root(str(path)))
+    except Exception:  # not in a DVC repository: DvcProject says so
+        return path
+
+
+class DvcProject:
+    """One in-process `dvc.repo.Repo`: the plan (as `dvc repro [targets]` orders it) and per-stage staleness."""
+
+    def __init__(self, root: Path, targets: Optional[list[str]] = None):
+        from dvc.repo import Repo
+        from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
+
+        self.root = root
+        try:
+            self.repo = Repo(str(root))
+        except Exception as error:  # not a DVC repository, unreadable config
+            raise DvcError(f"dvc: {root}: {error}") from None
+        try:
+            selected = collect_stages(self.repo, targets) if targets else None
+            graph = get_active_graph(self.repo.index.graph)
+        except Exception as error:  # a bad target (StageNotFound & co), a broken dvc.yaml
+            self.repo.close()
+            raise DvcError(f"dvc: {error}") from None
+        self.stages = {stage.addressing: stage for stage in plan_repro(graph, selected)}
+
+    @property
+    def order(self) -> list[str]:
+        return list(self.stages)
+
+    def changed(self, name: str) -> bool:
+        """What `dvc repro` asks before running a stage; up-to-date stages cost a few milliseconds."""
+        with self.repo.lock:  # released before the stage's own `dvc repro` needs it
+            return bool(self.stages[name].changed())
+
+    def _relative(self, path: str) -> str:
+        return os.path.relpath(path, self.root)
+
+    def git_tracked_outputs(self) -> list[str]:
+        """dvc.lock and every `cache: false` output (metrics, plot data): what `record` commits."""
+        paths = ["dvc.lock"]
+        for stage in self.repo.index.stages:
+            paths += [self._relative(out.fs_path) for out in stage.outs if not out.use_cache]
+        return sorted(set(paths), key=paths.index)
+
+    def git_tracked_inputs(self) -> list[str]:
+        """The files the stages read that git tracks (code, params files): their results are what we commit."""
+        stages = self.repo.index.stages
+        paths = [self._relative(dep.fs_path) for stage in stages for dep in stage.deps]
+        paths = [path for path in paths if (self.root / path).is_file()]
+        outputs = tuple(self._relative(out.fs_path) for stage in stages for out in stage.outs)
+        return sorted({path for path in paths if not path.startswith("..")
+                       and not any(path == out or path.startswith(out + os.sep) for out in outputs)})
+
+    def report_path(self) -> Optional[str]:
+        stage = next((s for s in self.repo.index.stages if s.addressing == "report"), None)
+        return self._relative(stage.outs[0].fs_path) if stage and stage.outs else None
+
+    def has_remote(self) -> bool:
+        return bool(self.repo.config.get("remote"))
+
+    def close(self) -> None:
+        self.repo.close()
+
+
+def apply_param_overrides(params_file: Path, overrides: list[str]) -> None:
+    """Edit a params file as `dvc exp run -S key=value` does (Hydra's override grammar)."""
+    from dvc.utils.hydra import apply_overrides
+
+    apply_overrides(params_file, overrides)
+
+
+def parse_param_overrides(overrides: list[str]) -> dict[str, Any]:
+    """`key=value` texts, typed as `dvc exp run -S` reads them (Hydra's grammar, which DVC uses):
+    `model.l2=1e-4` is the number 0.0001, `synthetic.data.domain=[-3,3]` a list."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except Exception as error:  # Hydra's OverrideParseException, with its grammar's explanation
+        raise ValueError(f"cannot read {' '.join(overrides)}: {str(error).splitlines()[0]}") from None
+    return {override.key_or_group: override.value() for override in parsed}
+
+
+# --- experiments ---
+
+def save_experiment(root: Path, name: str) -> str:
+    """`dvc.api.exp_save`: the workspace as an experiment named `name` (DVC picks one if it is taken); its name."""
+    from dvc.api import exp_save
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+    from dvc.repo.experiments.exceptions import ExperimentExistsError
+    from dvc.repo.experiments.utils import exp_refs_by_rev
+
+    with contextlib.chdir(root):  # dvc.api.exp_save works on the repository of the working directory
+        try:
+            try:
+                rev = exp_save(name=name)
+            except ExperimentExistsError:
+                rev = exp_save()
+        except DvcException as error:
+            raise DvcError(f"dvc exp save failed: {_first_line(error)}") from None
+    with Repo(str(root)) as repo:
+        refs = list(exp_refs_by_rev(repo.scm, rev))
+    return refs[0].name if refs else rev
+
+
+def queue_experiment(root: Path, targets: Sequence[str], params: list[str], name: str) -> None:
+    """`dvc exp run --queue -n NAME -S PARAM... TARGETS`, in-process (half a second, not a `dvc` process's 2-3 s)."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    try:
+        with Repo(str(root)) as repo:
+            repo.experiments.run(list(targets), params=params, queue=True, name=name)
+    except DvcException as error:
+        raise DvcError(f"cannot queue {name}: {_first_line(error)}") from None
+
+
+def busy_queue_entries(root: Path) -> list[str]:
+    """The experiments queued or running in DVC's queue: their names, else their task ids."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        queue = repo.experiments.celery_queue
+        entries = [*queue.iter_active(), *queue.iter_queued()]
+    return [entry.name or entry.stash_rev[:7] for entry in entries]
+
+
+def remove_experiments(root: Path, baseline: str, names: Sequence[str]) -> list[str]:
+    """Remove the experiments of commit `baseline` with these names (`dvc exp remove`); the names removed."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+    from dvc.repo.experiments.utils import exp_refs_by_baseline
+
+    try:
+        with Repo(str(root)) as repo:
+            refs = [ref for ref in exp_refs_by_baseline(repo.scm, {baseline}).get(baseline, []) if ref.name in names]
+            if refs:
+                repo.experiments.remove(exp_names=[str(ref) for ref in refs])
+    except DvcException as error:
+        raise DvcError(f"cannot remove earlier experiments: {_first_line(error)}") from None
+    return [ref.name for ref in refs]
