@@ -1,24 +1,38 @@
-"""What Prefect costs on an up-to-date workspace: the pipeline flow against plain `dvc repro`.
+"""What orchestration costs and saves: the pipeline flow against plain `dvc repro`, in one run.
 
-    python -m benchmarks.orchestration [--repo PATH] [--repeats N] [--json]
+    python -m benchmarks.orchestration [--cold] [--repo PATH] [--repeats N] [--json]
 
-Each figure is the wall time of a fresh process on a workspace where every stage is up to date
+No-op (always): wall time of a fresh process on a workspace where every stage is up to date
 (median of N runs; the flow's JSON is checked to say every stage was skipped):
 
-  dvc repro                 `dvc repro` (the baseline, measured in the same run)
+  dvc repro                 `dvc repro` (the baseline)
   flow, temporary server    `python -m flows.pipeline --json` with no PREFECT_API_URL: Prefect starts a
                             temporary SQLite server for the run and stops it (start-up included)
   flow, running server      the same against `prefect server start` already running on a loopback port
 
-Without --repo the benchmark first builds a throwaway copy of this repository with tiny epochs
-(`dvc repro` on the mirror data, about 2 minutes). Prefect's state (SQLite) lives in a temporary
-PREFECT_HOME; the first temporary-server run there creates the database and is shown separately.
+Cold (--cold): the whole lab at its defaults, every stage run, on the same data and machine:
+
+  dvc repro -f              every stage, one after another (the baseline)
+  flow, max_parallel=1      the pipeline flow against the running server, stages one at a time
+  flow, default             the same with independent stages at once (max_parallel = CPU cores)
+
+Before each cold flow run dvc.lock and DVC's run cache are removed, so that every stage is stale
+and runs (none is restored). Per-stage seconds come from the flow's summary; training seconds
+are what the train stages report for their training alone.
+
+Without --repo the no-op figures use a throwaway copy with tiny epochs (`dvc repro` on the mirror
+data, about 1 minute) and --cold a throwaway copy at the lab defaults. Prefect's state (SQLite)
+lives in a temporary PREFECT_HOME; the first temporary-server run there creates the database and
+is shown separately.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -29,9 +43,10 @@ import urllib.request
 from pathlib import Path
 
 from flows.processes import stop_process_group
-from tests.conftest import build_tiny_repo, default_mirror, repo_env  # the test suite's throwaway built copy and its env
+from tests.conftest import build_tiny_repo, copy_source_tree, default_mirror, init_repo, repo_env
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+# The train stage's own summary line (stages/train.py), not DVC's output: its training seconds.
+TRAINING_LINE = re.compile(r"^train@\S+: .* epochs in ([0-9.]+) s", re.M)
 
 
 def timed(command: list[str], repo: Path, env: dict[str, str]) -> tuple[float, str]:
@@ -41,12 +56,17 @@ def timed(command: list[str], repo: Path, env: dict[str, str]) -> tuple[float, s
     if result.returncode != 0:
         raise SystemExit(f"orchestration: error: {' '.join(command)} exited {result.returncode}:\n"
                          f"{result.stderr[-2000:]}")
-    return seconds, result.stdout
+    return seconds, result.stdout + result.stderr
 
 
-def flow_seconds(repo: Path, env: dict[str, str]) -> float:
-    seconds, stdout = timed([sys.executable, "-m", "flows.pipeline", "--json"], repo, env)
-    statuses = {stage["status"] for stage in json.loads(stdout)["stages"]}
+def flow_run(repo: Path, env: dict[str, str], *options: str) -> tuple[float, dict]:
+    seconds, output = timed([sys.executable, "-m", "flows.pipeline", "--json", *options], repo, env)
+    return seconds, json.loads(next(line for line in reversed(output.splitlines()) if line.startswith("{")))
+
+
+def noop_flow_seconds(repo: Path, env: dict[str, str]) -> float:
+    seconds, summary = flow_run(repo, env)
+    statuses = {stage["status"] for stage in summary["stages"]}
     if statuses != {"skipped"}:
         raise SystemExit(f"orchestration: error: {repo} is not up to date (stage statuses {statuses}): "
                          "run `dvc repro` there first, or leave out --repo")
@@ -75,9 +95,68 @@ def start_server(env: dict[str, str], port: int, timeout: float = 120.0) -> subp
     raise SystemExit(f"orchestration: error: `prefect server start` did not answer on port {port}")
 
 
+def make_stale(repo: Path) -> None:
+    """Every stage stale and nothing to restore: no dvc.lock, no run cache (outputs stay, as persist keeps them)."""
+    (repo / "dvc.lock").unlink(missing_ok=True)
+    shutil.rmtree(repo / ".dvc" / "cache" / "runs", ignore_errors=True)
+
+
+def cold_flow(repo: Path, env: dict[str, str], *options: str) -> tuple[float, dict]:
+    make_stale(repo)
+    seconds, summary = flow_run(repo, env, *options)
+    if {stage["status"] for stage in summary["stages"]} != {"ran"}:
+        raise SystemExit(f"orchestration: error: a cold flow run skipped or failed stages: {summary['stages']}")
+    return seconds, {stage["name"]: stage["seconds"] for stage in summary["stages"]}
+
+
+def cold_figures(repo: Path, env: dict[str, str], client_env: dict[str, str]) -> dict:
+    repro_s, output = timed(["dvc", "repro", "-f"], repo, env)
+    serial_s, serial_stages = cold_flow(repo, client_env, "--max-parallel", "1")
+    parallel_s, parallel_stages = cold_flow(repo, client_env)
+    return {"dvc_repro_s": round(repro_s, 1), "flow_serial_s": round(serial_s, 1),
+            "flow_parallel_s": round(parallel_s, 1),
+            "training_s": round(sum(float(s) for s in TRAINING_LINE.findall(output)), 1),
+            "stages_serial_s": serial_stages, "stages_parallel_s": parallel_stages}
+
+
+def noop_figures(repo: Path, env: dict[str, str], client_env: dict[str, str], repeats: int) -> dict:
+    runs: dict[str, list[float]] = {"dvc_repro_s": [], "flow_temp_server_s": [], "flow_server_s": []}
+    first_temporary = noop_flow_seconds(repo, env)  # creates Prefect's SQLite database in PREFECT_HOME
+    noop_flow_seconds(repo, client_env)  # the server's first flow run registers the flows
+    for _ in range(repeats):
+        runs["dvc_repro_s"].append(timed(["dvc", "repro"], repo, env)[0])
+        runs["flow_temp_server_s"].append(noop_flow_seconds(repo, env))
+        runs["flow_server_s"].append(noop_flow_seconds(repo, client_env))
+    return {**{name: round(statistics.median(values), 2) for name, values in runs.items()},
+            "runs": {name: [round(value, 2) for value in values] for name, values in runs.items()},
+            "first_temporary_server_run_s": round(first_temporary, 2)}
+
+
+def lab_default_repo(destination: Path, env: dict[str, str]) -> Path:
+    repo = copy_source_tree(destination)
+    init_repo(repo, env)
+    return repo
+
+
+def print_table(report: dict) -> None:
+    if "cold" in report:
+        cold = report["cold"]
+        print(f"cold, lab defaults: dvc repro -f {cold['dvc_repro_s']} s (of which training {cold['training_s']} s); "
+              f"flow max_parallel=1 {cold['flow_serial_s']} s; flow default {cold['flow_parallel_s']} s "
+              f"({cold['flow_parallel_s'] / cold['dvc_repro_s']:.2f} x dvc repro)")
+        print(f"{'stage':<22} {'serial s':>9} {'parallel s':>11}")
+        for name, seconds in cold["stages_serial_s"].items():
+            print(f"{name:<22} {seconds:>9.1f} {cold['stages_parallel_s'][name]:>11.1f}")
+    noop = report["noop"]
+    print(f"no-op: dvc repro {noop['dvc_repro_s']} s; flow with a temporary server {noop['flow_temp_server_s']} s; "
+          f"against a running server {noop['flow_server_s']} s (first temporary-server run "
+          f"{noop['first_temporary_server_run_s']} s)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.orchestration", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cold", action="store_true", help="also time whole cold runs at the lab defaults")
     parser.add_argument("--repo", type=Path, help="an up-to-date, built repository copy (default: build one)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print only the JSON")
@@ -88,43 +167,24 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="dnnlab-orchestration-") as scratch:
         scratch_path = Path(scratch)
-        if args.repo:
-            repo = args.repo.resolve()
-        else:
-            repo = build_tiny_repo(scratch_path / "repo", mirror)
         env = repo_env(mirror, PREFECT_HOME=str(scratch_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
-        results: dict[str, list[float]] = {"dvc repro": [], "flow, temporary server": [],
-                                           "flow, running server": []}
-        first_temporary = flow_seconds(repo, env)  # creates Prefect's SQLite database in PREFECT_HOME
-        for _ in range(args.repeats):
-            results["dvc repro"].append(timed(["dvc", "repro"], repo, env)[0])
-            results["flow, temporary server"].append(flow_seconds(repo, env))
         port = free_port()
-        server_env = {**env, "PREFECT_HOME": str(scratch_path / "prefect-server")}
-        server = start_server(server_env, port)
+        server = start_server({**env, "PREFECT_HOME": str(scratch_path / "prefect-server")}, port)
+        client_env = {**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
         try:
-            client_env = {**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
-            flow_seconds(repo, client_env)  # the server's first flow run registers the flows
-            for _ in range(args.repeats):
-                results["flow, running server"].append(flow_seconds(repo, client_env))
+            report = {"machine": {"cpus": os.cpu_count(), "load_1min_before": os.getloadavg()[0]}}
+            if args.cold:
+                lab = lab_default_repo(scratch_path / "lab", env)
+                report["cold"] = cold_figures(lab, env, client_env)
+                repo = args.repo.resolve() if args.repo else lab  # up to date after the cold runs
+            else:
+                repo = args.repo.resolve() if args.repo else build_tiny_repo(scratch_path / "repo", mirror)
+            report["noop"] = noop_figures(repo, env, client_env, args.repeats)
+            report["machine"]["load_1min_after"] = os.getloadavg()[0]
         finally:
             stop_process_group(server, grace_s=30)
-
-    baseline = statistics.median(results["dvc repro"])
-    report = {
-        "repeats": args.repeats,
-        "seconds": {name: round(statistics.median(values), 2) for name, values in results.items()},
-        "runs": {name: [round(value, 2) for value in values] for name, values in results.items()},
-        "ratio_to_dvc_repro": {name: round(statistics.median(values) / baseline, 2)
-                               for name, values in results.items()},
-        "first_temporary_server_run_seconds": round(first_temporary, 2),
-    }
     if not args.json:
-        print(f"{'up-to-date workspace':<26} {'median s':>9} {'x dvc repro':>12}   runs")
-        for name, values in results.items():
-            print(f"{name:<26} {report['seconds'][name]:>9.2f} {report['ratio_to_dvc_repro'][name]:>12.2f}   "
-                  + " ".join(f"{value:.2f}" for value in values))
-        print(f"(first flow run with a new temporary-server database: {first_temporary:.2f} s)")
+        print_table(report)
     print(json.dumps(report))
     return 0
 

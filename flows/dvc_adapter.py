@@ -66,8 +66,14 @@ def stream_dvc(root: Path, args: Sequence[str], env: dict[str, str], log: Any) -
 
 
 def repro_args(stage: str, force: bool) -> list[str]:
-    """One stage, as `dvc repro` runs it (lock, cache, run cache), not its upstream stages."""
-    return ["repro", "--single-item", *(["--force"] if force else []), stage]
+    """One stage, as `dvc repro` runs it (lock, cache, run cache), not its upstream stages.
+
+    Several may run at once: DVC holds its repository lock only to check, hash and record a stage
+    and releases it while the stage's command runs (dvc/stage/run.py, `unlocked_repo`), and it
+    keeps per-path read/write locks on the stage's deps and outs (`rwlock`) for the whole run.
+    `--wait-for-lock` makes each process wait its turn for those short locked phases instead of
+    failing after 3 s."""
+    return ["--wait-for-lock", "repro", "--single-item", *(["--force"] if force else []), stage]
 
 
 def run_queue_args(jobs: int) -> list[str]:
@@ -106,12 +112,13 @@ class DvcProject:
     """One in-process `dvc.repo.Repo`: the plan (as `dvc repro [targets]` orders it) and per-stage staleness."""
 
     def __init__(self, root: Path, targets: Optional[list[str]] = None):
+        import networkx as nx
         from dvc.repo import Repo
         from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
 
         self.root = root
         try:
-            self.repo = Repo(str(root))
+            self.repo = Repo(str(root), _wait_for_lock=True)  # stages of this flow hold it for moments
         except Exception as error:  # not a DVC repository, unreadable config
             raise DvcError(f"dvc: {root}: {error}") from None
         try:
@@ -121,10 +128,17 @@ class DvcProject:
             self.repo.close()
             raise DvcError(f"dvc: {error}") from None
         self.stages = {stage.addressing: stage for stage in plan_repro(graph, selected)}
+        # DVC's graph points from a stage to the stages it depends on.
+        self._upstream = {name: {other.addressing for other in nx.descendants(graph, stage)} & set(self.stages)
+                          for name, stage in self.stages.items()}
 
     @property
     def order(self) -> list[str]:
         return list(self.stages)
+
+    def upstream(self, name: str) -> set[str]:
+        """The planned stages `name` needs first (transitively): it may start once they are done."""
+        return self._upstream[name]
 
     def changed(self, name: str) -> bool:
         """What `dvc repro` asks before running a stage; up-to-date stages cost a few milliseconds."""

@@ -1,17 +1,21 @@
-"""The `pipeline` flow: the DVC graph in DVC's order, each stage that runs its own Prefect flow run.
+"""The `pipeline` flow: the DVC graph, independent stages at once, each stage that runs its own Prefect flow run.
 
 DVC stays the authority on what is stale. The flow asks DVC once (in-process) for the stage
-order and checks each stage with `Stage.changed()` just before its turn, so a stage whose
-upstream really changed its outputs runs and one whose upstream wrote identical bytes does not.
-A stale stage runs as `dvc repro --single-item <stage>` in a subprocess, inside a child flow
-run named after the stage, so DVC writes `dvc.lock` and the cache exactly as `dvc repro`
-would; an up-to-date stage is recorded as a cheap `skip:<stage>` task run.
+graph and checks each stage with `Stage.changed()` when its upstream stages are done, so a
+stage whose upstream really changed its outputs runs and one whose upstream wrote identical
+bytes does not. A stale stage runs as `dvc --wait-for-lock repro --single-item <stage>` in a
+subprocess, inside a child flow run named after the stage, so DVC writes `dvc.lock`, the cache
+and the run cache exactly as `dvc repro` would; up to `max_parallel` stages whose inputs are
+ready run at once (the three tasks' chains, the fetches); an up-to-date stage is recorded as a
+cheap `skip:<stage>` task run.
 
-    python -m flows.pipeline [--target STAGE]... [--force-fetch] [--set KEY=VALUE]... [--record] [--json]
+    python -m flows.pipeline [--target STAGE]... [--force-fetch] [--set KEY=VALUE]... [--record]
+                             [--max-parallel N] [--json]
 """
 
 import argparse
 import contextlib
+import contextvars
 import json
 import math
 import os
@@ -19,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -46,8 +51,11 @@ class StageFailed(Exception):
 @dataclass
 class StageRecord:
     name: str
-    status: str  # "ran" | "skipped" | "failed"
+    status: str  # "ran" | "skipped" | "failed" | "not run" (an upstream stage failed)
     seconds: float
+    started: float = 0.0  # wall-clock times (time.time()): when the stage's turn began and ended
+    ended: float = 0.0
+    message: str = ""     # a failed stage's one line
 
 
 # --- running one stage: a subprocess whose lines go to the Prefect run logger ---
@@ -110,6 +118,53 @@ def stage_flow(stage: str, root: str, force: bool = False, retries: int = 0,
 def skip_stage(stage: str) -> str:
     """An up-to-date stage, recorded: a task run costs a fraction of a child flow run."""
     return "skipped"
+
+
+# --- the stages, as many at once as their dependencies and max_parallel allow ---
+
+def _run_one(stage: str, root: Path, force: bool, retries: int, retry_delay_seconds: float) -> tuple[str, str]:
+    """A stale stage as a child flow run named after it (in a worker thread): its status and message."""
+    state = stage_flow.with_options(name=stage, flow_run_name=stage)(
+        stage, str(root), force, retries, retry_delay_seconds, return_state=True)
+    if not state.is_completed():
+        return "failed", state.message or f"{stage} failed"
+    return state.result(), ""
+
+
+def run_stages(project: DvcProject, root: Path, force_fetch: bool, fetch_retries: int,
+               retry_delay_seconds: float, max_parallel: int) -> list[StageRecord]:
+    """Every planned stage once its upstream stages are done: up-to-date ones as skips, stale ones as
+    child flow runs, up to `max_parallel` at a time. A failed stage stops the stages that need it;
+    the others go on. DVC decides staleness, just before a stage's turn, and runs each stage."""
+    records: dict[str, StageRecord] = {}
+    pending, running = list(project.order), {}
+    with ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="stage") as pool:
+        while pending or running:
+            for stage in [stage for stage in pending if project.upstream(stage) <= records.keys()]:
+                started = time.time()
+                force = force_fetch and stage.split("@")[0] == "fetch"
+                if any(records[up].status in ("failed", "not run") for up in project.upstream(stage)):
+                    records[stage] = StageRecord(stage, "not run", 0.0, started, started)
+                elif not force and not project.changed(stage):
+                    skip_stage(stage)
+                    records[stage] = StageRecord(stage, "skipped", round(time.time() - started, 2), started,
+                                                 time.time())
+                elif len(running) < max_parallel:
+                    retries = fetch_retries if stage.split("@")[0] in RETRIED_STAGES else 0
+                    # Prefect's run context lives in context variables: the thread gets the flow's.
+                    running[pool.submit(contextvars.copy_context().run, _run_one, stage, root, force, retries,
+                                        retry_delay_seconds)] = (stage, started)
+                else:
+                    continue  # stale, and no slot free: it waits
+                pending.remove(stage)
+            if running:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    stage, started = running.pop(future)
+                    status, message = future.result()
+                    ended = time.time()
+                    records[stage] = StageRecord(stage, status, round(ended - started, 2), started, ended, message)
+    return [records[stage] for stage in project.order]
 
 
 # --- overrides (a DVC experiment), record, summary ---
@@ -227,8 +282,10 @@ def _run_name() -> str:
 @flow(name="pipeline")
 def pipeline(targets: Optional[list[str]] = None, force_fetch: bool = False,
              overrides: Optional[dict[str, Any]] = None, record: bool = False, repo: Optional[str] = None,
-             fetch_retries: int = 3, fetch_retry_delay_seconds: float = 10.0) -> Any:
-    """Run the DVC pipeline stage by stage (`dvc repro` semantics), each stage that runs a child flow run.
+             fetch_retries: int = 3, fetch_retry_delay_seconds: float = 10.0,
+             max_parallel: Optional[int] = None) -> Any:
+    """Run the DVC pipeline (`dvc repro` semantics), each stage that runs a child flow run, independent
+    stages at the same time.
 
     targets: stage names (default: all), with their upstream stages as `dvc repro` takes them.
     force_fetch: download again; downstream stages rerun only if the data really changed.
@@ -237,19 +294,22 @@ def pipeline(targets: Optional[list[str]] = None, force_fetch: bool = False,
     repo: the repository root (default: the working directory).
     fetch_retries, fetch_retry_delay_seconds: network failures of fetch stages are retried after
         delay, 2 x delay, 4 x delay, ... seconds.
+    max_parallel: stages running at once (default: the number of CPU cores; 1: one after another).
     """
     root = find_root(Path(repo or os.getcwd()).resolve())
+    if max_parallel is not None and max_parallel < 1:
+        return Failed(message=f"max_parallel = {max_parallel}: expected an integer >= 1")
     if overrides and record:
         return Failed(message="record commits results to git; a run with overrides is a DVC experiment "
                               "(`dvc exp show`, `dvc exp apply`): use one or the other")
     # DVC's Python API, like its CLI, names stages and files relative to the working directory.
     with contextlib.chdir(root):
         return _run_pipeline(root, targets, force_fetch, overrides, record, fetch_retries,
-                             fetch_retry_delay_seconds)
+                             fetch_retry_delay_seconds, max_parallel or os.cpu_count() or 1)
 
 
 def _run_pipeline(root: Path, targets: Optional[list[str]], force_fetch: bool, overrides: Optional[dict[str, Any]],
-                  record: bool, fetch_retries: int, fetch_retry_delay_seconds: float) -> Any:
+                  record: bool, fetch_retries: int, fetch_retry_delay_seconds: float, max_parallel: int) -> Any:
     from prefect.artifacts import create_markdown_artifact
 
     log = get_run_logger()
@@ -261,26 +321,12 @@ def _run_pipeline(root: Path, targets: Optional[list[str]], force_fetch: bool, o
     except (ValueError, DvcError) as error:
         return Failed(message=str(error))
 
-    records: list[StageRecord] = []
     failure: Optional[str] = None
     try:
-        for stage in project.order:
-            started = time.perf_counter()
-            force = force_fetch and stage.split("@")[0] == "fetch"
-            if not force and not project.changed(stage):
-                skip_stage(stage)
-                records.append(StageRecord(stage, "skipped", round(time.perf_counter() - started, 2)))
-                continue
-            retries = fetch_retries if stage.split("@")[0] in RETRIED_STAGES else 0
-            state = stage_flow.with_options(name=stage, flow_run_name=stage)(
-                stage, str(root), force, retries, fetch_retry_delay_seconds, return_state=True)
-            seconds = round(time.perf_counter() - started, 2)
-            if not state.is_completed():
-                records.append(StageRecord(stage, "failed", seconds))
-                failure = state.message or f"{stage} failed"
-                break
-            status = state.result()
-            records.append(StageRecord(stage, status, seconds))
+        records = run_stages(project, root, force_fetch, fetch_retries, fetch_retry_delay_seconds, max_parallel)
+        failed = [record for record in records if record.status == "failed"]
+        if failed:
+            failure = "; ".join(record.message for record in failed)
 
         report = project.report_path()
         report = str(root / report) if report else None
@@ -342,14 +388,18 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="commit dvc.lock and the metrics/plots if they changed (and dvc push)")
     parser.add_argument("--fetch-retries", type=int, default=3)
     parser.add_argument("--fetch-retry-delay", type=float, default=10.0, metavar="SECONDS")
+    parser.add_argument("--max-parallel", type=int, metavar="N",
+                        help="stages running at once (default: the number of CPU cores; 1: one after another)")
     parser.add_argument("--json", action="store_true", help="print the run's summary as one JSON object")
     args = parser.parse_args(argv)
+    if args.max_parallel is not None and args.max_parallel < 1:
+        parser.error(f"--max-parallel {args.max_parallel}: expected an integer >= 1")
     if not prefect_api_url():  # Prefect starts a temporary server: keep its telemetry job off that SQLite file
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     state = pipeline(targets=args.targets, force_fetch=args.force_fetch,
                      overrides=dict(args.overrides) if args.overrides else None, record=args.record,
                      fetch_retries=args.fetch_retries, fetch_retry_delay_seconds=args.fetch_retry_delay,
-                     return_state=True)
+                     max_parallel=args.max_parallel, return_state=True)
     result = state.result(raise_on_failure=False)
     if args.json:
         if not isinstance(result, dict):

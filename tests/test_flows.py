@@ -158,7 +158,7 @@ def test_stale_stages_run_as_named_child_flow_runs_then_a_second_run_skips_every
         workspace: Path, mirror: Path, prefect_api: str, stage_env):
     # A noise change makes only `generate` stale up front; the rest of the synthetic chain turns stale
     # as `generate` writes new data. fetch@heart is re-fetched identically: nothing below it reruns.
-    set_params(workspace, {"synthetic.noise_sigma": 0.5})
+    set_params(workspace, {"synthetic.data.noise_sigma": 0.5})
     shutil.rmtree(workspace / "data/raw/heart")
 
     state = pipeline(repo=str(workspace), return_state=True)
@@ -229,23 +229,27 @@ def test_a_permanent_fetch_failure_fails_the_run_with_the_stage_error_and_keeps_
     assert state.message.startswith("fetch: error: could not download johnsmith88/heart-disease-dataset")
     assert "fake network: api.kaggle.com unreachable" in state.message
     assert calls.read_text() == "3"  # one try and two retries
-    summary = state.result(raise_on_failure=False)
-    assert [(stage["name"], stage["status"]) for stage in summary["stages"]] == [
-        ("generate", "skipped"), ("fetch@heart", "failed")]  # nothing after the failing stage
-    assert child_flow_runs(state.state_details.flow_run_id) == {"fetch@heart": "FAILED"}
+    summary = statuses(state.result(raise_on_failure=False))
+    assert summary["fetch@heart"] == "failed"
+    assert {summary[name] for name in ("preprocess@heart", "train@heart", "evaluate@heart", "report")} == {"not run"}
+    # No network for Keras either: MNIST's fetch fails on its own, and both failures are reported.
+    assert summary["fetch@mnist"] == "failed" and "could not download MNIST through keras.datasets" in state.message
+    assert summary["generate"] == "skipped"
+    assert child_flow_runs(state.state_details.flow_run_id) == {"fetch@heart": "FAILED", "fetch@mnist": "FAILED"}
     assert (workspace / "data/raw/heart/heart.csv").read_bytes() == raw_before
     assert dvc_is_clean(workspace, mirror)
 
 
-def test_a_failing_stage_keeps_earlier_results_and_its_old_outputs_and_stops_the_run(
+def test_a_failing_stage_stops_its_chain_while_the_other_chains_complete_and_are_committed(
         workspace: Path, mirror: Path, prefect_api: str, stage_env, monkeypatch, tmp_path: Path):
     broken = tmp_path / "broken_mirror"
-    shutil.copytree(mirror, broken, ignore=shutil.ignore_patterns("*.gz"))
+    shutil.copytree(mirror, broken)
     (broken / "heart/heart.csv").write_text("age,sex\n63,1\n")
     monkeypatch.setenv("DNNLAB_DATA_MIRROR", str(broken))
-    set_params(workspace, {"synthetic.noise_sigma": 0.5})
+    set_params(workspace, {"seed": 7})  # every chain stale
     raw_before = (workspace / "data/raw/heart/heart.csv").read_bytes()
-    model_before = (workspace / "models/synthetic.keras").read_bytes()
+    heart_before = {path: (workspace / path).read_bytes()
+                    for path in ("models/heart.keras", "reports/metrics/heart.json", "reports/report.html")}
 
     state = pipeline(force_fetch=True, fetch_retry_delay_seconds=0, repo=str(workspace), return_state=True)
 
@@ -253,23 +257,48 @@ def test_a_failing_stage_keeps_earlier_results_and_its_old_outputs_and_stops_the
     assert state.message == (f"fetch: error: {broken}/heart/heart.csv: header is 'age,sex'; expected "
                              "'age,sex,cp,trestbps,chol,fbs,restecg,thalach,exang,oldpeak,slope,ca,thal,target' "
                              "(a column is missing, renamed or reordered)")
-    assert statuses(state.result(raise_on_failure=False)) == {"generate": "ran", "fetch@heart": "failed"}
-    children = child_flow_runs(state.state_details.flow_run_id)
-    assert children == {"generate": "COMPLETED", "fetch@heart": "FAILED"}
+    summary = statuses(state.result(raise_on_failure=False))
+    heart_chain = ["preprocess@heart", "train@heart", "evaluate@heart", "report"]
+    assert summary["fetch@heart"] == "failed" and [summary[name] for name in heart_chain] == ["not run"] * 4
+    assert {name for name, status in summary.items() if status == "ran"} == {
+        "generate", "fetch@mnist", "preprocess@synthetic", "train@synthetic", "evaluate@synthetic",
+        "preprocess@mnist", "train@mnist", "evaluate@mnist"}
     fetch_run = child_runs(state.state_details.flow_run_id)["fetch@heart"]
     assert fetch_run.state.message == state.message
     once = {"dvc repro fetch@heart": ("FAILED", 1)}  # not a network error: no retry
     assert eventually(lambda: task_runs(fetch_run.id), lambda runs: runs == once) == once
     assert (workspace / "data/raw/heart/heart.csv").read_bytes() == raw_before
-    assert (workspace / "models/synthetic.keras").read_bytes() == model_before  # nothing after it ran
+    assert {path: (workspace / path).read_bytes() for path in heart_before} == heart_before
     env = repo_env(mirror)
-    assert run(["dvc", "status", "--json", "generate"], workspace, env).stdout.strip() == "{}"  # committed
-    assert "preprocess@synthetic" in json.loads(run(["dvc", "status", "--json"], workspace, env).stdout)
+    stale = set(json.loads(run(["dvc", "status", "--json"], workspace, env).stdout))
+    assert stale == {"preprocess@heart", "train@heart", "report"}  # the other chains are committed
+
+
+def test_independent_stages_run_at_once_and_leave_dvc_as_a_serial_run_does(
+        built_repo: Path, mirror: Path, prefect_api: str, stage_env, tmp_path: Path):
+    copies = {}
+    for max_parallel in (1, 2):
+        repo = copies[max_parallel] = Path(shutil.copytree(built_repo, tmp_path / f"repo-{max_parallel}", symlinks=True))
+        set_params(repo, {"seed": 7})  # every chain but the fetches stale
+        state = pipeline(repo=str(repo), max_parallel=max_parallel, return_state=True)
+        assert state.is_completed(), state.message
+        stages = {stage["name"]: stage for stage in state.result()["stages"]}
+        assert {stage["status"] for name, stage in stages.items() if not name.startswith("fetch")} == {"ran"}
+        assert dvc_is_clean(repo, mirror) and repro_runs_nothing(repo, mirror)
+        overlaps = [(a, b) for a in stages for b in stages if a < b and stages[a]["status"] == stages[b]["status"] == "ran"
+                    and stages[a]["started"] < stages[b]["ended"] and stages[b]["started"] < stages[a]["ended"]]
+        if max_parallel == 1:
+            assert overlaps == []
+        else:  # stages of different chains at the same time, never a stage beside one it needs
+            assert overlaps and all(a.split("@")[-1] != b.split("@")[-1] for a, b in overlaps), overlaps
+    results = ["dvc.lock", *(f"reports/metrics/{name}.json" for name in ("synthetic", "heart", "mnist"))]
+    for path in results:
+        assert (copies[1] / path).read_bytes() == (copies[2] / path).read_bytes(), path
 
 
 def test_overrides_run_as_a_dvc_experiment_and_bad_input_fails_before_any_stage(workspace: Path, mirror: Path, prefect_api: str,
                                                                  stage_env):
-    state = pipeline(targets=["generate"], overrides={"synthetic.noise_sigma": 0.25}, repo=str(workspace),
+    state = pipeline(targets=["generate"], overrides={"synthetic.data.noise_sigma": 0.25}, repo=str(workspace),
                      return_state=True)
 
     assert state.is_completed(), state.message
@@ -281,11 +310,11 @@ def test_overrides_run_as_a_dvc_experiment_and_bad_input_fails_before_any_stage(
     shown = json.loads(run(["dvc", "exp", "show", "--json"], workspace, repo_env(mirror)).stdout)
     experiment = next(exp for commit in shown for exp in (commit.get("experiments") or [])
                       if exp.get("name") == summary["experiment"])
-    assert experiment["revs"][0]["data"]["params"]["params.yaml"]["data"]["synthetic"]["noise_sigma"] == 0.25
+    assert experiment["revs"][0]["data"]["params"]["params.yaml"]["data"]["synthetic"]["data"]["noise_sigma"] == 0.25
 
     params_before = (workspace / "params.yaml").read_text()
-    refused = pipeline(overrides={"synthetic.noise_sigma": -1}, repo=str(workspace), return_state=True)
-    assert refused.is_failed() and "synthetic.noise_sigma" in refused.message
+    refused = pipeline(overrides={"synthetic.data.noise_sigma": -1}, repo=str(workspace), return_state=True)
+    assert refused.is_failed() and "synthetic.data.noise_sigma" in refused.message
     assert (workspace / "params.yaml").read_text() == params_before
     both = pipeline(overrides={"model.width": 8}, record=True, repo=str(workspace), return_state=True)
     assert both.is_failed() and "record" in both.message
@@ -404,7 +433,7 @@ def test_a_served_deployment_records_a_commit_when_results_change_and_none_when_
         recorded = git_head(workspace, mirror)
         assert recorded != before
         message = run(["git", "log", "-1", "--format=%B"], workspace, env).stdout
-        assert message.startswith(f"pipeline run {first.name}: mnist test/accuracy ")
+        assert message.startswith(f"pipeline run {first.name}: synthetic test/relative_mse ")
         assert "synthetic test/relative_mse" in message and "heart test/roc_auc" in message
         files = run(["git", "show", "--name-only", "--format=", "HEAD"], workspace, env).stdout.split()
         assert files == ["dvc.lock"]

@@ -308,3 +308,25 @@ def test_an_unexpected_error_keeps_its_traceback():
         raise KeyError("a bug")
     with pytest.raises(KeyError):
         run_main("train", lambda argv: main(), [])
+
+
+def test_mnist_through_the_keras_download_writes_the_same_bytes_as_from_the_mirror(tmp_path, monkeypatch, mirror):
+    """keras.utils.get_file is the network boundary: a stand-in serves mnist.npz, made from the mirror's arrays."""
+    import numpy as np
+    from keras.src.datasets import mnist as keras_mnist
+
+    from stages.tasks import mnist
+
+    arrays = mnist.read_mirror(mirror)
+    asked = {}
+
+    def get_file(fname, origin, file_hash):
+        asked.update(fname=fname, keras_home=os.environ["KERAS_HOME"])
+        path = Path(os.environ["KERAS_HOME"]) / "datasets" / fname
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **arrays)
+        return str(path)
+    monkeypatch.setattr(keras_mnist, "get_file", get_file)
+    monkeypatch.chdir(tmp_path)
+    assert mnist.fetch(None, force=True) == mnist.fetch(mirror, force=False)
+    assert asked == {"fname": "mnist.npz", "keras_home": str(tmp_path / ".cache" / "keras")}

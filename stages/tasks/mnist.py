@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
 import zlib
 from pathlib import Path
 from typing import Mapping
@@ -75,14 +76,16 @@ def fetch(mirror: Path | None, force: bool) -> dict[str, bytes]:
 
 
 def download(cache_dir: Path, force: bool) -> dict[str, np.ndarray]:
-    """MNIST through keras.datasets (which checks the file hash of mnist.npz), cached in the repository."""
-    target = cache_dir.resolve() / "keras" / "mnist.npz"
+    """MNIST through keras.datasets (which checks the file hash of mnist.npz), cached in the repository:
+    Keras keeps its downloads under KERAS_HOME, read when Keras is first imported (here)."""
+    keras_home = cache_dir.resolve() / "keras"
+    os.environ["KERAS_HOME"] = str(keras_home)
     import keras
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        (keras_home / "datasets").mkdir(parents=True, exist_ok=True)  # a cache we cannot write: one line
         if force:
-            target.unlink(missing_ok=True)
-        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data(path=str(target))
+            (keras_home / "datasets" / "mnist.npz").unlink(missing_ok=True)
+        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
     except Exception as error:  # sorted by cause: only network failures are retried
         raise download_error("MNIST through keras.datasets", error) from None
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
