@@ -1,0 +1,156 @@
+"""The lab's pages, opened offline in headless Chromium: every figure and plot is drawn, nothing
+errs, nothing is fetched. The lab report, the study report, and the `dvc plots show` and
+`dvc plots diff` pages of a tiny built repo copy (whose plots page inlines Vega from
+plots_offline/: DVC's own page loads it from a CDN and stays blank offline)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import runpy
+from pathlib import Path
+
+import pytest
+import yaml
+from dvc_render.vega import VegaRenderer
+from PIL import Image
+
+from tests.conftest import REPO_ROOT, repo_env, run
+from tests.headless_chromium import CHROMIUM, INSTALL_HINT, RenderedPage, render
+from tests.test_study import curve, experiment
+from stages.reporting.study import build_study_report
+
+OFFLINE_PLOTS = REPO_ROOT / "plots_offline"
+# A plot div as dvc-render writes it: its id, then its Vega-Lite spec as one line of JSON.
+PLOT_DIV = re.compile(r'<div id = "([^"]+)">\s*<script type = "text/javascript">\s*var spec = (\{.*\});$', re.M)
+
+
+@pytest.fixture(scope="session")  # session-wide so that it is checked before the repo is built
+def chromium() -> Path:
+    """Headless Chromium, or a skip that says how to install it (a failure in CI: CI=true)."""
+    if not os.access(CHROMIUM, os.X_OK):
+        reason = f"these tests open the pages in headless Chromium, and {CHROMIUM} is missing: {INSTALL_HINT}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return CHROMIUM
+
+
+def open_in_browser(html: Path, name: str, plot_ids: list[str], tmp_path: Path) -> RenderedPage:
+    """Render `html` and keep its screenshot as <name>.png (in DNNLAB_SCREENSHOTS if set, to look at)."""
+    page = render(html, plot_ids)
+    folder = Path(os.environ.get("DNNLAB_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.png").write_bytes(page.screenshot)
+    return page
+
+
+def is_one_colour(png: bytes) -> bool:
+    extrema = Image.open(io.BytesIO(png)).convert("RGB").getextrema()
+    return all(low == high for low, high in extrema)
+
+
+def assert_offline_and_clean(page: RenderedPage) -> None:
+    assert page.errors == [], "the page logged errors:\n" + "\n".join(page.errors)
+    assert page.remote_requests == [], f"the page asked the network for {page.remote_requests}"
+    blank = is_one_colour(page.screenshot)
+    assert not blank, "the page's screenshot is a single colour"
+
+
+def assert_images_drawn(page: RenderedPage, expected: int) -> None:
+    assert len(page.images) == expected > 0
+    for number, image in enumerate(page.images, 1):
+        # A real figure differs from its corner pixel in well over 1 % of its area.
+        assert image["drawn"] > 0.01 * image["width"] * image["height"] > 0, f"image {number} is blank: {image}"
+
+
+def assert_plots_drawn(page: RenderedPage, plot_ids: list[str]) -> None:
+    for plot_id in plot_ids:
+        views = page.plots[plot_id]
+        assert views, f"plot {plot_id} drew no <canvas>/<svg> (errors: {page.errors})"
+        # Axes, grid and text are grey: coloured pixels are the data marks (lines, cells).
+        assert all(view["coloured"] > 100 for view in views), f"plot {plot_id} has no data marks: {views}"
+
+
+def plot_specs(html: Path) -> dict[str, dict]:
+    return {plot_id: json.loads(spec) for plot_id, spec in PLOT_DIV.findall(html.read_text(encoding="utf-8"))}
+
+
+def defined_plots(repo: Path) -> int:
+    return len(yaml.safe_load((repo / "dvc.yaml").read_text())["plots"])
+
+
+def dvc_plots(repo: Path, mirror: Path, out: Path, *args: str) -> Path:
+    run(["dvc", "plots", *args, "--out", str(out)], repo, repo_env(mirror))
+    return out / "index.html"
+
+
+# --- the offline template ---
+
+def test_offline_template_is_built_from_the_vendored_scripts():
+    build_template = runpy.run_path(str(OFFLINE_PLOTS / "build_template.py"))["build_template"]
+    assert (OFFLINE_PLOTS / "template.html").read_text(encoding="utf-8") == build_template(), \
+        "plots_offline/template.html is stale: run `python plots_offline/build_template.py`"
+
+
+# --- the pages in a browser ---
+
+def test_lab_report_draws_every_figure(chromium, built_repo, tmp_path):
+    html = built_repo / "reports" / "report.html"
+    page = open_in_browser(html, "report", [], tmp_path)
+    assert_offline_and_clean(page)
+    assert_images_drawn(page, html.read_text(encoding="utf-8").count("data:image/png;base64,"))
+
+
+def test_study_report_draws_every_figure(chromium, tmp_path):
+    experiments = [experiment("baseline"),
+                   experiment("batch-120", {"synthetic.train.batch_size": 120}, train={"batch_size": 120},
+                              loss_curve=curve(2000, 300, 0.005))]
+    html = tmp_path / "reports" / "study.html"
+    html.parent.mkdir()
+    html.write_text(build_study_report(experiments, "0123456789abcdef"), encoding="utf-8")
+    page = open_in_browser(html, "study", [], tmp_path)
+    assert_offline_and_clean(page)
+    assert_images_drawn(page, 2)
+
+
+def test_dvc_plots_show_draws_every_plot_offline_with_the_vendored_vega(chromium, workspace, mirror, tmp_path):
+    html = dvc_plots(workspace, mirror, tmp_path / "show", "show")
+    plot_ids = list(plot_specs(html))
+    assert len(plot_ids) == defined_plots(workspace)
+    page = open_in_browser(html, "dvc-plots-show", plot_ids, tmp_path)
+    assert_offline_and_clean(page)
+    assert_plots_drawn(page, plot_ids)
+    # Same majors as the CDN URLs of DVC's own page (its templates are written for them), and the
+    # versions plots_offline/README.md names.
+    cdn = dict(re.findall(r"npm/(vega|vega-lite|vega-embed)@(\d+)\.", VegaRenderer.SCRIPTS))
+    loaded = {"vega": page.versions.get("vega"), "vega-lite": page.versions.get("vegaLite"),
+              "vega-embed": page.versions.get("vegaEmbed")}
+    assert {name: str(version).split(".")[0] for name, version in loaded.items()} == cdn, loaded
+    readme = (OFFLINE_PLOTS / "README.md").read_text()
+    assert all(f"{name} {version}" in readme for name, version in loaded.items()), loaded
+
+
+def test_dvc_plots_diff_draws_both_revisions_in_every_plot_offline(chromium, workspace, mirror, tmp_path):
+    # HEAD~1: the plot CSVs committed in this checkout; HEAD: the tiny-epoch rebuild.
+    html = dvc_plots(workspace, mirror, tmp_path / "diff", "diff", "HEAD~1", "HEAD")
+    specs = plot_specs(html)
+    assert len(specs) == defined_plots(workspace)
+    for plot_id, spec in specs.items():
+        assert {row["rev"] for row in spec["data"]["values"]} == {"HEAD~1", "HEAD"}, plot_id
+    page = open_in_browser(html, "dvc-plots-diff", list(specs), tmp_path)
+    assert_offline_and_clean(page)
+    assert_plots_drawn(page, list(specs))
+
+
+def test_without_the_offline_template_the_plots_page_is_blank_offline(chromium, workspace, mirror, tmp_path):
+    """Shows that the checks above see DVC's default page fail offline (it loads Vega from a CDN)."""
+    run(["dvc", "config", "--unset", "plots.html_template"], workspace, repo_env(mirror))
+    html = dvc_plots(workspace, mirror, tmp_path / "cdn", "show")
+    page = open_in_browser(html, "dvc-plots-show-without-template", list(plot_specs(html)), tmp_path)
+    assert page.remote_requests and all("cdn.jsdelivr.net" in url for url in page.remote_requests)
+    assert any("vegaEmbed is not defined" in error for error in page.errors)
+    assert all(views == [] for views in page.plots.values())
+    assert is_one_colour(page.screenshot)
