@@ -1,7 +1,7 @@
 """The lab's pages, opened offline in headless Chromium: every figure and plot is drawn, nothing
 errs, nothing is fetched. The lab report, the study report, and the `dvc plots show` and
 `dvc plots diff` pages of a tiny built repo copy (whose plots page inlines Vega from
-plots_offline/: DVC's own page loads it from a CDN and stays blank offline)."""
+.dvc/plots/html/: DVC's own page loads it from a CDN and stays blank offline)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from tests.headless_chromium import CHROMIUM, INSTALL_HINT, RenderedPage, render
 from tests.test_study import curve, experiment
 from stages.reporting.study import build_study_report
 
-OFFLINE_PLOTS = REPO_ROOT / "plots_offline"
+OFFLINE_PLOTS = REPO_ROOT / ".dvc" / "plots" / "html"
 # A plot div as dvc-render writes it: its id, then its Vega-Lite spec as one line of JSON.
 PLOT_DIV = re.compile(r'<div id = "([^"]+)">\s*<script type = "text/javascript">\s*var spec = (\{.*\});$', re.M)
 
@@ -92,7 +92,7 @@ def dvc_plots(repo: Path, mirror: Path, out: Path, *args: str) -> Path:
 def test_offline_template_is_built_from_the_vendored_scripts():
     build_template = runpy.run_path(str(OFFLINE_PLOTS / "build_template.py"))["build_template"]
     assert (OFFLINE_PLOTS / "template.html").read_text(encoding="utf-8") == build_template(), \
-        "plots_offline/template.html is stale: run `python plots_offline/build_template.py`"
+        ".dvc/plots/html/template.html is stale: run `python .dvc/plots/html/build_template.py`"
 
 
 # --- the pages in a browser ---
@@ -124,7 +124,7 @@ def test_dvc_plots_show_draws_every_plot_offline_with_the_vendored_vega(chromium
     assert_offline_and_clean(page)
     assert_plots_drawn(page, plot_ids)
     # Same majors as the CDN URLs of DVC's own page (its templates are written for them), and the
-    # versions plots_offline/README.md names.
+    # versions .dvc/plots/html/README.md names.
     cdn = dict(re.findall(r"npm/(vega|vega-lite|vega-embed)@(\d+)\.", VegaRenderer.SCRIPTS))
     loaded = {"vega": page.versions.get("vega"), "vega-lite": page.versions.get("vegaLite"),
               "vega-embed": page.versions.get("vegaEmbed")}

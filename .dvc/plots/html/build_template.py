@@ -1,7 +1,7 @@
-"""Write plots_offline/template.html: DVC's plots page with Vega, Vega-Lite and vega-embed inlined.
+"""Write .dvc/plots/html/template.html: DVC's plots page with Vega, Vega-Lite and vega-embed inlined.
 
 DVC's own page loads them from a CDN, so offline it stays blank. Rerun this after replacing a file
-in vendor/ (see README.md there): `python plots_offline/build_template.py`.
+in vendor/ (see README.md there): `python .dvc/plots/html/build_template.py`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ PAGE = """<!DOCTYPE html>
     {refresh_tag}
     <meta charset="utf-8">
     <title>DVC Plot</title>
-    <!-- Vega, Vega-Lite and vega-embed, inlined from plots_offline/vendor so that the page draws offline -->
+    <!-- Vega, Vega-Lite and vega-embed, inlined from .dvc/plots/html/vendor so that the page draws offline -->
     <!-- vendored scripts -->
     <style>
         table {
