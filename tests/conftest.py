@@ -110,3 +110,14 @@ def built_repo(tmp_path_factory, mirror) -> Path:
 def workspace(built_repo, tmp_path) -> Path:
     """A private copy of the built repo (git history, DVC cache and outputs included)."""
     return Path(shutil.copytree(built_repo, tmp_path / "repo", symlinks=True))
+
+
+END_TO_END_FIXTURES = {"built_repo", "workspace", "prefect_api"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Tests that build the pipeline in a throwaway copy or run a Prefect server are `slow`: the quick
+    loop (`-m "not slow"`) is the unit tests, in a minute or two."""
+    for item in items:
+        if END_TO_END_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
