@@ -242,15 +242,15 @@ def publish_summary(run_name: str, outcome: str, stages: list[StageRecord], metr
                           description=f"Metrics of pipeline run `{run_name}` against the last commit "
                                       "(`dvc metrics diff --all HEAD`)" + ("" if metrics else ": no metrics yet"))
     if report and Path(report).exists():
-        publish_report_link(REPORT_ARTIFACT_KEY, Path(report), f"The report of pipeline run `{run_name}`")
+        publish_report_link(REPORT_ARTIFACT_KEY, Path(report), os.path.relpath(report),  # the cwd is the root
+                            f"The report of pipeline run `{run_name}`")
 
 
-def publish_report_link(key: str, path: Path, description: str) -> None:
+def publish_report_link(key: str, path: Path, link_text: str, description: str) -> None:
     """A link artifact to a report file (a file:// URL: open it on the machine that ran the flow)."""
     from prefect.artifacts import create_link_artifact
 
-    create_link_artifact(key=key, link=path.resolve().as_uri(), link_text=os.path.relpath(path),
-                         description=description)
+    create_link_artifact(key=key, link=path.resolve().as_uri(), link_text=link_text, description=description)
 
 
 # --- an opt-in failure notification ---
@@ -264,7 +264,7 @@ def notify_failure(flow: Any, flow_run: Any, state: State) -> None:
     from prefect.blocks.core import Block
     from prefect.utilities.urls import url_for
 
-    failed = [stage["name"] for stage in _summary_stages(state) if stage.get("status") == "failed"]
+    failed = failed_child_runs(flow_run.id)
     where = f" at stage {failed[-1]}" if failed else ""
     lines = [f"{flow.name} run {flow_run.name} failed{where}: {state.message or 'no message'}"]
     if link := url_for(flow_run):
@@ -272,9 +272,20 @@ def notify_failure(flow: Any, flow_run: Any, state: State) -> None:
     Block.load(name).notify(body="\n".join(lines), subject=f"dnnlab: {flow.name} run {flow_run.name} failed")
 
 
-def _summary_stages(state: State) -> list[dict]:
-    data = state.data if isinstance(state.data, dict) else {}
-    return [stage for stage in data.get("stages", []) if isinstance(stage, dict)]
+def failed_child_runs(flow_run_id: Any) -> list[str]:
+    """The names of a flow run's failed child flow runs (its failed stages), oldest first."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterParentFlowRunId, FlowRunFilterState,
+                                                FlowRunFilterStateType)
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.FAILED]))),
+            sort=FlowRunSort.START_TIME_ASC)
+    return [run.name for run in runs]
 
 
 def _run_name() -> str:

@@ -160,11 +160,29 @@ class ProgressReporter:
             self.latest = (round(100.0 * epoch / max(epochs, 1), 2), text)
             self.wake.notify()
         if self.thread is None:
-            import atexit
+            self._start()
 
-            self.thread = threading.Thread(target=self._send_updates, name="prefect-progress", daemon=True)
-            self.thread.start()
-            atexit.register(self.close)
+    def _start(self) -> None:
+        """Import Prefect and send the first update here, not in the sender: Prefect's client sets
+        itself up on first use (atexit hooks among it), which fails once a short training is exiting."""
+        import atexit
+        from uuid import UUID
+
+        try:
+            if not os.environ.get("PREFECT_API_URL"):  # without it Prefect would start a server of its own
+                raise RuntimeError("PREFECT_API_URL is not set")
+            from prefect.artifacts import update_progress_artifact
+
+            if (first := self._next()) is not None:
+                update_progress_artifact(UUID(os.environ[PROGRESS_ARTIFACT_ENV]), progress=first[0],
+                                         description=first[1])
+        except Exception as error:
+            self._warn(error)
+            return
+        self.thread = threading.Thread(target=self._send_updates, args=(update_progress_artifact,),
+                                       name="prefect-progress", daemon=True)
+        self.thread.start()
+        atexit.register(self.close)
 
     def _next(self) -> tuple[float, str] | None:
         """The newest update not sent yet; None once closing and nothing is left."""
@@ -174,22 +192,21 @@ class ProgressReporter:
             update, self.latest = self.latest, None
             return update
 
-    def _send_updates(self) -> None:
-        artifact_id = os.environ[PROGRESS_ARTIFACT_ENV]
+    def _send_updates(self, update_progress_artifact: Callable[..., Any]) -> None:
+        from uuid import UUID
+
         try:
-            if not os.environ.get("PREFECT_API_URL"):  # without it Prefect would start a server of its own
-                raise RuntimeError("PREFECT_API_URL is not set")
-            from uuid import UUID
-
-            from prefect.artifacts import update_progress_artifact
-
+            artifact_id = UUID(os.environ[PROGRESS_ARTIFACT_ENV])
             while (update := self._next()) is not None:
-                update_progress_artifact(UUID(artifact_id), progress=update[0], description=update[1])
+                update_progress_artifact(artifact_id, progress=update[0], description=update[1])
         except Exception as error:
-            self.failed = True
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-            print(f"{self.module}: warning: cannot update the Prefect progress artifact {artifact_id} "
-                  f"({type(error).__name__}: {reason}); training goes on without it", file=sys.stderr, flush=True)
+            self._warn(error)
+
+    def _warn(self, error: Exception) -> None:
+        self.failed = True
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        print(f"{self.module}: warning: cannot update the Prefect progress artifact {os.environ[PROGRESS_ARTIFACT_ENV]} "
+              f"({type(error).__name__}: {reason}); training goes on without it", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         """Let the last update go out (a few seconds at most) and end the sender (atexit calls it)."""
