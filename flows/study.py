@@ -320,7 +320,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--jobs", type=int, default=DEFAULT_JOBS, metavar="N",
                         help=f"experiments at a time: `dvc exp run --run-all -j N` workers (default {DEFAULT_JOBS})")
     parser.add_argument("--notify-block", metavar="TYPE/NAME",
-                        help="a Prefect notification block to tell if the study fails, e.g. custom-webhook/dnnlab-alerts")
+                        help="a Prefect notification block to tell if the study fails (custom-webhook/NAME)")
     parser.add_argument("--json", action="store_true", help="print the experiments, report path and seconds as JSON")
     args = parser.parse_args(argv)
     try:  # refuse bad entries and unknown names before Prefect starts (the flow checks again)

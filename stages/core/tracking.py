@@ -138,10 +138,11 @@ def as_stage_flow(stage: str, main: Callable[[], None], known_errors: tuple[type
 class ProgressReporter:
     """Sends the latest training progress to the Prefect progress artifact $PROGRESS_ARTIFACT_ENV names.
 
-    A no-op (no Prefect import) unless the flow set that variable and PREFECT_API_URL. Updates go
-    out from a background thread, only the newest one, so a slow or unreachable server never holds
-    up training: the first failure prints one `train: warning:` line and ends the updates; at exit
-    the last update gets a few seconds to arrive.
+    A no-op (no Prefect import) unless the flow set that variable and PREFECT_API_URL. The first
+    update goes out from the caller (Prefect's import and client set-up, once); later ones from a
+    background thread, only the newest, so a slow server never holds up training. The first failure
+    prints one `train: warning:` line and ends the updates; at exit the last update gets a few
+    seconds to arrive.
     """
 
     def __init__(self, module: str = "train", exit_wait_s: float = 5.0):
@@ -205,7 +206,8 @@ class ProgressReporter:
     def _warn(self, error: Exception) -> None:
         self.failed = True
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        print(f"{self.module}: warning: cannot update the Prefect progress artifact {os.environ[PROGRESS_ARTIFACT_ENV]} "
+        artifact = os.environ[PROGRESS_ARTIFACT_ENV]
+        print(f"{self.module}: warning: cannot update the Prefect progress artifact {artifact} "
               f"({type(error).__name__}: {reason}); training goes on without it", file=sys.stderr, flush=True)
 
     def close(self) -> None:
