@@ -20,13 +20,15 @@ from typing import Any, Optional
 # (`file.py:12: UserWarning: …`). Everything else (progress, TensorFlow's notes) is INFO.
 ERROR_LINE = re.compile(r"^(ERROR: |[a-z][\w.@-]*: error: )")
 WARNING_LINE = re.compile(r"^(WARNING: |[a-z][\w.@-]*: warning: )|:\d+: [A-Z]\w*Warning: ")
+# TensorFlow's absl says this in DVC's format on every start: a note about itself, not a warning.
+NOT_A_WARNING = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
 
 
 def line_level(line: str) -> str:
     """"error", "warning" or "info": the log level of one line of a command's output."""
     if ERROR_LINE.search(line):
         return "error"
-    if WARNING_LINE.search(line):
+    if WARNING_LINE.search(line) and line != NOT_A_WARNING:
         return "warning"
     return "info"
 

@@ -209,7 +209,8 @@ def test_line_level_tells_real_warnings_and_errors_from_progress():
     assert line_level("/venv/lib/keras/src/trainer.py:81: UserWarning: the model is not built") == "warning"
     for line in ("  epoch 20/2000 train/loss=0.1 val/loss=0.12", "  warnings.warn(message)",
                  "I0000 00:00:1700000000.1 oneDNN custom operations are on.", "Running stage 'generate':",
-                 "Updating lock file 'dvc.lock'", "a line with error: in the middle"):
+                 "Updating lock file 'dvc.lock'", "a line with error: in the middle",
+                 "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"):
         assert line_level(line) == "info", line
 
 
