@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, repo_env, set_params
+from tests.conftest import REPO_ROOT, repo_env, run, set_params
 
 prefect = pytest.importorskip("prefect")
 
@@ -157,6 +157,33 @@ def test_a_failing_run_logs_its_error_at_error_and_posts_one_message_naming_the_
     assert levels[state.message] == logging.ERROR  # the stage's one line
     assert [level for line, level in levels.items() if line.startswith("ERROR: failed to reproduce")] == [logging.ERROR]
     assert levels["Running stage 'fetch@heart':"] == logging.INFO
+
+
+def test_a_study_publishes_its_experiments_as_a_table_and_a_link_to_its_report(
+        workspace: Path, mirror: Path, prefect_api: str):
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    from tests.test_study import study_params
+
+    env = repo_env(mirror, PREFECT_API_URL=prefect_api)
+    study_params(workspace, [{"name": "narrow", "params": {"synthetic.model.width": 16}}])
+    run(["git", "commit", "-qam", "a one-variation study"], workspace, env)
+
+    result = json.loads(run([sys.executable, "-m", "flows.study", "--json", "--jobs", "1"], workspace, env)
+                        .stdout.strip().splitlines()[-1])
+
+    with get_client(sync_client=True) as client:
+        (study_run,) = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["study"])),
+                                             sort=FlowRunSort.START_TIME_DESC, limit=1)
+    artifacts = artifacts_of(study_run.id)
+    assert {key: artifact.type for key, artifact in artifacts.items()} == {
+        "study-run": "table", "study-report": "markdown"}  # a link: markdown
+    (row,) = json.loads(artifacts["study-run"].data)
+    assert (row["experiment"], row["changes"]) == ("narrow", "synthetic.model.width=16")
+    assert row["val/loss"] == result["experiments"][0]["metrics"]["val/loss"]
+    report_url = (workspace / "reports/study.html").resolve().as_uri()
+    assert artifacts["study-report"].data == f"[reports/study.html]({report_url})"
 
 
 def test_a_study_that_fails_posts_its_one_line_error(tmp_path: Path, prefect_api: str, webhook: list):
