@@ -17,8 +17,8 @@ import argparse
 import contextlib
 import contextvars
 import json
-import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -27,17 +27,21 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
+from uuid import UUID
 
 from prefect import flow, get_run_logger, task
 from prefect.states import Failed, State
 
 from flows.dvc_adapter import (PUSH_ARGS, DvcError, DvcProject, apply_param_overrides, error_line, find_root,
                                metrics_diff, parse_param_overrides, repro_args, save_experiment, stream_dvc)
-from stages.core.contract import FORCE_DOWNLOAD_ENV, NETWORK_EXIT_CODE, STAGE_REPORT_ENV
+from stages.core.contract import FORCE_DOWNLOAD_ENV, NETWORK_EXIT_CODE, PROGRESS_ARTIFACT_ENV, STAGE_REPORT_ENV
 from stages.core.tracking import PARENT_ENV, prefect_api_url, read_stage_records
 
 RETRIED_STAGES = ("fetch",)  # the stages with network I/O
-ARTIFACT_KEY = "pipeline-run"
+PROGRESS_STAGES = ("train",)  # the stages that update a progress artifact (stages.core.tracking)
+ARTIFACT_KEY = "pipeline-run"  # table: stage, status, seconds
+METRICS_ARTIFACT_KEY = "pipeline-metrics"  # table: file, metric, old, new, change
+REPORT_ARTIFACT_KEY = "pipeline-report"  # link: file:// URL of the report
 
 
 class StageFailed(Exception):
@@ -85,13 +89,33 @@ def _is_network_failure(task: Any, task_run: Any, state: State) -> bool:
     return isinstance(error, StageFailed) and error.exit_code == NETWORK_EXIT_CODE
 
 
+def artifact_key(text: str) -> str:
+    """A Prefect artifact key from a name: lower-case letters, digits and dashes (`train@mnist` -> `train-mnist`)."""
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+
+
+def progress_env(stage: str) -> dict[str, str]:
+    """For a training stage: a progress artifact in this run, and what the stage needs to update it
+    (its id, and the API URL this process talks to: a temporary server's too)."""
+    if stage.split("@")[0] not in PROGRESS_STAGES:
+        return {}
+    from prefect.artifacts import create_progress_artifact
+    from prefect.client.orchestration import get_client
+
+    artifact_id = create_progress_artifact(0.0, key=artifact_key(f"{stage}-progress"),
+                                           description=f"{stage}: starting")
+    with get_client(sync_client=True) as client:
+        url = str(client.api_url).rstrip("/")
+    return {PROGRESS_ARTIFACT_ENV: str(artifact_id), "PREFECT_API_URL": url}
+
+
 @task(name="dvc repro")
-def repro_stage(stage: str, root: str, force: bool) -> str:
+def repro_stage(stage: str, root: str, force: bool, extra_env: Optional[dict[str, str]] = None) -> str:
     """`dvc repro --single-item [--force] <stage>`: "ran" if the stage's command ran, "skipped" if DVC
     did not run it (up to date by now, or restored from DVC's run cache)."""
     with tempfile.TemporaryDirectory(prefix="dnnlab-stage-") as folder:
         report = Path(folder) / "stage-report.jsonl"  # fresh for every try: the stage writes its record here
-        env = {**stage_env(force), STAGE_REPORT_ENV: str(report)}
+        env = {**stage_env(force), **(extra_env or {}), STAGE_REPORT_ENV: str(report)}
         returncode, _, stderr = stream_dvc(Path(root), repro_args(stage, force), env, get_run_logger())
         records = read_stage_records(report)
     if returncode != 0:
@@ -107,10 +131,16 @@ def stage_flow(stage: str, root: str, force: bool = False, retries: int = 0,
     if retries > 0:
         options.update(retries=retries, retry_condition_fn=_is_network_failure,
                        retry_delay_seconds=[retry_delay_seconds * 2 ** attempt for attempt in range(retries)])
-    state = repro_stage.with_options(**options)(stage, root, force, return_state=True)
+    extra_env = progress_env(stage)
+    state = repro_stage.with_options(**options)(stage, root, force, extra_env, return_state=True)
     if state.is_failed():
         error = state.result(raise_on_failure=False)
         return Failed(message=error.line if isinstance(error, StageFailed) else f"{stage}: {error}")
+    if extra_env and state.result() == "skipped":
+        from prefect.artifacts import update_progress_artifact
+
+        update_progress_artifact(UUID(extra_env[PROGRESS_ARTIFACT_ENV]), 100.0,
+                                 description=f"{stage}: not trained (restored from DVC's run cache)")
     return state.result()
 
 
@@ -241,33 +271,76 @@ def record_results(project: DvcProject, message: str, log: Any) -> Optional[str]
     return sha
 
 
-def _number(value: Any) -> str:
-    if isinstance(value, float) and math.isfinite(value):
-        return f"{value:.4g}"
-    return "" if value is None else str(value)
+def stage_rows(stages: list[StageRecord]) -> list[dict]:
+    return [{"stage": s.name, "status": s.status, "seconds": s.seconds} for s in stages]
 
 
-def summary_markdown(run_name: str, outcome: str, stages: list[StageRecord], metrics: dict,
-                     report: Optional[str], experiment: Optional[str], commit: Optional[str]) -> str:
-    lines = [f"# Pipeline run `{run_name}`: {outcome}", "", "| stage | status | seconds |", "|---|---|---:|"]
-    lines += [f"| `{s.name}` | {s.status} | {s.seconds:.1f} |" for s in stages]
-    lines += ["", "## Metrics against the last commit (`dvc metrics diff --all HEAD`)", ""]
-    if metrics:
-        lines += ["| file | metric | HEAD | this run | change |", "|---|---|---:|---:|---:|"]
-        for path, values in metrics.items():
-            for name, value in values.items():
-                lines.append(f"| `{path}` | {name} | {_number(value.get('old'))} | {_number(value.get('new'))} "
-                             f"| {_number(value.get('diff'))} |")
-    else:
-        lines.append("No metrics yet.")
-    lines.append("")
-    if report:
-        lines.append(f"Report: `{report}` (open it in a browser).")
+def metric_rows(metrics: dict) -> list[dict]:
+    """One row per metric of a `dvc metrics diff --json`: file, metric, old (HEAD), new (this run), change."""
+    return [{"file": path, "metric": name, "old": value.get("old"), "new": value.get("new"),
+             "change": value.get("diff")}
+            for path, values in metrics.items() for name, value in values.items()]
+
+
+def publish_summary(run_name: str, outcome: str, stages: list[StageRecord], metrics: dict,
+                    report: Optional[str], experiment: Optional[str], commit: Optional[str]) -> None:
+    """The run's results as Prefect artifacts: the stages and the metrics as tables, the report as a link."""
+    from prefect.artifacts import create_table_artifact
+
+    notes = [f"Pipeline run `{run_name}`: {outcome}."]
     if experiment:
-        lines.append(f"Experiment: `{experiment}` (`dvc exp show`).")
+        notes.append(f"Experiment `{experiment}` (`dvc exp show`).")
     if commit:
-        lines.append(f"Recorded as commit `{commit[:10]}`.")
-    return "\n".join(lines) + "\n"
+        notes.append(f"Recorded as commit `{commit[:10]}`.")
+    create_table_artifact(key=ARTIFACT_KEY, table=stage_rows(stages), description=" ".join(notes))
+    create_table_artifact(key=METRICS_ARTIFACT_KEY, table=metric_rows(metrics),
+                          description=f"Metrics of pipeline run `{run_name}` against the last commit "
+                                      "(`dvc metrics diff --all HEAD`)" + ("" if metrics else ": no metrics yet"))
+    if report and Path(report).exists():
+        publish_report_link(REPORT_ARTIFACT_KEY, Path(report), os.path.relpath(report),  # the cwd is the root
+                            f"The report of pipeline run `{run_name}`")
+
+
+def publish_report_link(key: str, path: Path, link_text: str, description: str) -> None:
+    """A link artifact to a report file (a file:// URL: open it on the machine that ran the flow)."""
+    from prefect.artifacts import create_link_artifact
+
+    create_link_artifact(key=key, link=path.resolve().as_uri(), link_text=link_text, description=description)
+
+
+# --- an opt-in failure notification ---
+
+def notify_failure(flow: Any, flow_run: Any, state: State) -> None:
+    """on_failure hook: send the run's name and its one-line error through the Prefect notification
+    block the run's `notify_block` parameter names (`<block-type>/<name>`); nothing if it names none."""
+    name = (flow_run.parameters or {}).get("notify_block")
+    if not name:
+        return
+    from prefect.blocks.core import Block
+    from prefect.utilities.urls import url_for
+
+    failed = failed_child_runs(flow_run.id) if flow.name == "pipeline" else []  # its children are its stages
+    where = f" at stage {failed[-1]}" if failed else ""
+    lines = [f"{flow.name} run {flow_run.name} failed{where}: {state.message or 'no message'}"]
+    if link := url_for(flow_run):
+        lines.append(link)
+    Block.load(name).notify(body="\n".join(lines), subject=f"dnnlab: {flow.name} run {flow_run.name} failed")
+
+
+def failed_child_runs(flow_run_id: Any) -> list[str]:
+    """The names of a flow run's failed child flow runs (its failed stages), oldest first."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterParentFlowRunId, FlowRunFilterState,
+                                                FlowRunFilterStateType)
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.FAILED]))),
+            sort=FlowRunSort.START_TIME_ASC)
+    return [run.name for run in runs]
 
 
 def _run_name() -> str:
@@ -279,11 +352,11 @@ def _run_name() -> str:
 
 # --- the flow ---
 
-@flow(name="pipeline")
+@flow(name="pipeline", on_failure=[notify_failure])
 def pipeline(targets: Optional[list[str]] = None, force_fetch: bool = False,
              overrides: Optional[dict[str, Any]] = None, record: bool = False, repo: Optional[str] = None,
              fetch_retries: int = 3, fetch_retry_delay_seconds: float = 10.0,
-             max_parallel: Optional[int] = None) -> Any:
+             max_parallel: Optional[int] = None, notify_block: Optional[str] = None) -> Any:
     """Run the DVC pipeline (`dvc repro` semantics), each stage that runs a child flow run, independent
     stages at the same time.
 
@@ -295,6 +368,8 @@ def pipeline(targets: Optional[list[str]] = None, force_fetch: bool = False,
     fetch_retries, fetch_retry_delay_seconds: network failures of fetch stages are retried after
         delay, 2 x delay, 4 x delay, ... seconds.
     max_parallel: stages running at once (default: the number of CPU cores; 1: one after another).
+    notify_block: a Prefect notification block, `<block-type>/<name>` (e.g. `custom-webhook/dnnlab-alerts`):
+        a failed run sends its name and one-line error through it.
     """
     root = find_root(Path(repo or os.getcwd()).resolve())
     if max_parallel is not None and max_parallel < 1:
@@ -310,8 +385,6 @@ def pipeline(targets: Optional[list[str]] = None, force_fetch: bool = False,
 
 def _run_pipeline(root: Path, targets: Optional[list[str]], force_fetch: bool, overrides: Optional[dict[str, Any]],
                   record: bool, fetch_retries: int, fetch_retry_delay_seconds: float, max_parallel: int) -> Any:
-    from prefect.artifacts import create_markdown_artifact
-
     log = get_run_logger()
     run_name = _run_name()
     try:
@@ -348,10 +421,7 @@ def _run_pipeline(root: Path, targets: Optional[list[str]], force_fetch: bool, o
 
     summary = {"stages": [asdict(r) for r in records], "metrics": metrics, "experiment": experiment,
                "commit": commit}
-    create_markdown_artifact(
-        key=ARTIFACT_KEY, description=f"Stages, metrics and report of pipeline run {run_name}",
-        markdown=summary_markdown(run_name, "Failed" if failure else "Completed", records, metrics, report,
-                                  experiment, commit))
+    publish_summary(run_name, "Failed" if failure else "Completed", records, metrics, report, experiment, commit)
     counts = {status: sum(r.status == status for r in records) for status in ("ran", "skipped", "failed")}
     log.info(f"{counts['ran']} stage(s) ran, {counts['skipped']} skipped, {counts['failed']} failed"
              + (f"; report: {report}" if report else ""))
@@ -390,6 +460,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--fetch-retry-delay", type=float, default=10.0, metavar="SECONDS")
     parser.add_argument("--max-parallel", type=int, metavar="N",
                         help="stages running at once (default: the number of CPU cores; 1: one after another)")
+    parser.add_argument("--notify-block", metavar="TYPE/NAME",
+                        help="a Prefect notification block to tell if the run fails, e.g. custom-webhook/dnnlab-alerts")
     parser.add_argument("--json", action="store_true", help="print the run's summary as one JSON object")
     args = parser.parse_args(argv)
     if args.max_parallel is not None and args.max_parallel < 1:
@@ -399,7 +471,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     state = pipeline(targets=args.targets, force_fetch=args.force_fetch,
                      overrides=dict(args.overrides) if args.overrides else None, record=args.record,
                      fetch_retries=args.fetch_retries, fetch_retry_delay_seconds=args.fetch_retry_delay,
-                     max_parallel=args.max_parallel, return_state=True)
+                     max_parallel=args.max_parallel, notify_block=args.notify_block, return_state=True)
     result = state.result(raise_on_failure=False)
     if args.json:
         if not isinstance(result, dict):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import re
 import signal
 import subprocess
 import threading
@@ -13,8 +14,27 @@ from pathlib import Path
 from typing import Any, Optional
 
 
+# What a line says about itself decides its level, not the stream it came on: the stages and DVC
+# print progress to stderr. Errors: DVC's `ERROR: ` prefix, a stage's one-line `train: error: …`.
+# Warnings: DVC's `WARNING: `, a stage's `train: warning: …`, Python's warnings module
+# (`file.py:12: UserWarning: …`). Everything else (progress, TensorFlow's notes) is INFO.
+ERROR_LINE = re.compile(r"^(ERROR: |[a-z][\w.@-]*: error: )")
+WARNING_LINE = re.compile(r"^(WARNING: |[a-z][\w.@-]*: warning: )|:\d+: [A-Z]\w*Warning: ")
+# TensorFlow's absl says this in DVC's format on every start: a note about itself, not a warning.
+NOT_A_WARNING = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+
+
+def line_level(line: str) -> str:
+    """"error", "warning" or "info": the log level of one line of a command's output."""
+    if ERROR_LINE.search(line):
+        return "error"
+    if WARNING_LINE.search(line) and line != NOT_A_WARNING:
+        return "warning"
+    return "info"
+
+
 def stream_command(command: list[str], cwd: Path, env: dict[str, str], log: Any) -> tuple[int, list[str], list[str]]:
-    """Run a command, sending each stdout line to log.info and each stderr line to log.warning as it comes.
+    """Run a command, sending each line it prints to `log` as it comes, at the level `line_level` gives.
 
     The command gets a process group of its own, so that if this flow run is interrupted (a
     cancelled run's SIGTERM, which Prefect raises here as an exception, or Ctrl-C) the command and
@@ -41,7 +61,7 @@ def stream_command(command: list[str], cwd: Path, env: dict[str, str], log: Any)
             line = line.rsplit("\r", 1)[-1]  # progress bars redraw with \r: keep what the terminal would show
             captured[name].append(line)
             if line.strip():
-                (log.info if name == "stdout" else log.warning)(line)
+                getattr(log, line_level(line))(line)
         return process.wait(), captured["stdout"], captured["stderr"]
     finally:
         if process.poll() is None:

@@ -30,7 +30,7 @@ from prefect import flow, get_run_logger, task
 from prefect.states import Failed
 
 from flows import dvc_adapter
-from flows.pipeline import git_output, override_text, pipeline, stage_env
+from flows.pipeline import git_output, notify_failure, override_text, pipeline, publish_report_link, stage_env
 from stages.core.contract import STAGE_REPORT_ENV
 from stages.core.params import ParamsError, StudyVariation
 from stages.core.tracking import read_stage_records
@@ -46,7 +46,9 @@ PREDICTIONS = "reports/plots/synthetic/evaluation/predictions.csv"
 TARGETS = ("evaluate",)
 # On 2 cores the default study took 110-136 s with 2 workers and 150 s with one (same machine, same hour).
 DEFAULT_JOBS = 2
-ARTIFACT_KEY = "study-run"
+ARTIFACT_KEY = "study-run"  # table: the experiments, best val/loss first
+REPORT_ARTIFACT_KEY = "study-report"  # link: file:// URL of reports/study.html
+HEADLINE = ("val/loss", "test/relative_mse", "ood/mse_vs_truth")
 
 
 class StudyError(Exception):
@@ -246,28 +248,37 @@ def write_report(root: Path, head: str, experiments: list) -> str:
     return str(REPORT)
 
 
-def summary_markdown(result: dict) -> str:
-    lines = [f"# Study: {len(result['experiments'])} experiments in {result['seconds']:.0f} s", "",
-             "| experiment | changes | val/loss | test/relative_mse | ood/mse_vs_truth |", "|---|---|---:|---:|---:|"]
+def experiment_rows(result: dict) -> list[dict]:
+    """One row per experiment, best val/loss first: experiment, changes, and the headline metrics."""
+    rows = []
     for exp in sorted(result["experiments"], key=lambda e: e["metrics"].get("val/loss", float("inf"))):
         changes = ", ".join(f"{k}={v}" for k, v in exp["params"].items()) or "(lab defaults)"
-        lines.append(f"| `{exp['name']}` | {changes} | " + " | ".join(
-            f"{exp['metrics'].get(k, float('nan')):.4g}" for k in ("val/loss", "test/relative_mse", "ood/mse_vs_truth"))
-            + " |")
-    return "\n".join(lines + ["", f"Report: `{result['report']}`; compare with `dvc exp show`."]) + "\n"
+        rows.append({"experiment": exp["name"], "changes": changes,
+                     **{metric: exp["metrics"].get(metric) for metric in HEADLINE}})
+    return rows
+
+
+def publish_summary(result: dict, root: Path) -> None:
+    """The study's experiments as a table artifact, its report as a link artifact."""
+    from prefect.artifacts import create_table_artifact
+
+    create_table_artifact(key=ARTIFACT_KEY, table=experiment_rows(result),
+                          description=f"Study: {len(result['experiments'])} experiments in {result['seconds']:.0f} s; "
+                                      "compare them with `dvc exp show`")
+    publish_report_link(REPORT_ARTIFACT_KEY, root / result["report"], result["report"], "The study's report")
 
 
 # --- the flow ---
 
-@flow(name="study")
-def study(only: Optional[list[str]] = None, jobs: int = DEFAULT_JOBS, repo: Optional[str] = None) -> Any:
+@flow(name="study", on_failure=[notify_failure])
+def study(only: Optional[list[str]] = None, jobs: int = DEFAULT_JOBS, repo: Optional[str] = None,
+          notify_block: Optional[str] = None) -> Any:
     """Run params.yaml's study variations as DVC experiments and write reports/study.html.
 
     only: variation names to run (default: all). jobs: experiments run at a time (queue workers).
     repo: the repository root (default: the working directory).
+    notify_block: a Prefect notification block, `<block-type>/<name>`: a failed study sends its one-line error.
     """
-    from prefect.artifacts import create_markdown_artifact
-
     started = time.perf_counter()
     root = Path(repo or os.getcwd()).resolve()
     try:
@@ -295,8 +306,7 @@ def study(only: Optional[list[str]] = None, jobs: int = DEFAULT_JOBS, repo: Opti
         "report": report,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    create_markdown_artifact(key=ARTIFACT_KEY, markdown=summary_markdown(result),
-                             description="The study's experiments and their headline metrics")
+    publish_summary(result, root)
     return result
 
 
@@ -309,6 +319,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="run only this variation of params.yaml's study (repeatable; default: all)")
     parser.add_argument("--jobs", type=int, default=DEFAULT_JOBS, metavar="N",
                         help=f"experiments at a time: `dvc exp run --run-all -j N` workers (default {DEFAULT_JOBS})")
+    parser.add_argument("--notify-block", metavar="TYPE/NAME",
+                        help="a Prefect notification block to tell if the study fails (custom-webhook/NAME)")
     parser.add_argument("--json", action="store_true", help="print the experiments, report path and seconds as JSON")
     args = parser.parse_args(argv)
     try:  # refuse bad entries and unknown names before Prefect starts (the flow checks again)
@@ -318,7 +330,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except StudyError as error:
         print(f"study: error: {error}", file=sys.stderr)
         return 2
-    state = study(only=args.only, jobs=args.jobs, return_state=True)
+    state = study(only=args.only, jobs=args.jobs, notify_block=args.notify_block, return_state=True)
     result = state.result(raise_on_failure=False)
     if not state.is_completed():
         print(f"study: error: {state.message}", file=sys.stderr)

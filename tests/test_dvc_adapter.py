@@ -190,8 +190,10 @@ def test_param_overrides_are_applied_as_dvc_exp_run_applies_them(tmp_path: Path)
 
 
 def test_the_command_line_helpers_build_the_commands_the_flows_run():
-    assert dvc_adapter.repro_args("fetch@heart", True) == ["repro", "--single-item", "--force", "fetch@heart"]
-    assert dvc_adapter.repro_args("report", False) == ["repro", "--single-item", "report"]
+    # --wait-for-lock: stages of one flow run at once and take DVC's repository lock in turn.
+    assert dvc_adapter.repro_args("fetch@heart", True) == [
+        "--wait-for-lock", "repro", "--single-item", "--force", "fetch@heart"]
+    assert dvc_adapter.repro_args("report", False) == ["--wait-for-lock", "repro", "--single-item", "report"]
     assert dvc_adapter.run_queue_args(2) == ["exp", "run", "--run-all", "-j", "2"]
     command = dvc_adapter.dvc_command("version")
     assert subprocess.run(command, capture_output=True, text=True).returncode == 0

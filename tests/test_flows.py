@@ -182,8 +182,10 @@ def test_stale_stages_run_as_named_child_flow_runs_then_a_second_run_skips_every
             flow_run_id=ArtifactFilterFlowRunId(any_=[parent])))
     assert "Running stage 'train@synthetic':" in logs
     assert any(line.startswith("train@synthetic: ") for line in logs)
-    assert [artifact.key for artifact in artifacts] == ["pipeline-run"]
-    assert "| `train@synthetic` | ran |" in artifacts[0].data and "| `train@mnist` | skipped |" in artifacts[0].data
+    assert sorted(artifact.key for artifact in artifacts) == ["pipeline-metrics", "pipeline-report", "pipeline-run"]
+    table = next(json.loads(artifact.data) for artifact in artifacts if artifact.key == "pipeline-run")
+    assert {"stage": "train@synthetic", "status": "ran"}.items() <= table[ALL_STAGES.index("train@synthetic")].items()
+    assert {"stage": "train@mnist", "status": "skipped"}.items() <= table[ALL_STAGES.index("train@mnist")].items()
     new_mse = json.loads((workspace / "reports/metrics/synthetic.json").read_text())["test/mse"]
     assert summary["metrics"]["reports/metrics/synthetic.json"]["test/mse"]["new"] == new_mse
     assert summary["experiment"] is None and summary["commit"] is None

@@ -4,3 +4,4 @@ MIRROR_ENV = "DNNLAB_DATA_MIRROR"  # a folder laid out like ../shared/data: read
 FORCE_DOWNLOAD_ENV = "DNNLAB_FORCE_DOWNLOAD"  # "1": ignore the download caches (the flow's force_fetch)
 NETWORK_EXIT_CODE = 75  # EX_TEMPFAIL: a download failed; the Prefect flow retries fetches that end with it
 STAGE_REPORT_ENV = "DNNLAB_STAGE_REPORT"  # a file: run_stage appends one JSON line {stage, experiment, exit_code, line}
+PROGRESS_ARTIFACT_ENV = "DNNLAB_PROGRESS_ARTIFACT"  # a Prefect progress artifact's id: the training stage updates it

@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Callable
 
-from stages.core.contract import STAGE_REPORT_ENV
+from stages.core.contract import PROGRESS_ARTIFACT_ENV, STAGE_REPORT_ENV
 
 PARENT_ENV = "DNNLAB_PREFECT_PARENT"  # "1" in stage subprocesses of the pipeline flow: already in a flow run
 DVC_STAGE_ENV = "DVC_STAGE"  # DVC sets it for every stage command (dvc/stage/run.py: prepare_kwargs)
@@ -131,6 +131,95 @@ def as_stage_flow(stage: str, main: Callable[[], None], known_errors: tuple[type
             raise caught[0]
 
     return run
+
+
+# --- a progress artifact the flow created, updated by the stage ---
+
+class ProgressReporter:
+    """Sends the latest training progress to the Prefect progress artifact $PROGRESS_ARTIFACT_ENV names.
+
+    A no-op (no Prefect import) unless the flow set that variable and PREFECT_API_URL. The first
+    update goes out from the caller (Prefect's import and client set-up, once); later ones from a
+    background thread, only the newest, so a slow server never holds up training. The first failure
+    prints one `train: warning:` line and ends the updates; at exit the last update gets a few
+    seconds to arrive.
+    """
+
+    def __init__(self, module: str = "train", exit_wait_s: float = 5.0):
+        self.module, self.exit_wait_s = module, exit_wait_s
+        self.latest: tuple[float, str] | None = None
+        self.wake = threading.Condition()
+        self.thread: threading.Thread | None = None
+        self.closing = self.failed = False
+
+    def __call__(self, epoch: int, epochs: int, logs: dict) -> None:
+        if self.failed or not os.environ.get(PROGRESS_ARTIFACT_ENV):
+            return
+        values = " ".join(f"{key}={float(value):.4g}" for key, value in sorted(logs.items()))
+        text = f"{dvc_stage_name(self.module)}: epoch {epoch}/{epochs} {values}".strip()
+        with self.wake:
+            self.latest = (round(100.0 * epoch / max(epochs, 1), 2), text)
+            self.wake.notify()
+        if self.thread is None:
+            self._start()
+
+    def _start(self) -> None:
+        """Import Prefect and send the first update here, not in the sender: Prefect's client sets
+        itself up on first use (atexit hooks among it), which fails once a short training is exiting."""
+        import atexit
+        from uuid import UUID
+
+        try:
+            if not os.environ.get("PREFECT_API_URL"):  # without it Prefect would start a server of its own
+                raise RuntimeError("PREFECT_API_URL is not set")
+            from prefect.artifacts import update_progress_artifact
+
+            if (first := self._next()) is not None:
+                update_progress_artifact(UUID(os.environ[PROGRESS_ARTIFACT_ENV]), progress=first[0],
+                                         description=first[1])
+        except Exception as error:
+            self._warn(error)
+            return
+        self.thread = threading.Thread(target=self._send_updates, args=(update_progress_artifact,),
+                                       name="prefect-progress", daemon=True)
+        self.thread.start()
+        atexit.register(self.close)
+
+    def _next(self) -> tuple[float, str] | None:
+        """The newest update not sent yet; None once closing and nothing is left."""
+        with self.wake:
+            while self.latest is None and not self.closing:
+                self.wake.wait()
+            update, self.latest = self.latest, None
+            return update
+
+    def _send_updates(self, update_progress_artifact: Callable[..., Any]) -> None:
+        from uuid import UUID
+
+        try:
+            artifact_id = UUID(os.environ[PROGRESS_ARTIFACT_ENV])
+            while (update := self._next()) is not None:
+                update_progress_artifact(artifact_id, progress=update[0], description=update[1])
+        except Exception as error:
+            self._warn(error)
+
+    def _warn(self, error: Exception) -> None:
+        self.failed = True
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        artifact = os.environ[PROGRESS_ARTIFACT_ENV]
+        print(f"{self.module}: warning: cannot update the Prefect progress artifact {artifact} "
+              f"({type(error).__name__}: {reason}); training goes on without it", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        """Let the last update go out (a few seconds at most) and end the sender (atexit calls it)."""
+        with self.wake:
+            self.closing = True
+            self.wake.notify()
+        if self.thread is not None:
+            self.thread.join(timeout=self.exit_wait_s)
+
+
+report_training_progress = ProgressReporter()  # engine.report_progress calls it: (epoch, epochs, logs)
 
 
 # --- the record a stage leaves for the flow that started it ---

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from stages.core.params import TrainConfig
 from stages.core.problem import Problem
+from stages.core.tracking import report_training_progress
 from stages.training.model import LOSS
 
 
@@ -43,6 +44,7 @@ class _Progress(keras.callbacks.Callback):
 def report_progress(epoch: int, epochs: int, logs: dict) -> None:
     values = " ".join(f"{k}={float(v):.4g}" for k, v in sorted(logs.items()))
     print(f"  epoch {epoch}/{epochs} {values}", file=sys.stderr, flush=True)
+    report_training_progress(epoch, epochs, logs)  # a Prefect progress artifact, when the flow gave one
 
 
 def train_with_fit(model: keras.Model, problem: Problem, config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
