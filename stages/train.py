@@ -1,12 +1,13 @@
 """Stage `train@<task>`: the dense network on the task's processed train split.
 
 Writes the model (`.keras`) and the learning curve (one row per epoch: train and validation
-loss, and accuracy for the classifiers).
+loss, and accuracy for the classifiers); with `--live`, dvclive's step-wise metrics as it trains.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 import zipfile
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, required=True, help="the task's processed folder")
     parser.add_argument("--model", type=Path, required=True, help="where to save the .keras model")
     parser.add_argument("--curve", type=Path, required=True, help="where to write learning_curve.csv")
+    parser.add_argument("--live", type=Path, help="a folder for dvclive's step-wise metrics (one step per epoch), "
+                                                  "which DVC shows while the experiment runs")
     args = parser.parse_args(argv)
 
     params = load_params(args.params, [args.task])
@@ -75,11 +78,13 @@ def main(argv: list[str] | None = None) -> None:
     require_network_fits(args.task, config.model, config.train.batch_size, x.shape[1], task.PROBLEM.outputs)
 
     from stages.training.core import ValidationSplitError, train_network
+    from stages.training.live import LiveLog
     print(f"train@{args.task}: {len(x)} rows, {config.train.epochs} epochs, batch {config.train.batch_size}, "
           f"engine {config.train.engine}", flush=True)
     started = time.perf_counter()
     try:
-        trained = train_network(task.PROBLEM, config.model, config.train, x, y, params.seed)
+        with LiveLog(args.live) if args.live else contextlib.nullcontext() as log:
+            trained = train_network(task.PROBLEM, config.model, config.train, x, y, params.seed, log=log)
     except ValidationSplitError as error:
         raise StageError(f"{args.task}.train.validation_split: {error}") from None
     model, curve, last = trained.model, trained.curve, trained.curve.iloc[-1]

@@ -13,6 +13,7 @@ import tensorflow as tf
 from stages.core.params import ModelConfig, TrainConfig
 from stages.core.problem import Problem
 from stages.training.engine import train_model
+from stages.training.live import EpochLog
 from stages.training.model import build_model
 
 # An engine's signature: (model, problem, config, x_train, y_train, x_val, y_val, seed) -> learning curve.
@@ -47,12 +48,15 @@ def split_validation(x: np.ndarray, y: np.ndarray, fraction: float):
 
 
 def train_network(problem: Problem, model_config: ModelConfig, train_config: TrainConfig, x: np.ndarray,
-                  y: np.ndarray, seed: int, *, engine: Engine = train_model) -> TrainedNetwork:
+                  y: np.ndarray, seed: int, *, engine: Engine = train_model,
+                  log: EpochLog | None = None) -> TrainedNetwork:
     """Train the lab's network on (x, y), its last `validation_split` share held out for validation.
 
-    `engine` defaults to the one `train_config.engine` names; benchmarks pass others."""
+    `engine` defaults to the one `train_config.engine` names; benchmarks pass others. The epochs'
+    curve rows go to `log` as they come (the train stage's dvclive), when given."""
     (x_train, y_train), (x_val, y_val) = split_validation(x, y, train_config.validation_split)
     seed_everything(seed)
     model = build_model(model_config, x.shape[1], problem, seed)
-    curve = engine(model, problem, train_config, x_train, y_train, x_val, y_val, seed)
+    options = {"log": log} if log is not None else {}  # the benchmarks' engines take no log
+    curve = engine(model, problem, train_config, x_train, y_train, x_val, y_val, seed, **options)
     return TrainedNetwork(model, curve, len(x_train), len(x_val))

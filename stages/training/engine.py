@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import time
 
 import keras
@@ -19,45 +18,45 @@ import tensorflow as tf
 
 from stages.core.params import TrainConfig
 from stages.core.problem import Problem
-from stages.core.tracking import report_training_progress
+from stages.training.live import EpochLog
 from stages.training.model import LOSS
+from stages.training.progress import PROGRESS_INTERVAL_S, progress_display
 
 
 def _metrics(problem: Problem) -> list[str]:
     return ["accuracy"] if problem.is_classifier else []
 
 
-class _Progress(keras.callbacks.Callback):
-    """A line every ~2 s (and at the end) instead of one per epoch: 2000 epochs stay readable."""
+class _EpochEnd(keras.callbacks.Callback):
+    """fit's per-epoch hook: the progress display, and the epoch's curve row to the log (if any)."""
 
-    def __init__(self, epochs: int, interval_s: float = 2.0):
+    def __init__(self, epochs: int, log: EpochLog | None = None):
         super().__init__()
-        self.epochs, self.interval_s, self.last = epochs, interval_s, time.monotonic()
+        self.progress, self.log = progress_display(epochs), log
 
     def on_epoch_end(self, epoch, logs=None):
-        now = time.monotonic()
-        if now - self.last >= self.interval_s or epoch + 1 == self.epochs:
-            self.last = now
-            report_progress(epoch + 1, self.epochs, logs or {})
+        logs = logs or {}
+        self.progress.update(epoch + 1, logs)
+        if self.log is not None:
+            self.log.log_epochs([{CURVE_NAMES[name]: value for name, value in logs.items() if name in CURVE_NAMES}])
 
-
-def report_progress(epoch: int, epochs: int, logs: dict) -> None:
-    values = " ".join(f"{k}={float(v):.4g}" for k, v in sorted(logs.items()))
-    print(f"  epoch {epoch}/{epochs} {values}", file=sys.stderr, flush=True)
-    report_training_progress(epoch, epochs, logs)  # a Prefect progress artifact, when the flow gave one
+    def on_train_end(self, logs=None):
+        self.progress.close()
 
 
 def train_with_fit(model: keras.Model, problem: Problem, config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
-                   x_val: np.ndarray, y_val: np.ndarray, seed: int, **compile_options) -> pd.DataFrame:
+                   x_val: np.ndarray, y_val: np.ndarray, seed: int, *, log: EpochLog | None = None,
+                   **compile_options) -> pd.DataFrame:
     """Plain `model.fit`, reshuffled every epoch from the seed, with the given validation rows
-    (`compile_options` go to model.compile: the benchmarks try steps_per_execution and jit_compile).
+    (`compile_options` go to model.compile: the benchmarks try steps_per_execution and jit_compile);
+    each epoch's curve row goes to `log` when given.
 
     The rows come as a tf.data pipeline of `epoch_batches`, not as arrays with shuffle=True: once
     TensorFlow's global seed is set (as it is here, for reproducible runs), Keras 3.15 on TF 2.21
     rebuilds its input pipeline every epoch, its seeded shuffle starts over, and every epoch
     repeats the first one's order. The pipeline gives every epoch a fresh order, the same orders `train_compiled` takes.
     """
-    callbacks = compile_for_fit(model, problem, config, seed, **compile_options)
+    callbacks = compile_for_fit(model, problem, config, seed, log=log, **compile_options)
     x_train, y_train, x_val, y_val = _as_training_arrays(problem, x_train, y_train, x_val, y_val)
     batch_size = min(config.batch_size, len(x_train))
     batches = epoch_batches(x_train, y_train, seed, config.epochs, batch_size)
@@ -68,13 +67,13 @@ def train_with_fit(model: keras.Model, problem: Problem, config: TrainConfig, x_
 
 
 def compile_for_fit(model: keras.Model, problem: Problem, config: TrainConfig, seed: int,
-                    **compile_options) -> list[keras.callbacks.Callback]:
+                    log: EpochLog | None = None, **compile_options) -> list[keras.callbacks.Callback]:
     """Seed, compile with Adam and the problem's loss and metrics; return fit's callbacks (progress
-    lines, and EarlyStopping with best-weights restore when `early_stopping_patience` > 0)."""
+    and `log` per epoch, and EarlyStopping with best-weights restore when `early_stopping_patience` > 0)."""
     keras.utils.set_random_seed(seed)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=LOSS[problem.kind],
                   metrics=_metrics(problem), **compile_options)
-    callbacks: list[keras.callbacks.Callback] = [_Progress(config.epochs)]
+    callbacks: list[keras.callbacks.Callback] = [_EpochEnd(config.epochs, log)]
     if config.early_stopping_patience > 0:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True))
@@ -116,7 +115,8 @@ LOSS_FUNCTIONS = {
     "multiclass": keras.losses.SparseCategoricalCrossentropy,
 }
 CURVE_COLUMNS = ("loss", "val_loss", "accuracy", "val_accuracy")  # Keras history names, one row per epoch
-PROGRESS_INTERVAL_S = 2.0
+CURVE_NAMES = {"loss": "train/loss", "val_loss": "val/loss", "accuracy": "train/accuracy",
+               "val_accuracy": "val/accuracy"}  # Keras history names to the learning curve's
 # XLA compiles for 1-3 s on a 2-core CPU, then runs small-batch steps ~5x faster than a TF graph:
 # worth it from about this many training steps (the synthetic task's 40000, not heart's <= 2600).
 XLA_MIN_STEPS = 10_000
@@ -156,13 +156,14 @@ def _without_graph_rewrites():
 
 def train_compiled(model: keras.Model, problem: Problem, config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
                    x_val: np.ndarray, y_val: np.ndarray, seed: int, *,
-                   jit_compile: bool | None = None, max_epochs_per_call: int | None = None) -> pd.DataFrame:
+                   jit_compile: bool | None = None, max_epochs_per_call: int | None = None,
+                   log: EpochLog | None = None) -> pd.DataFrame:
     """The training of `train_with_fit`, run by a compiled TensorFlow function that runs whole epochs.
 
     Each call runs several epochs (a while loop over epochs, each a while loop over mini-batches
     of one static shape), so Python and Keras run once per call instead of once per step. Calls
-    start at one epoch and grow to about PROGRESS_INTERVAL_S each, with a progress line between
-    (`max_epochs_per_call` caps them); how epochs are grouped into calls does not change the
+    start at one epoch and grow to about PROGRESS_INTERVAL_S each, with progress shown and the
+    epochs' curve rows sent to `log` (when given) between (`max_epochs_per_call` caps them); how epochs are grouped into calls does not change the
     results. The function is XLA-compiled when the run has at least XLA_MIN_STEPS steps, where
     XLA's compile time pays off, else a plain TF graph (`jit_compile` forces either).
 
@@ -193,7 +194,8 @@ def train_compiled(model: keras.Model, problem: Problem, config: TrainConfig, x_
     # Plain tf.while_loop rather than autograph: converting the Python code took longer than XLA.
     run_epochs = tf.function(epochs_graph.run_epochs, jit_compile=jit_compile, autograph=False)
     data = [_on_device(array) for array in (x_train, y_train, x_val, y_val)]
-    table = _run_in_calls(run_epochs, data, problem, seed, config.epochs, epochs_graph.slots, max_epochs_per_call)
+    table = _run_in_calls(run_epochs, data, problem, seed, config.epochs, epochs_graph.slots, max_epochs_per_call,
+                          log)
     if epochs_graph.early_stopping:  # like restore_best_weights=True, also when training ran to the last epoch
         epochs_graph.early_stopping.restore_best_weights()
     return learning_curve({name: table[:, column] for column, name in enumerate(CURVE_COLUMNS)}, problem)
@@ -313,35 +315,38 @@ class _EpochsGraph:
 
 
 def _run_in_calls(run_epochs, data: list[tf.Tensor], problem: Problem, seed: int, epochs: int, slots: int,
-                  max_epochs_per_call: int | None) -> np.ndarray:
-    """Run all epochs through `run_epochs`, several per call, with a progress line every
-    PROGRESS_INTERVAL_S; return the curve table, one row (CURVE_COLUMNS) per epoch run."""
+                  max_epochs_per_call: int | None, log: EpochLog | None = None) -> np.ndarray:
+    """Run all epochs through `run_epochs`, several per call, showing progress and sending each
+    call's curve rows to `log` between calls; return the curve table, one row (CURVE_COLUMNS) per epoch run."""
     rows = int(data[0].shape[0])
     orders = np.zeros((slots, rows), dtype=np.int32)
     history: list[np.ndarray] = []
     epoch, epochs_per_call, calls = 0, 1, 0
-    last_report = time.monotonic()
-    while epoch < epochs:
-        started = time.monotonic()
-        count = min(epochs_per_call, epochs - epoch, slots)
-        for index in range(count):
-            orders[index] = shuffled_order(seed, epoch + index, rows)
-        with _without_graph_rewrites():
-            done, curve = run_epochs(*data, orders, tf.constant(epoch, tf.int32), tf.constant(count, tf.int32))
-        done = int(done)
-        history.append(curve.numpy()[:done])
-        calls += 1
-        if calls > 1:  # the first call includes compilation: time the later ones
-            epochs_per_call = _epochs_for_next_call(done, time.monotonic() - started, max_epochs_per_call)
-        stopped = done < count
-        epoch += done
-        now = time.monotonic()
-        if now - last_report >= PROGRESS_INTERVAL_S or stopped or epoch == epochs:
-            last_report = now
+    progress = progress_display(epochs)
+    try:
+        while epoch < epochs:
+            started = time.monotonic()
+            count = min(epochs_per_call, epochs - epoch, slots)
+            for index in range(count):
+                orders[index] = shuffled_order(seed, epoch + index, rows)
+            with _without_graph_rewrites():
+                done, curve = run_epochs(*data, orders, tf.constant(epoch, tf.int32), tf.constant(count, tf.int32))
+            done = int(done)
+            history.append(curve.numpy()[:done])
+            calls += 1
+            if calls > 1:  # the first call includes compilation: time the later ones
+                epochs_per_call = _epochs_for_next_call(done, time.monotonic() - started, max_epochs_per_call)
+            stopped = done < count
+            epoch += done
+            if log is not None and done:
+                names = [CURVE_NAMES[name] for name in _logged(problem)]
+                log.log_epochs([dict(zip(names, row)) for row in history[-1][:, :len(names)].tolist()])
             last_row = np.concatenate(history)[-1]  # a call may run no epoch: stopped at the previous one's end
-            report_progress(epoch, epochs, dict(zip(_logged(problem), last_row)))
-        if stopped:
-            break
+            progress.update(epoch, dict(zip(_logged(problem), last_row)), stopped=stopped)
+            if stopped:
+                break
+    finally:
+        progress.close()
     return np.concatenate(history)
 
 
@@ -359,9 +364,9 @@ ENGINES = {"compiled": train_compiled, "fit": train_with_fit}
 
 
 def train_model(model: keras.Model, problem: Problem, config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
-                x_val: np.ndarray, y_val: np.ndarray, seed: int) -> pd.DataFrame:
-    """Train with the engine `config.engine` names; return the learning curve."""
+                x_val: np.ndarray, y_val: np.ndarray, seed: int, *, log: EpochLog | None = None) -> pd.DataFrame:
+    """Train with the engine `config.engine` names (each epoch's curve row to `log`); return the learning curve."""
     engine = ENGINES.get(config.engine)
     if engine is None:
         raise ValueError(f"unknown training engine {config.engine!r}; allowed: {', '.join(ENGINES)}")
-    return engine(model, problem, config, x_train, y_train, x_val, y_val, seed)
+    return engine(model, problem, config, x_train, y_train, x_val, y_val, seed, log=log)
