@@ -240,13 +240,13 @@ def headline(metrics: dict) -> str:
     from stages.tasks import TASK_NAMES, load_task
 
     parts = []
-    for task in sorted((load_task(name) for name in TASK_NAMES), key=lambda task: task.LAB_PART):
-        name = task.__name__.rsplit(".", 1)[-1]
+    for name in sorted(TASK_NAMES, key=lambda name: load_task(name).LAB_PART):
+        metric = load_task(name).HEADLINE_METRIC
         for path, values in metrics.items():
-            if Path(path).stem == name and task.HEADLINE_METRIC in values:
-                value = values[task.HEADLINE_METRIC].get("new")
+            if Path(path).stem == name and metric in values:
+                value = values[metric].get("new")
                 if isinstance(value, (int, float)):
-                    parts.append(f"{name} {task.HEADLINE_METRIC} {value:.4g}")
+                    parts.append(f"{name} {metric} {value:.4g}")
     return ", ".join(parts)
 
 

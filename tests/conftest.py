@@ -112,6 +112,24 @@ def workspace(built_repo, tmp_path) -> Path:
     return Path(shutil.copytree(built_repo, tmp_path / "repo", symlinks=True))
 
 
+@pytest.fixture(scope="module")
+def prefect_api() -> str:
+    """A temporary Prefect server (SQLite) for a test module; in-process flows report to it."""
+    import prefect
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield prefect.settings.PREFECT_API_URL.value()
+
+
+@pytest.fixture
+def stage_env(monkeypatch, mirror: Path) -> None:
+    """What an in-process flow hands its stage subprocesses: the mirror and a git identity."""
+    for key, value in repo_env(mirror).items():
+        if key == "DNNLAB_DATA_MIRROR" or key.startswith("GIT_"):
+            monkeypatch.setenv(key, value)
+
+
 END_TO_END_FIXTURES = {"built_repo", "workspace", "prefect_api"}
 
 

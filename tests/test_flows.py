@@ -29,7 +29,6 @@ from prefect.client.schemas.filters import (  # noqa: E402
     ArtifactFilter, ArtifactFilterFlowRunId, DeploymentFilter, DeploymentFilterName, FlowRunFilter,
     FlowRunFilterName, FlowRunFilterParentFlowRunId, LogFilter, LogFilterFlowRunId, TaskRunFilter,
     TaskRunFilterFlowRunId)
-from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from flows.deployments import DEPLOYMENTS, PREFECT_YAML, prefect_yaml_text, runner_deployments  # noqa: E402
 from flows.pipeline import NETWORK_EXIT_CODE, failure_line, headline, pipeline  # noqa: E402
@@ -58,21 +57,6 @@ def dataset_download(handle, force_download=False):
 
 
 # --- fixtures and helpers ---
-
-@pytest.fixture(scope="module")
-def prefect_api() -> str:
-    """A temporary Prefect server (SQLite) for this module; in-process flows report to it."""
-    with prefect_test_harness(server_startup_timeout=90):
-        yield prefect.settings.PREFECT_API_URL.value()
-
-
-@pytest.fixture
-def stage_env(monkeypatch, mirror: Path) -> None:
-    """What the in-process flow hands its stage subprocesses: the mirror and a git identity."""
-    for key, value in repo_env(mirror).items():
-        if key == "DNNLAB_DATA_MIRROR" or key.startswith("GIT_"):
-            monkeypatch.setenv(key, value)
-
 
 @pytest.fixture
 def fake_kaggle(monkeypatch, tmp_path: Path, mirror: Path, stage_env) -> Callable[[int], Path]:

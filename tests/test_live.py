@@ -25,7 +25,7 @@ from stages.training.engine import train_compiled, train_model
 from stages.training.live import LiveLog
 from stages.training.model import build_model
 from stages.training.progress import ProgressBar, ProgressLines, progress_display
-from tests.conftest import REPO_ROOT, repo_env, run, set_params
+from tests.conftest import REPO_ROOT, repo_env, run
 from tests.test_engine import REGRESSION, regression_data
 
 CURVE = ["train/loss", "val/loss"]

@@ -27,7 +27,6 @@ from prefect.blocks.notifications import CustomWebhookNotificationBlock  # noqa:
 from prefect.client.orchestration import get_client  # noqa: E402
 from prefect.client.schemas.filters import (  # noqa: E402
     ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId)
-from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from flows.pipeline import metric_rows, pipeline  # noqa: E402
 from flows.processes import line_level  # noqa: E402
@@ -40,19 +39,6 @@ STAGE_WARNING = '''import os, warnings
 if os.environ.get("DVC_STAGE", "").startswith("train@"):
     warnings.warn("a warning the training stage printed", UserWarning)
 '''
-
-
-@pytest.fixture(scope="module")
-def prefect_api() -> str:
-    with prefect_test_harness(server_startup_timeout=90):
-        yield prefect.settings.PREFECT_API_URL.value()
-
-
-@pytest.fixture
-def stage_env(monkeypatch, mirror: Path) -> None:
-    for key, value in repo_env(mirror).items():
-        if key == "DNNLAB_DATA_MIRROR" or key.startswith("GIT_"):
-            monkeypatch.setenv(key, value)
 
 
 @pytest.fixture
