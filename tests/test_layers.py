@@ -121,16 +121,7 @@ def violations(root: Path, rule: Rule) -> list[str]:
 
 # --- the contract, on this checkout ---
 
-# stages/tasks/ is written on another branch: until it lands, the mains still import the modules it
-# replaces (stages.datasets, one main from another), so that one rule is expected to fail here.
-TASKS_MISSING = not (REPO_ROOT / "stages" / "tasks").is_dir()
-
-
-@pytest.mark.parametrize("rule", [
-    pytest.param(rule, id=rule.name, marks=pytest.mark.xfail(
-        TASKS_MISSING and rule is RULES[-1], strict=True,
-        reason="stages/tasks not on this branch yet: the mains still import stages.datasets and each other"))
-    for rule in RULES])
+@pytest.mark.parametrize("rule", [pytest.param(rule, id=rule.name) for rule in RULES])
 def test_imports_point_down_only(rule: Rule):
     broken = violations(REPO_ROOT, rule)
     assert not broken, f"{rule.name}:\n  " + "\n  ".join(broken)
