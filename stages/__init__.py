@@ -1,4 +1,4 @@
-"""dnnlab's pipeline stages: a thin `main()` per DVC stage, generic over the task modules (stages/tasks/)."""
+"""dnnlab's pipeline stages: one module per DVC stage, a pure core and a thin `main()`."""
 
 import os
 
