@@ -422,9 +422,9 @@ def _run_pipeline(root: Path, targets: Optional[list[str]], force_fetch: bool, o
     summary = {"stages": [asdict(r) for r in records], "metrics": metrics, "experiment": experiment,
                "commit": commit}
     publish_summary(run_name, "Failed" if failure else "Completed", records, metrics, report, experiment, commit)
-    counts = {status: sum(r.status == status for r in records) for status in ("ran", "skipped", "failed")}
-    log.info(f"{counts['ran']} stage(s) ran, {counts['skipped']} skipped, {counts['failed']} failed"
-             + (f"; report: {report}" if report else ""))
+    counts = {status: sum(r.status == status for r in records) for status in ("ran", "skipped", "failed", "not run")}
+    log.info(f"{counts['ran']} stage(s) ran, {counts['skipped']} skipped, {counts['failed']} failed, "
+             f"{counts['not run']} not run" + (f"; report: {report}" if report else ""))
     if failure:
         return Failed(message=failure, data=summary)
     return summary
