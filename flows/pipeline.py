@@ -320,7 +320,7 @@ def notify_failure(flow: Any, flow_run: Any, state: State) -> None:
     from prefect.utilities.urls import url_for
 
     failed = failed_child_runs(flow_run.id) if flow.name == "pipeline" else []  # its children are its stages
-    where = f" at stage {failed[-1]}" if failed else ""
+    where = f" at stage{'s' if len(failed) > 1 else ''} {', '.join(failed)}" if failed else ""  # stages fail in parallel
     lines = [f"{flow.name} run {flow_run.name} failed{where}: {state.message or 'no message'}"]
     if link := url_for(flow_run):
         lines.append(link)

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from websockets.sync.client import connect
 
+from flows.processes import stop_process_group
+
 CHROMIUM = Path("/usr/bin/chromium")
 INSTALL_HINT = "install it with `apt-get install -y chromium` (Debian; .ci/run does this in CI)"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -122,12 +124,13 @@ def start_chromium(profile: Path) -> tuple[subprocess.Popen, str]:
     with open(profile / "chromium.log", "wb") as log:  # the child keeps its own copy of the handle
         process = subprocess.Popen([str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}",
                                     f"--window-size={PAGE_WIDTH},900", "about:blank"],
-                                   stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+                                   stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)  # its helper processes go with it
     port_file = profile / "DevToolsActivePort"
     deadline = time.monotonic() + TIMEOUT_S
     while not (port_file.exists() and port_file.read_text().count("\n") >= 1):
         if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
+            stop_process_group(process, grace_s=2)
             raise RuntimeError(f"chromium did not start: {(profile / 'chromium.log').read_text(errors='replace')[-2000:]}")
         time.sleep(0.1)
     port = port_file.read_text().splitlines()[0]
@@ -192,12 +195,7 @@ def render(html: Path, plot_ids: list[str] = ()) -> RenderedPage:
             shot = screenshot(page)
             page.close()
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process_group(process)
     return RenderedPage(plots=measured["plots"], images=measured["images"], versions=measured["versions"],
                         errors=page_errors(page.events), remote_requests=remote_requests(page.events),
                         screenshot=shot)

@@ -32,7 +32,7 @@ from prefect.client.schemas.filters import (  # noqa: E402
 
 from flows.deployments import DEPLOYMENTS, PREFECT_YAML, prefect_yaml_text, runner_deployments  # noqa: E402
 from flows.pipeline import NETWORK_EXIT_CODE, failure_line, headline, pipeline  # noqa: E402
-from flows.processes import stream_command  # noqa: E402
+from flows.processes import stop_process_group, stream_command  # noqa: E402
 
 ALL_STAGES = [
     "generate", "fetch@heart", "fetch@mnist", "preprocess@synthetic", "preprocess@heart", "preprocess@mnist",
@@ -403,7 +403,7 @@ def test_a_served_deployment_records_a_commit_when_results_change_and_none_when_
     before = git_head(workspace, mirror)
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen([sys.executable, "-m", "flows.serve"], cwd=workspace, env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
+                              stderr=subprocess.STDOUT, start_new_session=True)
     try:
         with get_client(sync_client=True) as client:
             def registered() -> bool:
@@ -435,11 +435,7 @@ def test_a_served_deployment_records_a_commit_when_results_change_and_none_when_
         assert git_head(workspace, mirror) == recorded
         assert dvc_is_clean(workspace, mirror)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_process_group(server, grace_s=30)
         log.close()
 
 
