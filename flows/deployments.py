@@ -22,6 +22,14 @@ PIPELINE = "flows/pipeline.py:pipeline"
 STUDY = "flows/study.py:study"
 WORK_POOL = "dnnlab"  # a process work pool: `prefect work-pool create dnnlab --type process`
 TAGS = ("dnnlab",)
+# Scheduled and triggered runs work in a fresh clone of the git remote, never in a working tree.
+# Where that remote is, and the Secret block with the remotes' credentials, are Prefect variables,
+# read when the deployments are created (`prefect deploy` and `flows.serve` both resolve them).
+FROM_GIT = {
+    "git_remote": "{{ prefect.variables.dnnlab_git_remote }}",
+    "branch": "{{ prefect.variables.dnnlab_git_branch }}",  # unset: main
+    "credentials_block": "{{ prefect.variables.dnnlab_credentials_block }}",  # unset: none
+}
 PREFECT_YAML = Path(__file__).resolve().parents[1] / "prefect.yaml"
 
 
@@ -40,14 +48,17 @@ class Deployment:
 DEPLOYMENTS = (
     Deployment(
         name="nightly",
-        description="Every night at 03:00 UTC: download the data again, rerun what changed, "
-                    "and commit dvc.lock and the metrics when the results changed.",
+        description="Every night at 03:00 UTC, in a fresh clone of the git remote: download the data again, "
+                    "rerun what changed, and when the results changed push them (data to the DVC remote, "
+                    "then a commit of dvc.lock and the metrics).",
         cron="0 3 * * *",
-        parameters={"force_fetch": True, "record": True},
+        parameters={"force_fetch": True, "record": True, **FROM_GIT},
     ),
     Deployment(
         name="on-demand",
-        description="Run the pipeline now: the stale stages run, nothing is committed.",
+        description="Run the pipeline now, in a fresh clone of the git remote: the stale stages run, "
+                    "nothing is committed (`-p record=true` pushes the results like the nightly run).",
+        parameters=dict(FROM_GIT),
     ),
     Deployment(
         name="study",
@@ -66,15 +77,18 @@ def _flow(entrypoint: str):
 
 
 def runner_deployments() -> list[RunnerDeployment]:
-    """The deployments as `prefect.serve` takes them."""
+    """The deployments as `prefect.serve` takes them, their parameters' variables resolved as
+    `prefect deploy` resolves them."""
     from prefect.schedules import Cron
+    from prefect.utilities.asyncutils import run_coro_as_sync
+    from prefect.utilities.templating import resolve_variables
 
     return [
         _flow(spec.entrypoint).to_deployment(
             name=spec.name,
             description=spec.description,
             schedules=[Cron(spec.cron, timezone=spec.timezone)] if spec.cron else [],
-            parameters=dict(spec.parameters),
+            parameters=run_coro_as_sync(resolve_variables(dict(spec.parameters))),
             tags=list(TAGS),
         )
         for spec in DEPLOYMENTS
@@ -96,8 +110,9 @@ def prefect_yaml_text() -> str:
         })
     header = (
         "# Generated from flows/deployments.py by `python -m flows.deployments --write-prefect-yaml`:\n"
-        "# edit that file, not this one. Deploy from the repository root (no pull step: the worker runs\n"
-        "# the flow in this checkout):\n"
+        "# edit that file, not this one. The pipeline runs in a fresh clone of the git remote the Prefect\n"
+        "# variable dnnlab_git_remote names (read at deploy time). Deploy from the repository root:\n"
+        "#   prefect variable set dnnlab_git_remote <git URL>\n"
         f"#   prefect work-pool create {WORK_POOL} --type process\n"
         "#   prefect --no-prompt deploy --all\n"
         f"#   prefect worker start --pool {WORK_POOL}\n"

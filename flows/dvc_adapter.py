@@ -156,10 +156,11 @@ class DvcProject:
         return sorted(set(paths), key=paths.index)
 
     def git_tracked_inputs(self) -> list[str]:
-        """The files the stages read that git tracks (code, params files): their results are what we commit."""
+        """The files and folders the stages read that git tracks (code, params files): their results are
+        what we commit."""
         stages = self.repo.index.stages
         paths = [self._relative(dep.fs_path) for stage in stages for dep in stage.deps]
-        paths = [path for path in paths if (self.root / path).is_file()]
+        paths = [path for path in paths if (self.root / path).exists()]
         outputs = tuple(self._relative(out.fs_path) for stage in stages for out in stage.outs)
         return sorted({path for path in paths if not path.startswith("..")
                        and not any(path == out or path.startswith(out + os.sep) for out in outputs)})

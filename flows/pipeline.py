@@ -10,7 +10,7 @@ ready run at once (the three tasks' chains, the fetches); an up-to-date stage is
 cheap `skip:<stage>` task run.
 
     python -m flows.pipeline [--target STAGE]... [--force-fetch] [--set KEY=VALUE]... [--record]
-                             [--max-parallel N] [--json]
+                             [--max-parallel N] [--git-remote URL [--branch NAME]] [--json]
 """
 
 import argparse
@@ -19,21 +19,22 @@ import contextvars
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Mapping, Optional
 from uuid import UUID
 
 from prefect import flow, get_run_logger, task
 from prefect.states import Failed, State
 
-from flows.dvc_adapter import (PUSH_ARGS, DvcError, DvcProject, apply_param_overrides, error_line, find_root,
-                               metrics_diff, parse_param_overrides, repro_args, save_experiment, stream_dvc)
+from flows.dvc_adapter import (DvcError, DvcProject, apply_param_overrides, error_line, find_root, metrics_diff,
+                               parse_param_overrides, repro_args, save_experiment, stream_dvc)
+from flows.git_workspace import (GitSource, RecordRefused, RemoteError, credentials_env, fresh_clone, record_results,
+                                 require_committed_inputs)
 from stages.core.contract import FORCE_DOWNLOAD_ENV, NETWORK_EXIT_CODE, PROGRESS_ARTIFACT_ENV, STAGE_REPORT_ENV
 from stages.core.tracking import PARENT_ENV, prefect_api_url, read_stage_records
 
@@ -225,16 +226,6 @@ def apply_overrides(root: Path, overrides: dict[str, Any]) -> None:
         raise ValueError(f"cannot apply {' '.join(texts)} to params.yaml: {cause}".splitlines()[0]) from None
 
 
-def git_output(root: Path, *args: str,
-               error: Callable[[str], Exception] = lambda text: RuntimeError(f"record: {text}")) -> str:
-    """`git ARGS`' output; a failure raises `error("git … failed: <git's last line>")`."""
-    result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
-    if result.returncode != 0:
-        last = ((result.stderr or result.stdout).strip().splitlines() or ["(no output)"])[-1]
-        raise error(f"git {args[0]} failed: {last}")
-    return result.stdout
-
-
 def headline(metrics: dict) -> str:
     """`synthetic test/relative_mse 0.049, …` from a metrics diff: each task's headline metric, in lab order."""
     from stages.tasks import TASK_NAMES, load_task
@@ -248,27 +239,6 @@ def headline(metrics: dict) -> str:
                 if isinstance(value, (int, float)):
                     parts.append(f"{name} {metric} {value:.4g}")
     return ", ".join(parts)
-
-
-def record_results(project: DvcProject, message: str, log: Any) -> Optional[str]:
-    """Commit dvc.lock and the git-tracked metrics/plots (only those) if they changed; push the data."""
-    root = project.root
-    present = [path for path in project.git_tracked_outputs() if (root / path).exists()]
-    if not git_output(root, "status", "--porcelain", "--", *present).strip():
-        log.info("record: results unchanged, no commit")
-        return None
-    if inputs := git_output(root, "status", "--porcelain", "--", *project.git_tracked_inputs()).strip():
-        log.warning("record: the commit holds results of uncommitted inputs (commit them too):\n" + inputs)
-    git_output(root, "add", "--", *present)
-    git_output(root, "commit", "-q", "-m", message, "--", *present)
-    sha = git_output(root, "rev-parse", "HEAD").strip()
-    log.info(f"record: committed {sha[:10]} {message.splitlines()[0]!r}")
-    if project.has_remote():
-        returncode, _, stderr = stream_dvc(root, PUSH_ARGS, stage_env(False), log)
-        if returncode != 0:
-            raise RuntimeError(f"record: committed {sha[:10]} but `dvc push` failed: "
-                               f"{error_line(stderr, '(no output)')}")
-    return sha
 
 
 def stage_rows(stages: list[StageRecord]) -> list[dict]:
@@ -356,35 +326,60 @@ def _run_name() -> str:
 def pipeline(targets: Optional[list[str]] = None, force_fetch: bool = False,
              overrides: Optional[dict[str, Any]] = None, record: bool = False, repo: Optional[str] = None,
              fetch_retries: int = 3, fetch_retry_delay_seconds: float = 10.0,
-             max_parallel: Optional[int] = None, notify_block: Optional[str] = None) -> Any:
+             max_parallel: Optional[int] = None, notify_block: Optional[str] = None,
+             git_remote: Optional[str] = None, branch: Optional[str] = None,
+             credentials_block: Optional[str] = None) -> Any:
     """Run the DVC pipeline (`dvc repro` semantics), each stage that runs a child flow run, independent
     stages at the same time.
 
     targets: stage names (default: all), with their upstream stages as `dvc repro` takes them.
     force_fetch: download again; downstream stages rerun only if the data really changed.
     overrides: params, e.g. {"model.width": 128}: run as a DVC experiment (like `dvc exp run -S`).
-    record: if results changed, commit dvc.lock and the git-tracked metrics/plots (and `dvc push`).
+    record: if results changed, commit dvc.lock and the git-tracked metrics/plots (data pushed to the
+        DVC remote first); refused if a pipeline input is not committed.
     repo: the repository root (default: the working directory).
     fetch_retries, fetch_retry_delay_seconds: network failures of fetch stages are retried after
         delay, 2 x delay, 4 x delay, ... seconds.
     max_parallel: stages running at once (default: the number of CPU cores; 1: one after another).
     notify_block: a Prefect notification block, `<block-type>/<name>` (e.g. `custom-webhook/dnnlab-alerts`):
         a failed run sends its name and one-line error through it.
+    git_remote: run in a fresh clone of this git remote's `branch` (default main), with the data pulled
+        from its DVC remote, instead of in `repo`; with `record` the commit is pushed back.
+    credentials_block: a Prefect Secret block of environment variables git and DVC need for the
+        remotes (e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
     """
-    root = find_root(Path(repo or os.getcwd()).resolve())
     if max_parallel is not None and max_parallel < 1:
         return Failed(message=f"max_parallel = {max_parallel}: expected an integer >= 1")
     if overrides and record:
         return Failed(message="record commits results to git; a run with overrides is a DVC experiment "
                               "(`dvc exp show`, `dvc exp apply`): use one or the other")
-    # DVC's Python API, like its CLI, names stages and files relative to the working directory.
-    with contextlib.chdir(root):
-        return _run_pipeline(root, targets, force_fetch, overrides, record, fetch_retries,
-                             fetch_retry_delay_seconds, max_parallel or os.cpu_count() or 1)
+    options = dict(targets=targets, force_fetch=force_fetch, overrides=overrides, record=record,
+                   fetch_retries=fetch_retries, fetch_retry_delay_seconds=fetch_retry_delay_seconds,
+                   max_parallel=max_parallel or os.cpu_count() or 1)
+    if git_remote is None:
+        root = find_root(Path(repo or os.getcwd()).resolve())
+        # DVC's Python API, like its CLI, names stages and files relative to the working directory.
+        with contextlib.chdir(root):
+            return _run_pipeline(root, **options)
+    if not git_remote:  # a deployment's `{{ prefect.variables.dnnlab_git_remote }}` with no such variable
+        return Failed(message="git_remote is empty: set the Prefect variable dnnlab_git_remote to the git remote's "
+                              "URL (`prefect variable set dnnlab_git_remote URL`), then deploy or serve again")
+    if repo or overrides:
+        return Failed(message="git_remote runs in a fresh clone: it takes neither repo nor overrides "
+                              "(a variation of the params is the study's business: `flows.study`)")
+    try:
+        source = GitSource(git_remote, branch or "main", credentials_env(credentials_block))
+        with fresh_clone(source, stage_env(False), get_run_logger()) as clone, contextlib.chdir(clone):
+            return _run_pipeline(clone, remote_env=source.env, push_branch=source.branch if record else None,
+                                 in_clone=True, **options)
+    except RemoteError as error:
+        return Failed(message=str(error))
 
 
 def _run_pipeline(root: Path, targets: Optional[list[str]], force_fetch: bool, overrides: Optional[dict[str, Any]],
-                  record: bool, fetch_retries: int, fetch_retry_delay_seconds: float, max_parallel: int) -> Any:
+                  record: bool, fetch_retries: int, fetch_retry_delay_seconds: float, max_parallel: int,
+                  remote_env: Mapping[str, str] = {}, push_branch: Optional[str] = None,
+                  in_clone: bool = False) -> Any:
     log = get_run_logger()
     run_name = _run_name()
     try:
@@ -392,6 +387,12 @@ def _run_pipeline(root: Path, targets: Optional[list[str]], force_fetch: bool, o
             apply_overrides(root, overrides)
         project = DvcProject(root, targets)
     except (ValueError, DvcError) as error:
+        return Failed(message=str(error))
+    try:
+        if record:  # before any stage runs: results of uncommitted inputs are never recorded
+            require_committed_inputs(project)
+    except RecordRefused as error:
+        project.close()
         return Failed(message=str(error))
 
     failure: Optional[str] = None
@@ -413,15 +414,17 @@ def _run_pipeline(root: Path, targets: Optional[list[str]], force_fetch: bool, o
                 ran = [r.name for r in records if r.status == "ran"]
                 message = (f"pipeline run {run_name}: {headline(metrics) or 'no metrics'}\n\n"
                            f"Stages run: {', '.join(ran) if ran else 'none (all up to date)'}")
-                commit = record_results(project, message, log)
-        except (RuntimeError, DvcError) as error:
+                commit = record_results(project, message, log, {**stage_env(False), **remote_env}, push_branch)
+        except (RuntimeError, DvcError, RecordRefused, RemoteError) as error:
             failure = str(error)
     finally:
         project.close()
 
     summary = {"stages": [asdict(r) for r in records], "metrics": metrics, "experiment": experiment,
                "commit": commit}
-    publish_summary(run_name, "Failed" if failure else "Completed", records, metrics, report, experiment, commit)
+    # A clone's report goes with the clone: with `record` it is in the pushed commit's data (`dvc pull`).
+    publish_summary(run_name, "Failed" if failure else "Completed", records, metrics, None if in_clone else report,
+                    experiment, commit)
     counts = {status: sum(r.status == status for r in records) for status in ("ran", "skipped", "failed", "not run")}
     log.info(f"{counts['ran']} stage(s) ran, {counts['skipped']} skipped, {counts['failed']} failed, "
              f"{counts['not run']} not run" + (f"; report: {report}" if report else ""))
@@ -462,6 +465,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="stages running at once (default: the number of CPU cores; 1: one after another)")
     parser.add_argument("--notify-block", metavar="TYPE/NAME",
                         help="a Prefect notification block to tell if the run fails, e.g. custom-webhook/dnnlab-alerts")
+    parser.add_argument("--git-remote", metavar="URL",
+                        help="run in a fresh clone of this git remote (data from its DVC remote); "
+                             "with --record, push the commit there")
+    parser.add_argument("--branch", metavar="NAME", help="the git remote's branch (default: main)")
+    parser.add_argument("--credentials-block", metavar="NAME",
+                        help="a Prefect Secret block of environment variables for the remotes")
     parser.add_argument("--json", action="store_true", help="print the run's summary as one JSON object")
     args = parser.parse_args(argv)
     if args.max_parallel is not None and args.max_parallel < 1:
@@ -471,7 +480,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     state = pipeline(targets=args.targets, force_fetch=args.force_fetch,
                      overrides=dict(args.overrides) if args.overrides else None, record=args.record,
                      fetch_retries=args.fetch_retries, fetch_retry_delay_seconds=args.fetch_retry_delay,
-                     max_parallel=args.max_parallel, notify_block=args.notify_block, return_state=True)
+                     max_parallel=args.max_parallel, notify_block=args.notify_block, git_remote=args.git_remote,
+                     branch=args.branch, credentials_block=args.credentials_block, return_state=True)
     result = state.result(raise_on_failure=False)
     if args.json:
         if not isinstance(result, dict):

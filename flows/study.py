@@ -30,7 +30,8 @@ from prefect import flow, get_run_logger, task
 from prefect.states import Failed
 
 from flows import dvc_adapter
-from flows.pipeline import git_output, notify_failure, override_text, pipeline, publish_report_link, stage_env
+from flows.git_workspace import git_output
+from flows.pipeline import notify_failure, override_text, pipeline, publish_report_link, stage_env
 from stages.core.contract import STAGE_REPORT_ENV
 from stages.core.params import ParamsError, StudyVariation
 from stages.core.tracking import read_stage_records
