@@ -11,7 +11,8 @@ tests/test_dvc_adapter.py (names, signatures, behaviour on a tiny repo):
   `plan_repro`, `Stage.changed()`; the stages' outputs and dependencies (`repo.index.stages`);
 - `-S` overrides as `dvc exp run` applies them: `dvc.utils.hydra.apply_overrides`;
 - the experiment queue and refs: `repo.experiments.run(queue=True)`, `celery_queue.iter_queued()`
-  and `iter_active()`, `exp_refs_by_rev`, `exp_refs_by_baseline`, `repo.experiments.remove`.
+  and `iter_active()`, `exp_refs_by_rev`, `exp_refs_by_baseline` (also at a git remote, as
+  `dvc exp list REMOTE` reads it), `repo.experiments.remove`.
 Nothing here reads DVC's human-readable output; a failing `dvc` command is reported by the last line
 DVC logs with its `ERROR: ` prefix (DVC's stable log format), an in-process failure by its exception.
 """
@@ -81,6 +82,26 @@ def run_queue_args(jobs: int) -> list[str]:
 
 
 PUSH_ARGS = ["push", "-q"]
+
+
+def experiment_run_args(name: str, params: Sequence[str], targets: Sequence[str]) -> list[str]:
+    """`dvc exp run -n NAME --pull --allow-missing -S … TARGETS` in a fresh clone: the data a stage that
+    runs needs is pulled from the DVC remote, and a stage whose data is missing but whose inputs did not
+    change is skipped (a variation of the synthetic task never downloads MNIST)."""
+    return ["exp", "run", "-n", name, "--pull", "--allow-missing",
+            *(arg for param in params for arg in ("-S", param)), *targets]
+
+
+def experiment_push_args(git_remote: str, name: str) -> list[str]:
+    """`dvc exp push --no-cache REMOTE NAME`: the experiment's ref only, once `dvc push` has sent its data
+    (`exp push` with the cache sends the ref first and the data after it)."""
+    return ["exp", "push", "--no-cache", git_remote, name]
+
+
+def experiment_pull_args(git_remote: str, names: Sequence[str]) -> list[str]:
+    """`dvc exp pull -f REMOTE NAME…`: the experiments' refs and data; `-f` replaces a local experiment of the
+    same name (a local study's, for one)."""
+    return ["exp", "pull", "-f", git_remote, *names]
 
 
 def metrics_diff(root: Path, env: dict[str, str]) -> dict:
@@ -238,6 +259,20 @@ def busy_queue_entries(root: Path) -> list[str]:
         queue = repo.experiments.celery_queue
         entries = [*queue.iter_active(), *queue.iter_queued()]
     return [entry.name or entry.stash_rev[:7] for entry in entries]
+
+
+def remote_experiments(root: Path, git_remote: str, baseline: str) -> list[str]:
+    """The names of commit `baseline`'s experiments at a git remote (URL or remote name), as `dvc exp list
+    REMOTE --rev BASELINE` lists them (that command has no `--json`; this is its own function)."""
+    from dvc.repo import Repo
+    from dvc.repo.experiments.utils import exp_refs_by_baseline
+
+    try:
+        with Repo(str(root)) as repo:
+            refs = exp_refs_by_baseline(repo.scm, {baseline}, git_remote).get(baseline, [])
+    except Exception as error:  # an unreachable remote: scmrepo's SCMError, dulwich's, an OSError
+        raise DvcError(f"cannot list the experiments at {git_remote}: {_first_line(error)}") from None
+    return sorted(ref.name for ref in refs)
 
 
 def remove_experiments(root: Path, baseline: str, names: Sequence[str]) -> list[str]:

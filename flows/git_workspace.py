@@ -75,9 +75,11 @@ def credentials_env(block: Optional[str]) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def fresh_clone(source: GitSource, env: Mapping[str, str], log: Any, commit: Optional[str] = None) -> Iterator[Path]:
+def fresh_clone(source: GitSource, env: Mapping[str, str], log: Any, commit: Optional[str] = None,
+                pull_data: bool = True) -> Iterator[Path]:
     """A fresh clone of `source.branch` (or of `commit` on it) in a temporary folder, with the data its
-    dvc.lock names pulled from its DVC remote; removed afterwards."""
+    dvc.lock names pulled from its DVC remote (unless `pull_data` is false: a command that pulls what
+    it needs itself, `dvc exp run --pull`); removed afterwards."""
     env = {**env, **source.env}
     with tempfile.TemporaryDirectory(prefix="dnnlab-run-") as folder:
         clone = Path(folder) / "repo"
@@ -88,7 +90,7 @@ def fresh_clone(source: GitSource, env: Mapping[str, str], log: Any, commit: Opt
             git_output(clone, "checkout", "-q", "--detach", commit, env=env, error=remote_error)
         log.info(f"cloned {source.url} ({commit or source.branch}) at "
                  f"{git_output(clone, 'rev-parse', 'HEAD', env=env).strip()[:10]} into {clone}")
-        if has_dvc_remote(clone):
+        if pull_data and has_dvc_remote(clone):
             returncode, _, stderr = stream_dvc(clone, PULL_ARGS, env, log)
             if returncode != 0:
                 raise RemoteError(f"`dvc pull` from the DVC remote failed: {error_line(stderr, '(no output)')}")

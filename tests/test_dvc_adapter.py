@@ -171,6 +171,22 @@ def test_saved_experiments_are_named_and_removed_through_dvcs_refs(tiny: Path, e
     assert dvc_adapter.remove_experiments(tiny, "0" * 40, [taken]) == []  # another commit's: kept
 
 
+def test_experiments_pushed_to_a_git_remote_are_listed_there_by_baseline(tiny: Path, env, tmp_path: Path):
+    built(tiny, env)
+    remote = tmp_path / "remote.git"
+    run(["git", "init", "-q", "--bare", str(remote)], tmp_path, env)
+    run(["git", "push", "-q", str(remote), "main"], tiny, env)
+    assert dvc_adapter.remote_experiments(tiny, str(remote), head(tiny, env)) == []
+    (tiny / "e.txt").write_text("other\n")
+    dvc_adapter.save_experiment(tiny, "pushed")
+    dvc_adapter.save_experiment(tiny, "local-only")
+    run(dvc_adapter.dvc_command(*dvc_adapter.experiment_push_args(str(remote), "pushed")), tiny, env)
+    assert dvc_adapter.remote_experiments(tiny, str(remote), head(tiny, env)) == ["pushed"]
+    assert dvc_adapter.remote_experiments(tiny, str(remote), "0" * 40) == []
+    with pytest.raises(DvcError, match=r"^cannot list the experiments at .*absent\.git: "):
+        dvc_adapter.remote_experiments(tiny, str(tmp_path / "absent.git"), head(tiny, env))
+
+
 def test_the_queue_lists_queued_experiments_by_name(tiny: Path, env):
     built(tiny, env)
     assert dvc_adapter.busy_queue_entries(tiny) == []
@@ -195,6 +211,10 @@ def test_the_command_line_helpers_build_the_commands_the_flows_run():
         "--wait-for-lock", "repro", "--single-item", "--force", "fetch@heart"]
     assert dvc_adapter.repro_args("report", False) == ["--wait-for-lock", "repro", "--single-item", "report"]
     assert dvc_adapter.run_queue_args(2) == ["exp", "run", "--run-all", "-j", "2"]
+    assert dvc_adapter.experiment_run_args("wide", ["model.width=128", "seed=7"], ["evaluate"]) == [
+        "exp", "run", "-n", "wide", "--pull", "--allow-missing", "-S", "model.width=128", "-S", "seed=7", "evaluate"]
+    assert dvc_adapter.experiment_push_args("origin", "wide") == ["exp", "push", "--no-cache", "origin", "wide"]
+    assert dvc_adapter.experiment_pull_args("/r.git", ["a", "b"]) == ["exp", "pull", "-f", "/r.git", "a", "b"]
     command = dvc_adapter.dvc_command("version")
     assert subprocess.run(command, capture_output=True, text=True).returncode == 0
 
