@@ -1,6 +1,7 @@
 """The `study` flow: the lab's hyperparameter study as DVC experiments, compared in one report.
 
     python -m flows.study [--only NAME]... [--jobs N] [--json]
+    python -m flows.study --pool NAME [--attempts N] [--only NAME]... [--json]
 
 Each variation in params.yaml's `study:` section becomes a DVC experiment named after it:
 the flow checks every entry first (nothing is queued if one is bad), brings the workspace's
@@ -12,6 +13,14 @@ not the lab's report.html), runs the queue (`dvc exp run --run-all -j N`:
 N Celery workers, each experiment in its own temporary copy, the workspace untouched), reads
 the results back with `dvc exp show --json` (params, metrics) and from each experiment's commit
 (learning curve, predictions), and writes `reports/study.html`.
+
+With `--pool NAME` the variations run on a Prefect process work pool instead of DVC's queue, on
+any machine with a worker (`prefect worker start --pool NAME`): each is a run of the `variation`
+flow below, which trains it in its own clone of the git remote at the study's commit and pushes
+its data and its experiment; the study waits for them (flows/pool.py: resubmitting the runs of
+dead workers), `dvc exp pull`s them and writes the same report. Variations whose experiment is
+already at the git remote are reused, not trained; a variation that fails is one line of the
+result while the others finish.
 """
 
 from __future__ import annotations
@@ -29,8 +38,8 @@ from typing import Any, Optional, Sequence
 from prefect import flow, get_run_logger, task
 from prefect.states import Failed
 
-from flows import dvc_adapter
-from flows.git_workspace import git_output
+from flows import dvc_adapter, pool as work_pool
+from flows.git_workspace import GitSource, RemoteError, credentials_env, fresh_clone, git_output, uncommitted_inputs
 from flows.pipeline import notify_failure, override_text, pipeline, publish_report_link, stage_env
 from stages.core.contract import STAGE_REPORT_ENV
 from stages.core.params import ParamsError, StudyVariation
@@ -50,6 +59,8 @@ DEFAULT_JOBS = 2
 ARTIFACT_KEY = "study-run"  # table: the experiments, best val/loss first
 REPORT_ARTIFACT_KEY = "study-report"  # link: file:// URL of reports/study.html
 HEADLINE = ("val/loss", "test/relative_mse", "ood/mse_vs_truth")
+# A variation's run on the pool is resubmitted when its worker dies (Crashed), at most this many runs in all.
+DEFAULT_ATTEMPTS = 3
 
 
 class StudyError(Exception):
@@ -161,6 +172,144 @@ def run_queue(root: Path, jobs: int, stage_report: Path) -> None:
         raise StudyError(f"`dvc exp run --run-all` exited {returncode}: {dvc_adapter.error_line(stderr, 'no output')}")
 
 
+# --- the pool path: variations as flow runs on a Prefect work pool ---
+
+def stage_failure(records: list[dict]) -> Optional[str]:
+    """The last failed stage's own one-line error in a run's stage records, if a stage failed."""
+    failed = [record for record in records if record.get("exit_code")]
+    return failed[-1]["line"] if failed else None
+
+
+@flow(name="variation")
+def variation(git_remote: str, commit: str, name: str, params: list[str], branch: str = "main",
+              credentials_block: Optional[str] = None) -> Any:
+    """One study variation as a DVC experiment, in a fresh clone of `git_remote` at `commit`.
+
+    Trains it (`dvc exp run -n NAME --pull --allow-missing -S PARAM… evaluate`) unless the remote has
+    experiment NAME of this commit already, pushes its data (`dvc push`) and only then the experiment
+    (`dvc exp push origin NAME`): an experiment at the remote always has its data at the DVC remote.
+    """
+    log = get_run_logger()
+    try:
+        source = GitSource(git_remote, branch or "main", credentials_env(credentials_block))
+        env = {**stage_env(False), **source.env}
+        with fresh_clone(source, stage_env(False), log, commit=commit, pull_data=False) as clone:
+            if name in dvc_adapter.remote_experiments(clone, "origin", commit):
+                log.info(f"{name}: experiment already at {git_remote}; nothing to train")
+                return {"name": name, "trained": False}
+            with tempfile.TemporaryDirectory(prefix="dnnlab-variation-") as folder:
+                report = Path(folder) / "stage-reports.jsonl"
+                code, _, stderr = dvc_adapter.stream_dvc(
+                    clone, dvc_adapter.experiment_run_args(name, params, TARGETS),
+                    {**env, STAGE_REPORT_ENV: str(report)}, log)
+                if code != 0:
+                    raise StudyError(stage_failure(read_stage_records(report))
+                                     or f"`dvc exp run` exited {code}: {dvc_adapter.error_line(stderr, 'no output')}")
+            push_experiment(clone, name, commit, env, log)
+    except (StudyError, RemoteError, dvc_adapter.DvcError) as error:
+        return Failed(message=str(error))
+    return {"name": name, "trained": True}
+
+
+def push_experiment(clone: Path, name: str, commit: str, env: dict[str, str], log: Any) -> None:
+    """The data first, then the experiment's ref, unless another run of it pushed one meanwhile (one ref
+    per variation: a run the server thought dead may have lived on)."""
+    code, _, stderr = dvc_adapter.stream_dvc(clone, dvc_adapter.PUSH_ARGS, env, log)
+    if code != 0:
+        raise StudyError(f"`dvc push` failed: {dvc_adapter.error_line(stderr, 'no output')}")
+    if name in dvc_adapter.remote_experiments(clone, "origin", commit):
+        log.info(f"{name}: another run pushed this experiment meanwhile; keeping that one")
+        return
+    code, _, stderr = dvc_adapter.stream_dvc(clone, dvc_adapter.experiment_push_args("origin", name), env, log)
+    if code != 0:
+        raise StudyError(f"`dvc exp push` failed: {dvc_adapter.error_line(stderr, 'no output')}")
+    log.info(f"{name}: experiment pushed")
+
+
+def git_remote_of(root: Path, git_remote: Optional[str]) -> str:
+    """The git remote the workers clone: the one given, else the repository's `origin`."""
+    if git_remote:
+        return git_remote
+    return git_output(root, "remote", "get-url", "origin", error=lambda text: StudyError(
+        f"the pool path needs a git remote the workers can clone: add `origin` or pass git_remote ({text})")).strip()
+
+
+def current_branch(root: Path) -> str:
+    branch = git_output(root, "rev-parse", "--abbrev-ref", "HEAD", error=StudyError).strip()
+    if branch == "HEAD":
+        raise StudyError("the repository is on a detached HEAD: check out the branch the study's commit is on")
+    return branch
+
+
+@task(name="check remotes")
+def require_pushed(root: Path, head: str, source: GitSource) -> None:
+    """Workers see only what the remotes have: the commit on the git remote's branch, its inputs as
+    committed, and the baseline's data at the DVC remote (pushed here; a no-op when it is there)."""
+    env = {**stage_env(False), **source.env}
+    try:
+        project = dvc_adapter.DvcProject(root)
+    except dvc_adapter.DvcError as error:
+        raise StudyError(str(error)) from None
+    try:
+        changed = uncommitted_inputs(project, env)
+        has_remote = project.has_remote()
+    finally:
+        project.close()
+    if changed:
+        raise StudyError(f"uncommitted changes to pipeline inputs ({', '.join(changed[:4])}): the workers run the "
+                         "commit; commit and push them first")
+    if not has_remote:
+        raise StudyError("the pool path needs a DVC remote the workers can pull from and push to "
+                         "(`dvc remote add -d NAME URL`, committed in .dvc/config)")
+    git_output(root, "fetch", "-q", source.url, source.branch, env=env, error=lambda text: StudyError(
+        f"{source.url}: {text}"))
+    fetched = git_output(root, "rev-parse", "FETCH_HEAD", env=env).strip()
+    if subprocess.run(["git", "merge-base", "--is-ancestor", head, fetched], cwd=root, env=env).returncode != 0:
+        raise StudyError(f"commit {head[:10]} is not on {source.url} {source.branch}: push it first "
+                         f"(`git push origin {source.branch}`)")
+    code, _, stderr = dvc_adapter.stream_dvc(root, dvc_adapter.PUSH_ARGS, env, get_run_logger())
+    if code != 0:
+        raise StudyError(f"`dvc push` of the baseline's data failed: {dvc_adapter.error_line(stderr, 'no output')}")
+
+
+@task(name="run on pool")
+def run_on_pool(root: Path, head: str, variations: list[StudyVariation], pool: str, attempts: int,
+                source: GitSource, credentials_block: Optional[str]) -> dict:
+    """Reuse the variations whose experiments the git remote has; run the others on the pool; pull them all.
+
+    {"reused": names, "failed": {name: reason}, "runs": {name: [flow run ids]}}"""
+    log = get_run_logger()
+    try:
+        at_remote = set(dvc_adapter.remote_experiments(root, source.url, head))
+    except dvc_adapter.DvcError as error:
+        raise StudyError(str(error)) from None
+    reused = [v.name for v in variations if v.name in at_remote]
+    if reused:
+        log.info(f"already at {source.url}, not trained again: {', '.join(reused)}")
+    to_run = {v.name: {"git_remote": source.url, "branch": source.branch, "commit": head, "name": v.name,
+                       "params": set_params(v), "credentials_block": credentials_block}
+              for v in variations if v.name not in at_remote}
+    outcomes: dict = {}
+    if to_run:
+        try:
+            work_pool.require_process_pool(pool)
+            if work_pool.ensure_zombie_automation():
+                log.info(f"created the automation {work_pool.ZOMBIE_AUTOMATION!r}")
+            deployment = work_pool.register_variation_deployment(variation, pool, source.url, source.branch)
+        except work_pool.PoolError as error:
+            raise StudyError(str(error)) from None
+        outcomes = work_pool.run_variations(deployment, to_run, head, attempts, log)
+    done = reused + [name for name, outcome in outcomes.items() if outcome.completed]
+    if done:
+        env = {**stage_env(False), **source.env}
+        code, _, stderr = dvc_adapter.stream_dvc(root, dvc_adapter.experiment_pull_args(source.url, done), env, log)
+        if code != 0:
+            raise StudyError(f"`dvc exp pull` failed: {dvc_adapter.error_line(stderr, 'no output')}")
+    return {"reused": reused,
+            "failed": {name: outcome.reason for name, outcome in outcomes.items() if not outcome.completed},
+            "runs": {name: outcome.runs for name, outcome in outcomes.items()}}
+
+
 # --- reading the results back ---
 
 def _get(data: Any, dotted: str) -> Any:
@@ -263,9 +412,10 @@ def publish_summary(result: dict, root: Path) -> None:
     """The study's experiments as a table artifact, its report as a link artifact."""
     from prefect.artifacts import create_table_artifact
 
+    failed = "".join(f"; {failure['name']} failed: {failure['reason']}" for failure in result.get("failed", []))
     create_table_artifact(key=ARTIFACT_KEY, table=experiment_rows(result),
                           description=f"Study: {len(result['experiments'])} experiments in {result['seconds']:.0f} s; "
-                                      "compare them with `dvc exp show`")
+                                      f"compare them with `dvc exp show`{failed}")
     publish_report_link(REPORT_ARTIFACT_KEY, root / result["report"], result["report"], "The study's report")
 
 
@@ -273,37 +423,59 @@ def publish_summary(result: dict, root: Path) -> None:
 
 @flow(name="study", on_failure=[notify_failure])
 def study(only: Optional[list[str]] = None, jobs: int = DEFAULT_JOBS, repo: Optional[str] = None,
-          notify_block: Optional[str] = None) -> Any:
+          notify_block: Optional[str] = None, pool: Optional[str] = None, attempts: int = DEFAULT_ATTEMPTS,
+          git_remote: Optional[str] = None, branch: Optional[str] = None,
+          credentials_block: Optional[str] = None) -> Any:
     """Run params.yaml's study variations as DVC experiments and write reports/study.html.
 
     only: variation names to run (default: all). jobs: experiments run at a time (queue workers).
     repo: the repository root (default: the working directory).
     notify_block: a Prefect notification block, `<block-type>/<name>`: a failed study sends its one-line error.
+    pool: a Prefect process work pool: each variation runs as a flow run of `variation/<pool>` on its
+    workers instead of DVC's local queue (jobs is then unused). attempts: runs per variation when workers
+    die (a Crashed run is resubmitted; a Failed one is not). git_remote, branch: what the workers clone
+    (default: `origin` and the current branch). credentials_block: a Prefect Secret block of the
+    environment variables git and DVC need on the workers.
     """
     started = time.perf_counter()
     root = Path(repo or os.getcwd()).resolve()
+    pooled = {"reused": [], "failed": {}, "runs": {}}
     try:
         if not isinstance(jobs, int) or jobs < 1:
             raise StudyError(f"jobs = {jobs!r}: expected an integer >= 1")
+        if not isinstance(attempts, int) or attempts < 1:
+            raise StudyError(f"attempts = {attempts!r}: expected an integer >= 1")
         variations = plan(root, only)
         head = head_commit(root)
-        baseline = pipeline(repo=str(root), return_state=True)  # the queued experiments start from built outputs
+        baseline = pipeline(repo=str(root), return_state=True)  # the experiments start from built outputs
         if not baseline.is_completed():
             raise StudyError(f"the baseline pipeline failed: {baseline.message}")
         require_tracked_results(root)
-        clear_previous(root, head, [variation.name for variation in variations])
-        for variation in variations:
-            queue_experiment(root, variation)
         with tempfile.TemporaryDirectory(prefix="dnnlab-study-") as folder:
             stage_report = Path(folder) / "stage-reports.jsonl"
-            run_queue(root, jobs, stage_report)
+            if pool:
+                source = GitSource(git_remote_of(root, git_remote), branch or current_branch(root),
+                                   credentials_env(credentials_block))
+                require_pushed(root, head, source)
+                pooled = run_on_pool(root, head, variations, pool, attempts, source, credentials_block)
+                variations = [v for v in variations if v.name not in pooled["failed"]]
+                if not variations:
+                    raise StudyError("every variation failed: " + "; ".join(
+                        f"{name}: {reason}" for name, reason in pooled["failed"].items()))
+            else:
+                clear_previous(root, head, [variation.name for variation in variations])
+                for variation in variations:
+                    queue_experiment(root, variation)
+                run_queue(root, jobs, stage_report)
             experiments = collect(root, head, variations, stage_report)
         report = write_report(root, head, experiments)
-    except StudyError as error:
+    except (StudyError, RemoteError) as error:
         return Failed(message=str(error))
     result = {
         "experiments": [{"name": exp.name, "params": dict(exp.overrides), "metrics": dict(exp.metrics)}
                         for exp in experiments],
+        "failed": [{"name": name, "reason": reason} for name, reason in pooled["failed"].items()],
+        "reused": pooled["reused"],
         "report": report,
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -320,6 +492,13 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="run only this variation of params.yaml's study (repeatable; default: all)")
     parser.add_argument("--jobs", type=int, default=DEFAULT_JOBS, metavar="N",
                         help=f"experiments at a time: `dvc exp run --run-all -j N` workers (default {DEFAULT_JOBS})")
+    parser.add_argument("--pool", metavar="NAME",
+                        help="run the variations on this Prefect process work pool's workers, not DVC's local queue")
+    parser.add_argument("--attempts", type=int, default=DEFAULT_ATTEMPTS, metavar="N",
+                        help=f"with --pool: runs per variation when workers die (default {DEFAULT_ATTEMPTS})")
+    parser.add_argument("--git-remote", metavar="URL", help="with --pool: the git remote workers clone (default: origin)")
+    parser.add_argument("--credentials-block", metavar="NAME",
+                        help="with --pool: a Prefect Secret block of the environment variables git and DVC need")
     parser.add_argument("--notify-block", metavar="TYPE/NAME",
                         help="a Prefect notification block to tell if the study fails (custom-webhook/NAME)")
     parser.add_argument("--json", action="store_true", help="print the experiments, report path and seconds as JSON")
@@ -327,11 +506,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:  # refuse bad entries and unknown names before Prefect starts (the flow checks again)
         if args.jobs < 1:
             raise StudyError(f"--jobs {args.jobs}: expected an integer >= 1")
+        if args.attempts < 1:
+            raise StudyError(f"--attempts {args.attempts}: expected an integer >= 1")
         plan(Path.cwd(), args.only)
     except StudyError as error:
         print(f"study: error: {error}", file=sys.stderr)
         return 2
-    state = study(only=args.only, jobs=args.jobs, notify_block=args.notify_block, return_state=True)
+    state = study(only=args.only, jobs=args.jobs, notify_block=args.notify_block, pool=args.pool,
+                  attempts=args.attempts, git_remote=args.git_remote, credentials_block=args.credentials_block,
+                  return_state=True)
     result = state.result(raise_on_failure=False)
     if not state.is_completed():
         print(f"study: error: {state.message}", file=sys.stderr)
@@ -346,7 +529,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                   f"ood/mse_vs_truth {metrics.get('ood/mse_vs_truth', float('nan')):.4g}")
         print(f"study: {len(result['experiments'])} experiments in {result['seconds']:.0f} s; "
               f"report {result['report']}; compare with `dvc exp show`")
-    return 0
+    for failure in result["failed"]:  # the other variations finished and are in the report
+        print(f"study: error: {failure['name']} failed: {failure['reason']}", file=sys.stderr)
+    return 1 if result["failed"] else 0
 
 
 if __name__ == "__main__":
