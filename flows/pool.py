@@ -69,16 +69,24 @@ def zombie_automation() -> Any:
     )
 
 
-def ensure_zombie_automation() -> bool:
-    """Create the zombie automation unless the server has it; whether it was created."""
+def ensure_zombie_automation() -> str:
+    """Create the zombie automation, or bring the server's up to this version's (enabled, same trigger
+    and action): "created", "updated" or "unchanged"."""
     from prefect.automations import Automation
 
+    wanted = zombie_automation()
     try:
-        Automation.read(name=ZOMBIE_AUTOMATION)
-        return False
+        found = Automation.read(name=ZOMBIE_AUTOMATION)
     except ValueError:  # Prefect's "Automation with name … not found"
-        zombie_automation().create()
-        return True
+        wanted.create()
+        return "created"
+    fields = {"trigger", "actions", "enabled"}
+    if found.model_dump(include=fields) == wanted.model_dump(include=fields):
+        return "unchanged"
+    for field in fields:
+        setattr(found, field, getattr(wanted, field))
+    found.update()
+    return "updated"
 
 
 def require_process_pool(pool: str) -> None:

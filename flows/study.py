@@ -293,8 +293,9 @@ def run_on_pool(root: Path, head: str, variations: list[StudyVariation], pool: s
     if to_run:
         try:
             work_pool.require_process_pool(pool)
-            if work_pool.ensure_zombie_automation():
-                log.info(f"created the automation {work_pool.ZOMBIE_AUTOMATION!r}")
+            automation = work_pool.ensure_zombie_automation()
+            if automation != "unchanged":
+                log.info(f"{automation} the automation {work_pool.ZOMBIE_AUTOMATION!r}")
             deployment = work_pool.register_variation_deployment(variation, pool, source.url, source.branch)
         except work_pool.PoolError as error:
             raise StudyError(str(error)) from None

@@ -9,13 +9,15 @@ import json
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import psutil
 import pytest
 
-from flows.pool import (HEARTBEAT_SECONDS, SILENCE_SECONDS, VARIATION_TAG, failure_text, idempotency_key, verdict,
-                        zombie_automation)
+from flows.pool import (HEARTBEAT_SECONDS, SILENCE_SECONDS, VARIATION_TAG, ZOMBIE_AUTOMATION, ensure_zombie_automation,
+                        failure_text, idempotency_key, verdict, zombie_automation)
+from flows.study import main as study_main, study
 from tests.conftest import repo_env, run
 from tests.pool_setup import add_remotes, create_pool, kill_machine, start_worker, worker_env
 from tests.test_study import study_params
@@ -60,6 +62,27 @@ def test_the_zombie_automation_crashes_only_silent_variation_runs():
     assert automation.actions[0].state.value == "CRASHED"
 
 
+def test_the_zombie_automation_is_created_once_and_brought_back_when_changed(prefect_api: str):
+    from prefect.automations import Automation
+
+    assert ensure_zombie_automation() == "created"
+    assert ensure_zombie_automation() == "unchanged"
+    edited = Automation.read(name=ZOMBIE_AUTOMATION)
+    edited.trigger.within = timedelta(seconds=500)
+    edited.enabled = False
+    edited.update()
+    assert ensure_zombie_automation() == "updated"
+    restored = Automation.read(name=ZOMBIE_AUTOMATION)
+    assert restored.enabled and restored.trigger.within.total_seconds() == SILENCE_SECONDS
+
+
+def test_the_pool_is_a_parameter_of_the_study_and_bad_attempts_are_one_line(capsys):
+    assert {"pool", "attempts", "git_remote", "branch", "credentials_block"} <= set(study.parameters.properties)
+    assert study_main(["--pool", "p", "--attempts", "0"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert errors == ["study: error: --attempts 0: expected an integer >= 1"]
+
+
 # --- end to end ---
 
 POOL = "study-test"
@@ -89,6 +112,14 @@ def flow_runs_of(worker: subprocess.Popen) -> set[str]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return found - {""}
+
+
+def deployment_env(api: str, name: str) -> dict:
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        return client.read_deployment_by_name(name).job_variables["env"]
 
 
 def exp_refs(git_remote: str, env: dict[str, str], cwd: Path) -> list[str]:
@@ -179,6 +210,9 @@ def test_a_pool_study_survives_a_dead_worker_reports_a_failure_and_a_rerun_train
         assert [failure["name"] for failure in rerun["failed"]] == ["broken"]
         assert len(variation_runs(api)) == len(runs)
         assert exp_refs(git_remote, env, tmp_path) == sorted(GOOD)
+        # Heartbeats every 30 s come with the deployment, whatever the workers' settings (Prefect's
+        # default, 180 s, would let the automation crash every run longer than its 75 s).
+        assert deployment_env(api, f"variation/{POOL}")["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == str(HEARTBEAT_SECONDS)
     finally:
         for worker in workers.values():
             kill_machine(worker)
