@@ -83,6 +83,31 @@ def test_the_pool_is_a_parameter_of_the_study_and_bad_attempts_are_one_line(caps
     assert errors == ["study: error: --attempts 0: expected an integer >= 1"]
 
 
+def test_a_pool_study_the_workers_could_not_reproduce_is_refused_in_one_line(
+        workspace: Path, mirror: Path, prefect_api: str, tmp_path: Path):
+    env = repo_env(mirror, PREFECT_API_URL=prefect_api)
+
+    def refusal() -> str:
+        result = run([sys.executable, "-m", "flows.study", "--pool", "nope"], workspace, env, check=False)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("study: error: ")]
+        assert result.returncode == 1 and len(errors) == 1, result.stderr[-3000:]
+        return errors[0].removeprefix("study: error: ")
+
+    assert refusal().startswith("the pool path needs a git remote the workers can clone: add `origin`")
+    remote = tmp_path / "remote.git"
+    run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], tmp_path, env)
+    run(["git", "remote", "add", "origin", str(remote)], workspace, env)
+    run(["git", "push", "-q", "origin", "main"], workspace, env)
+    assert refusal().startswith("the pool path needs a DVC remote the workers can pull from and push to")
+    run(["dvc", "remote", "add", "-d", "shared", str(tmp_path / "dvc-remote")], workspace, env)
+    run(["git", "commit", "-qm", "a DVC remote", ".dvc/config"], workspace, env)
+    assert refusal() == f"commit {run(['git', 'rev-parse', 'HEAD'], workspace, env).stdout[:10]} is not on " \
+                        f"{remote} main: push it first (`git push origin main`)"
+    run(["git", "push", "-q", "origin", "main"], workspace, env)
+    assert refusal() == ("no work pool 'nope': create it with `prefect work-pool create nope --type process` "
+                         "and start workers with `prefect worker start --pool nope`")
+
+
 # --- end to end ---
 
 POOL = "study-test"
