@@ -81,6 +81,7 @@ def run_queue_args(jobs: int) -> list[str]:
 
 
 PUSH_ARGS = ["push", "-q"]
+PULL_ARGS = ["pull", "--allow-missing"]  # what the DVC remote lacks is rebuilt by its stage, not an error
 
 
 def metrics_diff(root: Path, env: dict[str, str]) -> dict:

@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional
 
-from flows.dvc_adapter import PUSH_ARGS, DvcProject, error_line, stream_dvc
+from flows.dvc_adapter import PULL_ARGS, PUSH_ARGS, DvcProject, error_line, stream_dvc
 
-PULL_ARGS = ["pull", "--allow-missing"]  # a file the DVC remote lacks is rebuilt by its stage, not an error
 PUSH_ATTEMPTS = 3  # a branch that moves again between our fetch and our push: fetch, check, rebase, retry
 
 

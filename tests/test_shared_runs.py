@@ -197,3 +197,19 @@ def test_record_with_an_uncommitted_params_change_is_refused_before_any_stage_ru
                              "or run without --record; nothing recorded")
     assert run(["git", "rev-parse", "HEAD"], workspace, repo_env(mirror)).stdout == head
     assert (workspace / "dvc.lock").read_bytes() == lock  # no stage ran
+
+
+def test_a_run_from_a_missing_git_remote_or_secret_fails_in_one_line_before_anything_runs(
+        prefect_api: str, tmp_path: Path):
+    from flows.pipeline import pipeline
+
+    missing = tmp_path / "missing.git"
+    unset = pipeline(git_remote="", return_state=True)  # the deployment's variable was never set
+    unreachable = pipeline(git_remote=str(missing), return_state=True)
+    no_secret = pipeline(git_remote=str(missing), credentials_block="no-such-block", return_state=True)
+
+    assert unset.message.startswith("git_remote is empty: set the Prefect variable dnnlab_git_remote")
+    assert unreachable.message.startswith(f"{missing}: git clone failed: fatal: repository '{missing}' does not exist")
+    assert no_secret.message.startswith("no Prefect Secret block 'no-such-block': create it")
+    for state in (unset, unreachable, no_secret):
+        assert state.is_failed() and "\n" not in state.message
