@@ -19,6 +19,9 @@ import yaml
 from stages.core.contract import MIRROR_ENV
 from stages.tasks import apply_overrides
 
+# The real S3-compatible and PostgreSQL servers' fixtures (s3_server, postgresql).
+pytest_plugins = ["tests.servers"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 # Small enough for CI's 2 cores, big enough that every stage does real work.
