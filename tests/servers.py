@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -154,6 +155,14 @@ def as_postgres_user() -> list[str]:
     return ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
 
 
+def has_user(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
 def run_checked(command: list[str], **options) -> None:
     result = subprocess.run(command, capture_output=True, text=True, **options)
     if result.returncode != 0:
@@ -166,6 +175,8 @@ def postgresql() -> Iterator[PostgresServer]:
     bin_dir = postgres_bin_dir()
     if bin_dir is None:
         missing(f"PostgreSQL not found: {POSTGRES_INSTALL}")
+    if os.geteuid() == 0 and not has_user("postgres"):
+        missing(f"PostgreSQL refuses to run as root, and there is no `postgres` OS user: {POSTGRES_INSTALL}")
     # Not under pytest's tmp_path: its folders are private to root, and the server runs as `postgres`.
     folder = Path(tempfile.mkdtemp(prefix="dnnlab-postgres-"))
     if os.geteuid() == 0:
