@@ -73,18 +73,21 @@ def object_path(server: S3Server, prefix: str, md5: str) -> Path:
 
 # --- DVC remotes: a local folder, a real S3-compatible server ---
 
-def test_a_fresh_clone_gets_the_results_from_a_local_folder_remote_without_recomputing(
+def test_a_fresh_clone_gets_the_results_from_the_default_local_remote_without_recomputing(
         workspace: Path, mirror: Path, tmp_path: Path):
-    env = repo_env(mirror)
-    store = tmp_path / "dvc-remote"
-    point_local_remote(workspace, store)  # the default remote `local` of .dvc/config, here in tmp_path
-    publish(workspace, tmp_path / "origin.git", env)
-    assert dvc_json(workspace, env, "status", "--cloud") == {}  # everything is on the remote
+    home = tmp_path / "home"  # `~` here: .dvc/config's remote `local` is ~/.cache/dnnlab/dvc-remote
+    env = repo_env(mirror, HOME=str(home))
+    # The tests' copies push to a folder beside them (conftest's .dvc/config.local), never to `~`.
+    run(["dvc", "push", "-q"], workspace, env)
+    assert dvc_json(workspace, env, "status", "--cloud") == {} and not (home / ".cache" / "dnnlab").exists()
 
+    # As a user's clones do: .dvc/config's own default, in `~`, shared by every clone on the machine.
+    (workspace / ".dvc" / "config.local").unlink()
+    publish(workspace, tmp_path / "origin.git", env)
+    assert (home / ".cache" / "dnnlab" / "dvc-remote" / "files" / "md5").is_dir()
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(tmp_path / "origin.git"), str(clone)], tmp_path, env)
     assert not (clone / "reports/report.html").exists()  # DVC-cached: not in git
-    point_local_remote(clone, store)  # a teammate on the same machine shares ~/.cache/dnnlab/dvc-remote
     run(["dvc", "pull"], clone, env)
 
     assert_has_the_results_of(clone, workspace, env)
