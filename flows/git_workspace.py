@@ -90,7 +90,8 @@ def fresh_clone(source: GitSource, env: Mapping[str, str], log: Any, commit: Opt
         if has_dvc_remote(clone):
             returncode, _, stderr = stream_dvc(clone, PULL_ARGS, env, log)
             if returncode != 0:
-                raise RemoteError(f"`dvc pull` from the DVC remote failed: {error_line(stderr, '(no output)')}")
+                raise RemoteError("`dvc pull` from the DVC remote failed: "
+                                  f"{error_line(stderr, '(no output)', first=True)}")
         yield clone
 
 
@@ -158,7 +159,8 @@ def record_results(project: DvcProject, message: str, log: Any, env: Mapping[str
     if project.has_remote():  # the data first: no commit may name data nobody can pull
         returncode, _, stderr = stream_dvc(root, PUSH_ARGS, dict(env), log)
         if returncode != 0:
-            raise RecordRefused(f"record: `dvc push` failed, nothing recorded: {error_line(stderr, '(no output)')}")
+            raise RecordRefused("record: `dvc push` failed, nothing recorded: "
+                                f"{error_line(stderr, '(no output)', first=True)}")
     git_output(root, "add", "--", *results, env=env)
     git_output(root, "commit", "-q", "-m", message, "--", *results, env=env)
     if push_branch:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import yaml
@@ -29,8 +31,8 @@ prefect = pytest.importorskip("prefect")
 @dataclass
 class Team:
     remote: Path      # the bare git remote
-    store: Path       # the DVC remote (a local directory)
     env: dict
+    store: Optional[Path] = None  # the DVC remote, where it is a local directory
 
     def clone(self, destination: Path, pull: bool = True) -> Path:
         run(["git", "clone", "-q", str(self.remote), str(destination)], destination.parent, self.env)
@@ -60,7 +62,7 @@ def team(workspace: Path, mirror: Path, tmp_path: Path) -> Team:
     run(["dvc", "push", "-q"], workspace, env)
     remote = tmp_path / "remote.git"
     run(["git", "clone", "-q", "--bare", str(workspace), str(remote)], tmp_path, env)
-    return Team(remote, store, env)
+    return Team(remote, env, store)
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -213,3 +215,40 @@ def test_a_run_from_a_missing_git_remote_or_secret_fails_in_one_line_before_anyt
     assert no_secret.message.startswith("no Prefect Secret block 'no-such-block': create it")
     for state in (unset, unreachable, no_secret):
         assert state.is_failed() and "\n" not in state.message
+
+
+def test_a_recorded_run_from_git_reaches_an_s3_remote_with_credentials_only_from_a_prefect_secret(
+        workspace: Path, mirror: Path, s3_server, prefect_api: str, stage_env, tmp_path: Path, monkeypatch):
+    from prefect.blocks.system import Secret
+
+    from flows.pipeline import pipeline
+    from tests.test_remotes import object_path, without_aws
+
+    for key, value in without_aws({}, tmp_path).items():  # no credentials from this machine: only the block's
+        monkeypatch.setenv(key, value)
+    for key in [key for key in os.environ if key.startswith("AWS_") and key not in without_aws({}, tmp_path)]:
+        monkeypatch.delenv(key)
+    credentials = {"AWS_ACCESS_KEY_ID": s3_server.access_key, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key}
+    env = without_aws(repo_env(mirror), tmp_path)
+    run(["dvc", "remote", "add", "-d", "s3store", f"s3://{s3_server.bucket}/dnnlab"], workspace, env)
+    run(["dvc", "remote", "modify", "s3store", "endpointurl", s3_server.endpoint], workspace, env)
+    run(["git", "commit", "-qm", "the team's S3 remote", "--", ".dvc/config"], workspace, env)
+    run(["dvc", "push", "-q"], workspace, {**env, **credentials})
+    team = Team(tmp_path / "remote.git", env)
+    run(["git", "clone", "-q", "--bare", str(workspace), str(team.remote)], tmp_path, env)
+    teammate = team.clone(tmp_path / "teammate", pull=False)
+    moved = team.push_commit(teammate, "stages/report.py", "\n# changed upstream\n", "touch the report stage")
+
+    refused = pipeline(git_remote=str(team.remote), record=True, return_state=True)
+    assert refused.is_failed() and team.head() == moved
+    assert refused.message.startswith("`dvc pull` from the DVC remote failed: failed to connect to s3")
+    assert refused.message.endswith("Unable to locate credentials")
+
+    Secret(value=credentials).save("dnnlab-test-s3", overwrite=True)
+    state = pipeline(git_remote=str(team.remote), record=True, credentials_block="dnnlab-test-s3", return_state=True)
+
+    assert state.is_completed(), state.message
+    recorded = team.head()
+    assert run(["git", "rev-parse", f"{recorded}~1"], team.remote, env).stdout.strip() == moved
+    lock = yaml.safe_load(run(["git", "show", f"{recorded}:dvc.lock"], team.remote, env).stdout)
+    assert object_path(s3_server, "dnnlab", lock["stages"]["report"]["outs"][0]["md5"]).is_file()
