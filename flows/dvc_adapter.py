@@ -45,11 +45,13 @@ def dvc_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "dvc", *args]
 
 
-def error_line(lines: Sequence[str], fallback: str) -> str:
+def error_line(lines: Sequence[str], fallback: str, first: bool = False) -> str:
     """Why a `dvc` command failed: the last line DVC logged with its `ERROR: ` prefix (not its closing
-    "Having any troubles?" footer), else `fallback`."""
+    "Having any troubles?" footer), else `fallback`. `first`: the first such line instead, for
+    `dvc pull`/`push`, whose last line only counts the files that failed and whose first names why
+    (`failed to connect to s3 (…) - Unable to locate credentials`)."""
     errors = [line.removeprefix("ERROR: ") for line in lines if line.startswith("ERROR: ")]
-    return (errors or [fallback])[-1]
+    return (errors or [fallback])[0 if first else -1]
 
 
 def run_dvc(root: Path, args: Sequence[str], env: dict[str, str]) -> str:
@@ -82,6 +84,7 @@ def run_queue_args(jobs: int) -> list[str]:
 
 
 PUSH_ARGS = ["push", "-q"]
+PULL_ARGS = ["pull", "--allow-missing"]  # what the DVC remote lacks is rebuilt by its stage, not an error
 
 
 def experiment_run_args(name: str, params: Sequence[str], targets: Sequence[str]) -> list[str]:

@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional
 
-from flows.dvc_adapter import PUSH_ARGS, DvcProject, error_line, stream_dvc
+from flows.dvc_adapter import PULL_ARGS, PUSH_ARGS, DvcProject, error_line, stream_dvc
 
-PULL_ARGS = ["pull", "--allow-missing"]  # a file the DVC remote lacks is rebuilt by its stage, not an error
 PUSH_ATTEMPTS = 3  # a branch that moves again between our fetch and our push: fetch, check, rebase, retry
 
 
@@ -93,7 +92,8 @@ def fresh_clone(source: GitSource, env: Mapping[str, str], log: Any, commit: Opt
         if pull_data and has_dvc_remote(clone):
             returncode, _, stderr = stream_dvc(clone, PULL_ARGS, env, log)
             if returncode != 0:
-                raise RemoteError(f"`dvc pull` from the DVC remote failed: {error_line(stderr, '(no output)')}")
+                raise RemoteError("`dvc pull` from the DVC remote failed: "
+                                  f"{error_line(stderr, '(no output)', first=True)}")
         yield clone
 
 
@@ -161,7 +161,8 @@ def record_results(project: DvcProject, message: str, log: Any, env: Mapping[str
     if project.has_remote():  # the data first: no commit may name data nobody can pull
         returncode, _, stderr = stream_dvc(root, PUSH_ARGS, dict(env), log)
         if returncode != 0:
-            raise RecordRefused(f"record: `dvc push` failed, nothing recorded: {error_line(stderr, '(no output)')}")
+            raise RecordRefused("record: `dvc push` failed, nothing recorded: "
+                                f"{error_line(stderr, '(no output)', first=True)}")
     git_output(root, "add", "--", *results, env=env)
     git_output(root, "commit", "-q", "-m", message, "--", *results, env=env)
     if push_branch:

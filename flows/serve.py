@@ -1,10 +1,11 @@
 """Serve the pipeline's deployments (flows/deployments.py) from this process: no work pool needed.
 
-    python -m flows.serve      # from the repository root, with PREFECT_API_URL pointing at a server
+    prefect variable set dnnlab_git_remote <git URL>   # where the runs clone from and push to
+    python -m flows.serve      # with PREFECT_API_URL pointing at a server
 
 Scheduled runs (`nightly`) and triggered ones (`prefect deployment run 'pipeline/on-demand'`)
-execute here, in the working directory, one at a time: they share one DVC workspace.
-"""
+execute here one at a time, each in its own fresh clone of the git remote: the checkout this
+runs from is never touched. The Prefect variables are read when serving starts."""
 
 from __future__ import annotations
 

@@ -19,6 +19,9 @@ import yaml
 from stages.core.contract import MIRROR_ENV
 from stages.tasks import apply_overrides
 
+# The real S3-compatible and PostgreSQL servers' fixtures (s3_server, postgresql).
+pytest_plugins = ["tests.servers"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 # Small enough for CI's 2 cores, big enough that every stage does real work.
@@ -68,7 +71,8 @@ def set_params(repo: Path, overrides: dict) -> None:
 
 
 def copy_source_tree(destination: Path) -> Path:
-    """The files git would submit (tracked and untracked-not-ignored), as a fresh git repo, committed."""
+    """The files git would submit (tracked and untracked-not-ignored), with the DVC remote `local` aimed at
+    a folder beside it (`point_local_remote`)."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                             cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
     for name in filter(None, listed.split("\0")):
@@ -77,7 +81,15 @@ def copy_source_tree(destination: Path) -> Path:
             target = destination / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
+    point_local_remote(destination, destination.parent / f"{destination.name}-dvc-remote")
     return destination
+
+
+def point_local_remote(repo: Path, folder: Path) -> None:
+    """Aim the default DVC remote `local` at `folder` in the repo's git-ignored .dvc/config.local, so that
+    a test's `dvc push` never writes to the machine's real ~/.cache/dnnlab/dvc-remote (.dvc/config).
+    A `git clone` does not carry config.local: call this in a clone too."""
+    (repo / ".dvc" / "config.local").write_text(f"['remote \"local\"']\n    url = {folder}\n")
 
 
 def init_repo(repo: Path, env: dict[str, str]) -> None:

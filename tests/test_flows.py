@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,9 +29,9 @@ from prefect.client.schemas.filters import (  # noqa: E402
     FlowRunFilterName, FlowRunFilterParentFlowRunId, LogFilter, LogFilterFlowRunId, TaskRunFilter,
     TaskRunFilterFlowRunId)
 
-from flows.deployments import DEPLOYMENTS, PREFECT_YAML, prefect_yaml_text, runner_deployments  # noqa: E402
+from flows.deployments import DEPLOYMENTS, FROM_GIT, PREFECT_YAML, prefect_yaml_text, runner_deployments  # noqa: E402
 from flows.pipeline import NETWORK_EXIT_CODE, failure_line, headline, pipeline  # noqa: E402
-from flows.processes import stop_process_group, stream_command  # noqa: E402
+from flows.processes import stream_command  # noqa: E402
 
 ALL_STAGES = [
     "generate", "fetch@heart", "fetch@mnist", "preprocess@synthetic", "preprocess@heart", "preprocess@mnist",
@@ -368,8 +367,11 @@ def test_prefect_yaml_and_flows_serve_define_the_same_deployments(tmp_path: Path
     assert {"nightly", "on-demand"} <= set(names)
     nightly = next(spec for spec in DEPLOYMENTS if spec.name == "nightly")
     assert (nightly.cron, nightly.timezone, nightly.parameters) == (
-        "0 3 * * *", "UTC", {"force_fetch": True, "record": True})
+        "0 3 * * *", "UTC", {"force_fetch": True, "record": True, **FROM_GIT})
     assert next(spec for spec in DEPLOYMENTS if spec.name == "on-demand").cron is None
+    # Both resolve the Prefect variables when they create the deployments; an unset one is "".
+    from prefect.variables import Variable
+    Variable.set("dnnlab_git_remote", "file:///srv/git/dnnlab.git", overwrite=True)
 
     for deployment in runner_deployments():  # what `flows.serve` registers before serving
         deployment.apply()
@@ -382,61 +384,11 @@ def test_prefect_yaml_and_flows_serve_define_the_same_deployments(tmp_path: Path
     deployed = _registered(names)
 
     assert served == deployed
-    assert served["nightly"] == ("flows/pipeline.py:pipeline", {"force_fetch": True, "record": True},
+    from_git = {"git_remote": "file:///srv/git/dnnlab.git", "branch": "", "credentials_block": ""}
+    assert served["nightly"] == ("flows/pipeline.py:pipeline", {"force_fetch": True, "record": True, **from_git},
                                  [("0 3 * * *", "UTC", True)])
-    assert served["on-demand"] == ("flows/pipeline.py:pipeline", {}, [])
+    assert served["on-demand"] == ("flows/pipeline.py:pipeline", from_git, [])
     assert yaml.safe_load(PREFECT_YAML.read_text())["deployments"][0]["work_pool"] == {"name": "dnnlab"}
-
-
-def test_a_served_deployment_records_a_commit_when_results_change_and_none_when_not(
-        workspace: Path, mirror: Path, prefect_api: str, tmp_path: Path):
-    from prefect.deployments import run_deployment
-
-    env = repo_env(mirror, PREFECT_API_URL=prefect_api, PREFECT_RUNNER_POLL_FREQUENCY="1")
-    # A committed code change to the report stage: tonight's run must rerun it and record dvc.lock.
-    report_code = workspace / "stages/report.py"
-    report_code.write_text(report_code.read_text() + "\n# touched by the nightly-run test\n")
-    run(["git", "commit", "-qam", "touch the report stage"], workspace, env)
-    store = tmp_path / "dvc_remote"
-    run(["dvc", "remote", "add", "-d", "store", str(store)], workspace, env)
-    run(["git", "commit", "-qm", "a DVC remote", "--", ".dvc/config"], workspace, env)
-    before = git_head(workspace, mirror)
-    log = (tmp_path / "serve.log").open("w")
-    server = subprocess.Popen([sys.executable, "-m", "flows.serve"], cwd=workspace, env=env, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        with get_client(sync_client=True) as client:
-            def registered() -> bool:
-                try:
-                    return bool(client.read_deployment_by_name("pipeline/nightly"))
-                except Exception:
-                    return False
-            assert eventually(registered, bool, timeout=90), (tmp_path / "serve.log").read_text()[-3000:]
-
-        first = run_deployment("pipeline/nightly", timeout=400, poll_interval=1)
-
-        assert first.state.is_completed(), (first.state.message, (tmp_path / "serve.log").read_text()[-3000:])
-        recorded = git_head(workspace, mirror)
-        assert recorded != before
-        message = run(["git", "log", "-1", "--format=%B"], workspace, env).stdout
-        assert message.startswith(f"pipeline run {first.name}: synthetic test/relative_mse ")
-        assert "synthetic test/relative_mse" in message and "heart test/roc_auc" in message
-        files = run(["git", "show", "--name-only", "--format=", "HEAD"], workspace, env).stdout.split()
-        assert files == ["dvc.lock"]
-        assert run(["git", "rev-parse", "HEAD~1"], workspace, env).stdout.strip() == before
-        assert dvc_is_clean(workspace, mirror)
-        lock = yaml.safe_load((workspace / "dvc.lock").read_text())
-        report_md5 = lock["stages"]["report"]["outs"][0]["md5"]
-        assert (store / "files" / "md5" / report_md5[:2] / report_md5[2:]).is_file()  # `dvc push` ran
-
-        second = run_deployment("pipeline/nightly", timeout=400, poll_interval=1)
-
-        assert second.state.is_completed(), second.state.message
-        assert git_head(workspace, mirror) == recorded
-        assert dvc_is_clean(workspace, mirror)
-    finally:
-        stop_process_group(server, grace_s=30)
-        log.close()
 
 
 # --- small pieces, no server ---
