@@ -63,8 +63,10 @@ DEPLOYMENTS = (
     Deployment(
         name="study",
         entrypoint=STUDY,
-        description="The lab's hyperparameter study: params.yaml's study variations as DVC experiments, "
-                    "compared in reports/study.html.",
+        description="The lab's hyperparameter study, in a fresh clone of the git remote: params.yaml's study "
+                    "variations as DVC experiments on the work pool's workers, pushed to the git remote and "
+                    "compared in the study-run artifact.",
+        parameters={**FROM_GIT, "from_git": True, "pool": WORK_POOL},
     ),
 )
 

@@ -409,7 +409,7 @@ def experiment_rows(result: dict) -> list[dict]:
     return rows
 
 
-def publish_summary(result: dict, root: Path) -> None:
+def publish_summary(result: dict, root: Path, link_report: bool = True) -> None:
     """The study's experiments as a table artifact, its report as a link artifact."""
     from prefect.artifacts import create_table_artifact
 
@@ -417,7 +417,8 @@ def publish_summary(result: dict, root: Path) -> None:
     create_table_artifact(key=ARTIFACT_KEY, table=experiment_rows(result),
                           description=f"Study: {len(result['experiments'])} experiments in {result['seconds']:.0f} s; "
                                       f"compare them with `dvc exp show`{failed}")
-    publish_report_link(REPORT_ARTIFACT_KEY, root / result["report"], result["report"], "The study's report")
+    if link_report:
+        publish_report_link(REPORT_ARTIFACT_KEY, root / result["report"], result["report"], "The study's report")
 
 
 # --- the flow ---
@@ -426,7 +427,7 @@ def publish_summary(result: dict, root: Path) -> None:
 def study(only: Optional[list[str]] = None, jobs: int = DEFAULT_JOBS, repo: Optional[str] = None,
           notify_block: Optional[str] = None, pool: Optional[str] = None, attempts: int = DEFAULT_ATTEMPTS,
           git_remote: Optional[str] = None, branch: Optional[str] = None,
-          credentials_block: Optional[str] = None) -> Any:
+          credentials_block: Optional[str] = None, from_git: bool = False) -> Any:
     """Run params.yaml's study variations as DVC experiments and write reports/study.html.
 
     only: variation names to run (default: all). jobs: experiments run at a time (queue workers).
@@ -437,9 +438,32 @@ def study(only: Optional[list[str]] = None, jobs: int = DEFAULT_JOBS, repo: Opti
     die (a Crashed run is resubmitted; a Failed one is not). git_remote, branch: what the workers clone
     (default: `origin` and the current branch). credentials_block: a Prefect Secret block of the
     environment variables git and DVC need on the workers.
+    from_git: run the whole study in a fresh clone of `git_remote` (`branch`, default main) instead of
+    `repo`, never in a working tree (the `study` deployment); it needs `pool`. The experiments stay at
+    the git remote (`dvc exp pull origin NAME`), the results in the `study-run` artifact.
     """
+    options = dict(only=only, jobs=jobs, pool=pool, attempts=attempts, git_remote=git_remote,
+                   credentials_block=credentials_block)
+    if not from_git:
+        return _run_study(Path(repo or os.getcwd()).resolve(), branch=branch, **options)
+    if not git_remote:  # the deployment's `{{ prefect.variables.dnnlab_git_remote }}` with no such variable
+        return Failed(message="git_remote is empty: set the Prefect variable dnnlab_git_remote to the git remote's "
+                              "URL (`prefect variable set dnnlab_git_remote URL`), then deploy or serve again")
+    if not pool:
+        return Failed(message="a study from git runs its variations on a work pool (its clone goes when it ends): "
+                              "pass pool, e.g. `-p pool=dnnlab`")
+    try:
+        source = GitSource(git_remote, branch or "main", credentials_env(credentials_block))
+        with fresh_clone(source, stage_env(False), get_run_logger()) as clone:
+            return _run_study(clone, branch=source.branch, in_clone=True, **options)
+    except RemoteError as error:
+        return Failed(message=str(error))
+
+
+def _run_study(root: Path, only: Optional[list[str]], jobs: int, pool: Optional[str], attempts: int,
+               git_remote: Optional[str], branch: Optional[str], credentials_block: Optional[str],
+               in_clone: bool = False) -> Any:
     started = time.perf_counter()
-    root = Path(repo or os.getcwd()).resolve()
     pooled = {"reused": [], "failed": {}, "runs": {}}
     try:
         if not isinstance(jobs, int) or jobs < 1:
@@ -480,7 +504,7 @@ def study(only: Optional[list[str]] = None, jobs: int = DEFAULT_JOBS, repo: Opti
         "report": report,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    publish_summary(result, root)
+    publish_summary(result, root, link_report=not in_clone)  # a clone's report goes with the clone
     return result
 
 
@@ -502,6 +526,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="with --pool: a Prefect Secret block of the environment variables git and DVC need")
     parser.add_argument("--notify-block", metavar="TYPE/NAME",
                         help="a Prefect notification block to tell if the study fails (custom-webhook/NAME)")
+    parser.add_argument("--from-git", action="store_true",
+                        help="with --pool and --git-remote: run the study in a fresh clone of the git remote, "
+                             "not in this checkout (what the study deployment does)")
     parser.add_argument("--json", action="store_true", help="print the experiments, report path and seconds as JSON")
     args = parser.parse_args(argv)
     try:  # refuse bad entries and unknown names before Prefect starts (the flow checks again)
@@ -509,13 +536,16 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise StudyError(f"--jobs {args.jobs}: expected an integer >= 1")
         if args.attempts < 1:
             raise StudyError(f"--attempts {args.attempts}: expected an integer >= 1")
-        plan(Path.cwd(), args.only)
+        if args.from_git and not (args.pool and args.git_remote):
+            raise StudyError("--from-git needs --pool and --git-remote")
+        if not args.from_git:  # from git, params.yaml is the clone's
+            plan(Path.cwd(), args.only)
     except StudyError as error:
         print(f"study: error: {error}", file=sys.stderr)
         return 2
     state = study(only=args.only, jobs=args.jobs, notify_block=args.notify_block, pool=args.pool,
                   attempts=args.attempts, git_remote=args.git_remote, credentials_block=args.credentials_block,
-                  return_state=True)
+                  from_git=args.from_git, return_state=True)
     result = state.result(raise_on_failure=False)
     if not state.is_completed():
         print(f"study: error: {state.message}", file=sys.stderr)

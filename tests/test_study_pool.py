@@ -234,6 +234,18 @@ def test_a_pool_study_survives_a_dead_worker_reports_a_failure_and_a_rerun_train
         assert [failure["name"] for failure in rerun["failed"]] == ["broken"]
         assert len(variation_runs(api)) == len(runs)
         assert exp_refs(git_remote, env, tmp_path) == sorted(GOOD)
+        # The same from git, as the `study` deployment runs it: in a fresh clone, from a folder that is
+        # no checkout; the same reuse, the same single failure, no new run.
+        elsewhere = tmp_path / "not-a-checkout"
+        elsewhere.mkdir()
+        from_git = run([sys.executable, "-m", "flows.study", "--pool", POOL, "--from-git", "--git-remote",
+                        git_remote, "--json"], elsewhere, env, check=False)
+        assert from_git.returncode == 1, from_git.stderr[-3000:]
+        cloned = json.loads(from_git.stdout.strip().splitlines()[-1])
+        assert sorted(cloned["reused"]) == sorted(GOOD) and [f["name"] for f in cloned["failed"]] == ["broken"]
+        assert sorted(exp["metrics"]["val/loss"] for exp in cloned["experiments"]) == \
+            sorted(exp["metrics"]["val/loss"] for exp in rerun["experiments"])
+        assert len(variation_runs(api)) == len(runs) and list(elsewhere.iterdir()) == []
         # Heartbeats every 30 s come with the deployment, whatever the workers' settings (Prefect's
         # default, 180 s, would let the automation crash every run longer than its 75 s).
         assert deployment_env(api, f"variation/{POOL}")["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == str(HEARTBEAT_SECONDS)
