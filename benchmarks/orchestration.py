@@ -33,17 +33,16 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from flows.processes import stop_process_group
 from tests.conftest import build_tiny_repo, copy_source_tree, default_mirror, init_repo, repo_env
+from tests.servers import free_port, start_prefect_server
 
 # The train stage's own summary line (stages/train.py), not DVC's output: its training seconds.
 TRAINING_LINE = re.compile(r"^train@\S+: .* epochs in ([0-9.]+) s", re.M)
@@ -71,28 +70,6 @@ def noop_flow_seconds(repo: Path, env: dict[str, str]) -> float:
         raise SystemExit(f"orchestration: error: {repo} is not up to date (stage statuses {statuses}): "
                          "run `dvc repro` there first, or leave out --repo")
     return seconds
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_server(env: dict[str, str], port: int, timeout: float = 120.0) -> subprocess.Popen:
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                               "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as response:
-                if response.status == 200:
-                    return server
-        except OSError:
-            time.sleep(0.5)
-    stop_process_group(server, grace_s=30)
-    raise SystemExit(f"orchestration: error: `prefect server start` did not answer on port {port}")
 
 
 def make_stale(repo: Path) -> None:
@@ -169,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         scratch_path = Path(scratch)
         env = repo_env(mirror, PREFECT_HOME=str(scratch_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
         port = free_port()
-        server = start_server({**env, "PREFECT_HOME": str(scratch_path / "prefect-server")}, port)
+        server = start_prefect_server({**env, "PREFECT_HOME": str(scratch_path / "prefect-server")}, port,
+                                      scratch_path / "prefect-server.log")
         client_env = {**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
         try:
             report = {"machine": {"cpus": os.cpu_count(), "load_1min_before": os.getloadavg()[0]}}

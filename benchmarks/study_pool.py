@@ -27,10 +27,10 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.orchestration import free_port, start_server
 from flows.processes import stop_process_group
 from tests.conftest import build_tiny_repo, default_mirror, repo_env, run
 from tests.pool_setup import add_remotes, create_pool, kill_machine, start_worker, worker_env
+from tests.servers import free_port, start_prefect_server
 
 VARIATIONS = [
     {"name": "baseline", "params": {}},
@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         scratch_path = Path(scratch)
         env = repo_env(mirror, PREFECT_HOME=str(scratch_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
         port = free_port()
-        server = start_server({**env, "PREFECT_HOME": str(scratch_path / "prefect-server")}, port)
+        server = start_prefect_server({**env, "PREFECT_HOME": str(scratch_path / "prefect-server")}, port,
+                                      scratch_path / "prefect-server.log")
         env = {**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
         try:
             report = {"machine": {"cpus": os.cpu_count(), "load_1min_before": os.getloadavg()[0]},

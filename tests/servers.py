@@ -69,6 +69,18 @@ def answers_http(url: str) -> bool:
         return False
 
 
+def start_prefect_server(env: dict[str, str], port: int, log: Path, timeout: float = 180.0) -> subprocess.Popen:
+    """`prefect server start` on 127.0.0.1:`port` in a session of its own, once `/api/health` answers;
+    its output goes to `log`. Stop it with `stop_process_group`."""
+    with log.open("w") as output:
+        server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                                   "--port", str(port)], env=env, stdout=output, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    wait_until(lambda: answers_http(f"http://127.0.0.1:{port}/api/health"), server, "prefect server start", log,
+               timeout=timeout)
+    return server
+
+
 # --- an S3-compatible server: rclone serve s3 ---
 
 @dataclass(frozen=True)

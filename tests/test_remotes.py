@@ -8,7 +8,6 @@ Everything runs in throwaway copies; the servers listen on 127.0.0.1 (tests/serv
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import urllib.request
 from pathlib import Path
@@ -18,7 +17,7 @@ import yaml
 
 from flows.processes import stop_process_group
 from tests.conftest import point_local_remote, repo_env, run, set_params
-from tests.servers import PostgresServer, S3Server, answers_http, free_port, wait_until
+from tests.servers import PostgresServer, S3Server, free_port, start_prefect_server
 
 EXPERIMENT = "three-epochs"
 
@@ -167,16 +166,6 @@ def test_an_experiment_pushed_from_one_clone_shows_with_its_metrics_in_another(
 
 
 # --- a team Prefect server on PostgreSQL ---
-
-def start_prefect_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
-    with log.open("w") as output:
-        server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                                   "--port", str(port)], env=env, stdout=output, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-    wait_until(lambda: answers_http(f"http://127.0.0.1:{port}/api/health"), server, "prefect server start", log,
-               timeout=180)
-    return server
-
 
 def api_post(api: str, path: str, body: dict) -> list[dict]:
     request = urllib.request.Request(f"{api}/{path}", data=json.dumps(body).encode(), method="POST",

@@ -13,13 +13,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import psutil
-import pytest
 
 from flows.pool import (HEARTBEAT_SECONDS, SILENCE_SECONDS, VARIATION_TAG, ZOMBIE_AUTOMATION, ensure_zombie_automation,
                         failure_text, idempotency_key, verdict, zombie_automation)
 from flows.study import main as study_main, study
 from tests.conftest import repo_env, run
 from tests.pool_setup import add_remotes, create_pool, kill_machine, start_worker, worker_env
+from tests.servers import free_port, start_prefect_server
 from tests.test_study import study_params
 
 # --- pieces, no server ---
@@ -170,7 +170,6 @@ def metrics_of(repo: Path, env: dict[str, str], name: str) -> dict:
 
 def test_a_pool_study_survives_a_dead_worker_reports_a_failure_and_a_rerun_trains_nothing(
         workspace: Path, mirror: Path, tmp_path: Path):
-    from benchmarks.orchestration import free_port, start_server
     from flows.processes import stop_process_group
 
     env = repo_env(mirror, PREFECT_HOME=str(tmp_path / "server-home"))
@@ -178,7 +177,7 @@ def test_a_pool_study_survives_a_dead_worker_reports_a_failure_and_a_rerun_train
     run(["git", "commit", "-qam", "a study for the pool"], workspace, env)
     git_remote, _ = add_remotes(workspace, tmp_path, env)
     port = free_port()
-    server = start_server(env, port)
+    server = start_prefect_server(env, port, tmp_path / "prefect-server.log")
     api = f"http://127.0.0.1:{port}/api"
     env = {**env, "PREFECT_API_URL": api}
     create_pool(POOL, env, tmp_path)
