@@ -40,9 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from flows.processes import stop_process_group
 from tests.conftest import build_tiny_repo, copy_source_tree, default_mirror, init_repo, repo_env
-from tests.servers import free_port, start_prefect_server
+from tests.servers import running_prefect_server
 
 # The train stage's own summary line (stages/train.py), not DVC's output: its training seconds.
 TRAINING_LINE = re.compile(r"^train@\S+: .* epochs in ([0-9.]+) s", re.M)
@@ -145,11 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dnnlab-orchestration-") as scratch:
         scratch_path = Path(scratch)
         env = repo_env(mirror, PREFECT_HOME=str(scratch_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
-        port = free_port()
-        server = start_prefect_server({**env, "PREFECT_HOME": str(scratch_path / "prefect-server")}, port,
-                                      scratch_path / "prefect-server.log")
-        client_env = {**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
-        try:
+        with running_prefect_server(env, scratch_path) as client_env:
             report = {"machine": {"cpus": os.cpu_count(), "load_1min_before": os.getloadavg()[0]}}
             if args.cold:
                 lab = lab_default_repo(scratch_path / "lab", env)
@@ -159,8 +154,6 @@ def main(argv: list[str] | None = None) -> int:
                 repo = args.repo.resolve() if args.repo else build_tiny_repo(scratch_path / "repo", mirror)
             report["noop"] = noop_figures(repo, env, client_env, args.repeats)
             report["machine"]["load_1min_after"] = os.getloadavg()[0]
-        finally:
-            stop_process_group(server, grace_s=30)
     if not args.json:
         print_table(report)
     print(json.dumps(report))

@@ -27,10 +27,9 @@ from pathlib import Path
 
 import yaml
 
-from flows.processes import stop_process_group
 from tests.conftest import build_tiny_repo, default_mirror, repo_env, run
 from tests.pool_setup import add_remotes, create_pool, kill_machine, start_worker, worker_env
-from tests.servers import free_port, start_prefect_server
+from tests.servers import running_prefect_server
 
 VARIATIONS = [
     {"name": "baseline", "params": {}},
@@ -104,11 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dnnlab-study-pool-") as scratch:
         scratch_path = Path(scratch)
         env = repo_env(mirror, PREFECT_HOME=str(scratch_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
-        port = free_port()
-        server = start_prefect_server({**env, "PREFECT_HOME": str(scratch_path / "prefect-server")}, port,
-                                      scratch_path / "prefect-server.log")
-        env = {**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
-        try:
+        with running_prefect_server(env, scratch_path) as env:
             report = {"machine": {"cpus": os.cpu_count(), "load_1min_before": os.getloadavg()[0]},
                       "variations": len(VARIATIONS)}
             built = build_tiny_repo(scratch_path / "built", mirror)
@@ -116,8 +111,6 @@ def main(argv: list[str] | None = None) -> int:
             report["pool_2_workers_s"] = round(pool_figure(built, scratch_path / "two", env, 2), 1)
             report["queue_j2_s"] = round(queue_figure(built, scratch_path / "queue", env), 1)
             report["machine"]["load_1min_after"] = os.getloadavg()[0]
-        finally:
-            stop_process_group(server, grace_s=30)
     if not args.json:
         print(f"{report['variations']} tiny variations, {report['machine']['cpus']} CPUs:")
         for label, key in (("pool, 1 worker", "pool_1_worker_s"), ("pool, 2 workers", "pool_2_workers_s"),

@@ -8,6 +8,7 @@ A missing binary skips the tests that need it, saying how to install it; under C
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -79,6 +80,19 @@ def start_prefect_server(env: dict[str, str], port: int, log: Path, timeout: flo
     wait_until(lambda: answers_http(f"http://127.0.0.1:{port}/api/health"), server, "prefect server start", log,
                timeout=timeout)
     return server
+
+
+@contextlib.contextmanager
+def running_prefect_server(env: dict[str, str], folder: Path) -> Iterator[dict[str, str]]:
+    """A `prefect server start` on a free loopback port, its database and log in `folder`, for the block:
+    `env` with PREFECT_API_URL pointing at it. Stopped afterwards."""
+    port = free_port()
+    server = start_prefect_server({**env, "PREFECT_HOME": str(folder / "prefect-server")}, port,
+                                  folder / "prefect-server.log")
+    try:
+        yield {**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
+    finally:
+        stop_process_group(server, grace_s=30)
 
 
 # --- an S3-compatible server: rclone serve s3 ---
