@@ -83,7 +83,7 @@ def run_queue_args(jobs: int) -> list[str]:
     return ["exp", "run", "--run-all", "-j", str(jobs)]
 
 
-PUSH_ARGS = ["push", "-q"]
+PUSH_ARGS = ["push"]  # not -q: it hides DVC's own ERROR line, the reason a push failed
 PULL_ARGS = ["pull", "--allow-missing"]  # what the DVC remote lacks is rebuilt by its stage, not an error
 
 
@@ -179,15 +179,23 @@ class DvcProject:
             paths += [self._relative(out.fs_path) for out in stage.outs if not out.use_cache]
         return sorted(set(paths), key=paths.index)
 
+    def output_paths(self) -> list[str]:
+        """Every stage output, cached by DVC or tracked by git."""
+        return sorted({self._relative(out.fs_path) for stage in self.repo.index.stages for out in stage.outs})
+
     def git_tracked_inputs(self) -> list[str]:
         """The files and folders the stages read that git tracks (code, params files): their results are
-        what we commit."""
-        stages = self.repo.index.stages
-        paths = [self._relative(dep.fs_path) for stage in stages for dep in stage.deps]
+        what we commit. A folder dep may also hold outputs (the report reads `reports/metrics`)."""
+        paths = [self._relative(dep.fs_path) for stage in self.repo.index.stages for dep in stage.deps]
         paths = [path for path in paths if (self.root / path).exists()]
-        outputs = tuple(self._relative(out.fs_path) for stage in stages for out in stage.outs)
-        return sorted({path for path in paths if not path.startswith("..")
-                       and not any(path == out or path.startswith(out + os.sep) for out in outputs)})
+        outputs = self.output_paths()
+        return sorted({path for path in paths if not path.startswith("..") and not within(path, outputs)})
+
+    def default_remote(self) -> Optional[str]:
+        """The default DVC remote as `NAME (URL)`, for messages; None without one."""
+        name = self.repo.config.get("core", {}).get("remote")
+        url = self.repo.config.get("remote", {}).get(name, {}).get("url") if name else None
+        return f"{name} ({url})" if name else None
 
     def report_path(self) -> Optional[str]:
         stage = next((s for s in self.repo.index.stages if s.addressing == "report"), None)
@@ -198,6 +206,11 @@ class DvcProject:
 
     def close(self) -> None:
         self.repo.close()
+
+
+def within(path: str, paths: Sequence[str]) -> bool:
+    """Whether `path` is one of `paths` or lies in one of them (a folder)."""
+    return any(path == other or path.startswith(other.rstrip("/") + "/") for other in paths)
 
 
 def apply_param_overrides(params_file: Path, overrides: list[str]) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional
 
-from flows.dvc_adapter import PULL_ARGS, PUSH_ARGS, DvcProject, error_line, stream_dvc
+from flows.dvc_adapter import PULL_ARGS, PUSH_ARGS, DvcProject, error_line, stream_dvc, within
 
 PUSH_ATTEMPTS = 3  # a branch that moves again between our fetch and our push: fetch, check, rebase, retry
 
@@ -116,14 +116,17 @@ def pipeline_paths(project: DvcProject) -> list[str]:
 
 def touches(changed: list[str], paths: list[str]) -> list[str]:
     """The changed files that are one of `paths` or lie in one of them (a folder dep)."""
-    return [name for name in changed if any(name == path or name.startswith(path.rstrip("/") + "/") for path in paths)]
+    return [name for name in changed if within(name, paths)]
 
 
 def uncommitted_inputs(project: DvcProject, env: Optional[Mapping[str, str]] = None) -> list[str]:
-    """Pipeline inputs that differ from the last commit (modified, staged, new or deleted)."""
+    """Pipeline inputs that differ from the last commit (modified, staged, new or deleted). A stage's
+    output is a result even inside a folder another stage reads (`reports/metrics/heart.json` in the
+    report's `reports/metrics`): results that changed are what a record commits, not a refusal."""
     inputs = [path for path in pipeline_paths(project) if path not in project.git_tracked_outputs()]
     status = git_output(project.root, "status", "--porcelain", "--untracked-files=all", "--", *inputs, env=env)
-    return [line[3:] for line in status.splitlines()]
+    outputs = project.output_paths()
+    return [name for name in (line[3:] for line in status.splitlines()) if not within(name, outputs)]
 
 
 def require_committed_inputs(project: DvcProject, env: Optional[Mapping[str, str]] = None) -> None:
@@ -161,8 +164,8 @@ def record_results(project: DvcProject, message: str, log: Any, env: Mapping[str
     if project.has_remote():  # the data first: no commit may name data nobody can pull
         returncode, _, stderr = stream_dvc(root, PUSH_ARGS, dict(env), log)
         if returncode != 0:
-            raise RecordRefused("record: `dvc push` failed, nothing recorded: "
-                                f"{error_line(stderr, '(no output)', first=True)}")
+            raise RecordRefused(f"record: `dvc push` to the DVC remote {project.default_remote()} failed, nothing "
+                                f"recorded: {error_line(stderr, '(no output)', first=True)}")
     git_output(root, "add", "--", *results, env=env)
     git_output(root, "commit", "-q", "-m", message, "--", *results, env=env)
     if push_branch:
@@ -209,11 +212,25 @@ def push_commit(project: DvcProject, branch: str, env: Mapping[str, str], log: A
             log.info(f"record: {branch} moved during the run without touching the pipeline; rebased onto "
                      f"{remote_head[:10]}")
         elif refusal:  # refused, and not because the branch moved
-            raise RemoteError(f"record: git push to {branch} failed: {refusal}")
+            url = git_output(root, "remote", "get-url", "origin", env=env).strip()
+            raise RemoteError(f"record: git push to {branch} at {url} was refused: {refusal}; nothing recorded "
+                              "(the data did reach the DVC remote)")
         pushed = subprocess.run(["git", "push", "-q", "origin", f"HEAD:refs/heads/{branch}"], cwd=root,
                                 capture_output=True, text=True, env=dict(env))
         if pushed.returncode == 0:
             return
-        refusal = ((pushed.stderr or pushed.stdout).strip().splitlines() or ["(no output)"])[-1]
+        refusal = push_refusal(pushed.stderr or pushed.stdout)
     raise RecordRefused(f"record: {branch} kept moving; gave up after {PUSH_ATTEMPTS} tries, nothing recorded")
+
+
+def push_refusal(output: str) -> str:
+    """Why git refused a push, in one line: what the remote said (a pre-receive hook's own message,
+    git's `remote: ` lines) and the reason git gives for the ref (`pre-receive hook declined`), not
+    the closing `error: failed to push some refs`."""
+    lines = [line.strip() for line in output.splitlines()]
+    remote = [line.removeprefix("remote:").strip() for line in lines if line.startswith("remote:")]
+    reasons = [line.rsplit("(", 1)[-1].rstrip(")") for line in lines
+               if line.startswith("! [") and line.endswith(")")]
+    said = [text for text in remote + reasons if text]
+    return "; ".join(said) if said else (lines[-1] if lines else "(no output)")
 

@@ -8,6 +8,7 @@ pushed there, the commits in a bare git remote; the user's checkout and a teamma
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import subprocess
@@ -22,7 +23,7 @@ import yaml
 from flows.dvc_adapter import DvcProject
 from flows.git_workspace import RecordRefused, record_results, uncommitted_inputs
 from flows.processes import stop_process_group
-from tests.conftest import repo_env, run
+from tests.conftest import repo_env, run, set_params
 from tests.test_flows import dvc_is_clean, eventually
 
 prefect = pytest.importorskip("prefect")
@@ -199,6 +200,63 @@ def test_record_with_an_uncommitted_params_change_is_refused_before_any_stage_ru
                              "or run without --record; nothing recorded")
     assert run(["git", "rev-parse", "HEAD"], workspace, repo_env(mirror)).stdout == head
     assert (workspace / "dvc.lock").read_bytes() == lock  # no stage ran
+
+    # Committed, the same change is what a record is for: its new results are committed on top of it.
+    run(["git", "commit", "-qam", "train synthetic one epoch longer"], workspace, repo_env(mirror))
+    state = pipeline(repo=str(workspace), record=True, return_state=True)
+
+    assert state.is_completed(), state.message
+    files = run(["git", "show", "--name-only", "--format=", "HEAD"], workspace, repo_env(mirror)).stdout.split()
+    assert "dvc.lock" in files and "reports/metrics/synthetic.json" in files
+    assert not [name for name in files if "heart" in name or "mnist" in name]  # their chains did not run
+    changed = metric_changes(workspace, "HEAD~1", mirror)["reports/metrics/synthetic.json"]
+    assert changed["test/relative_mse"]["diff"] != 0
+    assert run(["git", "status", "--porcelain"], workspace, repo_env(mirror)).stdout == ""
+
+
+def metric_changes(repo: Path, rev: str, mirror: Path) -> dict:
+    """`dvc metrics diff REV --json`: the metrics that differ between REV and the workspace."""
+    return json.loads(run(["dvc", "metrics", "diff", rev, "--json"], repo, repo_env(mirror)).stdout or "{}")
+
+
+def test_a_week_of_nightlies_records_one_commit_per_night_whose_results_changed(
+        team: Team, mirror: Path, prefect_api: str, stage_env, tmp_path: Path):
+    from flows.pipeline import pipeline
+
+    teammate = team.clone(tmp_path / "teammate", pull=False)
+    recorded, epochs = [], 20
+    for night in range(7):  # every other night a teammate pushes a params change that moves the metrics
+        if night % 2:
+            epochs += 2
+            run(["git", "pull", "-q", "--ff-only"], teammate, team.env)
+            set_params(teammate, {"synthetic.train.epochs": epochs})
+            run(["git", "commit", "-qam", f"synthetic: {epochs} epochs"], teammate, team.env)
+            run(["git", "push", "-q", "origin", "main"], teammate, team.env)
+        before = team.head()
+
+        state = pipeline(git_remote=str(team.remote), record=True, return_state=True)
+
+        assert state.is_completed(), (night, state.message)
+        if night % 2:
+            assert run(["git", "rev-parse", f"{team.head()}~1"], team.remote, team.env).stdout.strip() == before
+            recorded.append(team.head())
+        else:
+            assert team.head() == before, night  # nothing changed, nothing pushed
+        if night == 1:  # the first change, seen from a fresh clone
+            fresh = team.clone(tmp_path / "fresh")
+            changed = metric_changes(fresh, "HEAD~1", mirror)["reports/metrics/synthetic.json"]
+            assert changed["test/relative_mse"]["diff"] != 0
+            assert dvc_is_clean(fresh, mirror)
+
+    assert len(recorded) == 3
+    log = run(["git", "log", "--format=%s", "main"], team.remote, team.env).stdout.splitlines()
+    assert [line.startswith("pipeline run ") for line in log[:6]] == [True, False] * 3
+    # A week later, in a teammate's fresh clone: HEAD~3 is the first night's results, HEAD the last's.
+    week = team.clone(tmp_path / "week")
+    trend = metric_changes(week, "HEAD~3", mirror)["reports/metrics/synthetic.json"]["test/relative_mse"]
+    first = json.loads(run(["git", "show", f"{recorded[0]}:reports/metrics/synthetic.json"], week, team.env).stdout)
+    last = json.loads((week / "reports/metrics/synthetic.json").read_text())
+    assert (trend["old"], trend["new"]) == (first["test/relative_mse"], last["test/relative_mse"]) != (None, None)
 
 
 def test_a_run_from_a_missing_git_remote_or_secret_fails_in_one_line_before_anything_runs(
