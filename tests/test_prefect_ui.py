@@ -1,0 +1,76 @@
+"""What the Prefect UI shows of the lab: the Flows page lists the lab's flows only (every stage run is a
+run of the one `stage` flow, named and tagged after its DVC stage), and a training stage's progress
+artifact ends at 100 % when training ends, early or not, and says failed when the stage fails.
+
+Against a real (temporary, SQLite) Prefect server and real DVC and Keras runs on a tiny repo copy.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT, repo_env, run, set_params
+
+prefect = pytest.importorskip("prefect")
+
+from prefect.client.orchestration import get_client  # noqa: E402
+
+from flows.pipeline import pipeline  # noqa: E402
+from tests.test_flows import child_runs  # noqa: E402
+from tests.test_prefect_results import artifacts_of  # noqa: E402
+
+LAB_FLOWS = {"pipeline", "stage", "study", "variation"}  # flows.pipeline, flows.study, flows.pool
+
+
+def flow_names() -> dict:
+    """id -> name of every flow the server knows: what its Flows page lists."""
+    with get_client(sync_client=True) as client:
+        return {flow.id: flow.name for flow in client.read_flows()}
+
+
+def test_stage_runs_are_runs_of_one_stage_flow_and_training_progress_ends_at_100_or_failed(
+        workspace: Path, mirror: Path, prefect_api: str, stage_env):
+    # A tiny patience over many epochs: early stopping ends training long before the last epoch.
+    set_params(workspace, {"heart.train.epochs": 200, "heart.train.early_stopping_patience": 1})
+
+    state = pipeline(repo=str(workspace), targets=["train@heart"], return_state=True)
+
+    assert state.is_completed(), state.message
+    train_run = child_runs(state.state_details.flow_run_id)["train@heart"]
+    epochs_run = len(pd.read_csv(workspace / "reports/plots/heart/learning_curve.csv"))
+    assert 0 < epochs_run < 200
+    progress = artifacts_of(train_run.id)["train-heart-progress"]
+    assert progress.data == 100.0
+    assert progress.description.startswith(f"train@heart: stopped early at epoch {epochs_run} of 200 ("), \
+        progress.description
+
+    # `dvc repro` with a server configured: the stage process makes its own run of the same flow.
+    probe = "from stages.core.errors import run_stage; run_stage('generate', lambda: None)"
+    run([sys.executable, "-c", probe], REPO_ROOT, repo_env(mirror, PREFECT_API_URL=prefect_api, DVC_STAGE="generate"))
+
+    flows = flow_names()
+    assert set(flows.values()) <= LAB_FLOWS and "stage" in flows.values(), flows
+    with get_client(sync_client=True) as client:
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+        tagged = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["stage:generate"])))
+    assert [(run.name, flows[run.flow_id]) for run in tagged] == [("generate", "stage")]
+    assert flows[train_run.flow_id] == "stage" and "stage:train@heart" in train_run.tags
+
+    # A training stage that fails: its artifact says so, with the stage's own line. (Written as is:
+    # set_params would refuse the bad value the stage is to refuse.)
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["heart"]["train"]["learning_rate"] = -1
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    failed = pipeline(repo=str(workspace), targets=["train@heart"], return_state=True)
+
+    assert failed.is_failed()
+    failed_run = child_runs(failed.state_details.flow_run_id)["train@heart"]
+    progress = artifacts_of(failed_run.id)["train-heart-progress"]
+    assert progress.description == f"train@heart: failed: {failed_run.state.message}", progress.description
+    assert failed_run.state.message.startswith("train: error: ")
