@@ -292,3 +292,36 @@ def remove_experiments(root: Path, baseline: str, names: Sequence[str]) -> list[
     except DvcException as error:
         raise DvcError(f"cannot remove earlier experiments: {_first_line(error)}") from None
     return [ref.name for ref in refs]
+
+
+# --- a quiet `dvc pull` for a first run ---
+
+def cached_outputs_in_workspace(repo: Any) -> dict[str, bool]:
+    """Every cached stage output (data, models) -> whether the workspace holds it as dvc.lock records it."""
+    return {str(out): not out.status() for stage in repo.index.stages for out in stage.outs if out.use_cache}
+
+
+def pull_what_the_remote_has(root: Path) -> tuple[int, int, str]:
+    """`dvc pull --allow-missing`, in-process and quiet: (outputs it brought, outputs still missing, the
+    default remote's name). What the remote lacks is left to `dvc repro`; DVC's list of the missing
+    files' md5s (a warning of dvc_data/index/fetch.py: _log_missing) is not shown, the count is what we say."""
+    import logging
+
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    missing_list = logging.getLogger("dvc_data.index.fetch")
+    level = missing_list.level
+    missing_list.setLevel(logging.ERROR)
+    try:
+        with Repo(str(root)) as repo:
+            remote = repo.config["core"].get("remote", "")
+            before = cached_outputs_in_workspace(repo)
+            repo.pull(allow_missing=True)
+            after = cached_outputs_in_workspace(repo)
+    except DvcException as error:  # an unreachable remote, missing credentials
+        raise DvcError(_first_line(error)) from None
+    finally:
+        missing_list.setLevel(level)
+    pulled = sum(after[out] and not before.get(out) for out in after)
+    return pulled, sum(not present for present in after.values()), remote
