@@ -325,3 +325,13 @@ def pull_what_the_remote_has(root: Path) -> tuple[int, int, str]:
         missing_list.setLevel(level)
     pulled = sum(after[out] and not before.get(out) for out in after)
     return pulled, sum(not present for present in after.values()), remote
+
+
+# --- the local queue, as a study follows it ---
+
+def running_queue_entries(root: Path) -> list[str]:
+    """The names of the experiments DVC's queue is running now (started, not yet done)."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return [entry.name or entry.stash_rev[:7] for entry in repo.experiments.celery_queue.iter_active()]

@@ -74,3 +74,32 @@ def test_stage_runs_are_runs_of_one_stage_flow_and_training_progress_ends_at_100
     progress = artifacts_of(failed_run.id)["train-heart-progress"]
     assert progress.description == f"train@heart: failed: {failed_run.state.message}", progress.description
     assert failed_run.state.message.startswith("train: error: ")
+
+
+def test_each_variation_of_the_local_queue_is_a_task_run_with_its_state_and_headline_metrics(
+        workspace: Path, mirror: Path, prefect_api: str):
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, TaskRunFilter, TaskRunFilterFlowRunId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    from tests.test_study import experiments_at_head, study_params
+
+    env = repo_env(mirror, PREFECT_API_URL=prefect_api)
+    study_params(workspace, [{"name": "narrow", "params": {"synthetic.model.width": 16}},
+                             {"name": "broken", "params": {"synthetic.train.validation_split": 0.0001}}])
+    run(["git", "commit", "-qam", "a study with a variation that fails"], workspace, env)
+
+    result = run([sys.executable, "-m", "flows.study", "--jobs", "2"], workspace, env, check=False)
+
+    assert result.returncode == 1 and "broken" in result.stderr.splitlines()[-1], result.stderr[-2000:]
+    with get_client(sync_client=True) as client:
+        (study_run,) = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["study"])),
+                                             sort=FlowRunSort.START_TIME_DESC, limit=1)
+        task_runs = client.read_task_runs(task_run_filter=TaskRunFilter(
+            flow_run_id=TaskRunFilterFlowRunId(any_=[study_run.id])))
+    variations = {run.name: run.state for run in task_runs if run.task_key.startswith("follow_variation")}
+    assert set(variations) == {"narrow", "broken"}, [run.name for run in task_runs]
+    assert variations["broken"].type.value == "FAILED"
+    assert variations["broken"].message.startswith("train: error: ") and "validation_split" in variations["broken"].message
+    assert variations["narrow"].type.value == "COMPLETED"
+    metrics = experiments_at_head(workspace, env)["narrow"]["data"]["metrics"]["reports/metrics/synthetic.json"]["data"]
+    assert f"val/loss {metrics['val/loss']:.4g}" in variations["narrow"].message, variations["narrow"].message
