@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -305,8 +306,6 @@ def pull_what_the_remote_has(root: Path) -> tuple[int, int, str]:
     """`dvc pull --allow-missing`, in-process and quiet: (outputs it brought, outputs still missing, the
     default remote's name). What the remote lacks is left to `dvc repro`; DVC's list of the missing
     files' md5s (a warning of dvc_data/index/fetch.py: _log_missing) is not shown, the count is what we say."""
-    import logging
-
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
@@ -335,3 +334,9 @@ def running_queue_entries(root: Path) -> list[str]:
 
     with Repo(str(root)) as repo:
         return [entry.name or entry.stash_rev[:7] for entry in repo.experiments.celery_queue.iter_active()]
+
+
+# DVC's local queue is Celery on kombu's filesystem broker, which has no host by design: kombu's
+# `No hostname was supplied. Reverting to default 'localhost'` warning (kombu/connection.py) in every
+# process that opens the queue says nothing to act on.
+logging.getLogger("kombu.connection").setLevel(logging.ERROR)

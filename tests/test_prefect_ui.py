@@ -22,7 +22,7 @@ from prefect.client.orchestration import get_client  # noqa: E402
 
 from flows.pipeline import pipeline  # noqa: E402
 from tests.test_flows import child_runs  # noqa: E402
-from tests.test_prefect_results import artifacts_of  # noqa: E402
+from tests.test_prefect_results import artifacts_of, log_levels  # noqa: E402
 
 LAB_FLOWS = {"pipeline", "stage", "study", "variation"}  # flows.pipeline, flows.study, flows.pool
 
@@ -48,6 +48,8 @@ def test_stage_runs_are_runs_of_one_stage_flow_and_training_progress_ends_at_100
     assert progress.data == 100.0
     assert progress.description.startswith(f"train@heart: stopped early at epoch {epochs_run} of 200 ("), \
         progress.description
+    lines = log_levels(train_run.id, "Updating lock file")  # DVC's, after the stage process exited
+    assert not [line for line in lines if "Still processing items" in line]  # Prefect's event drain at exit
 
     # `dvc repro` with a server configured: the stage process makes its own run of the same flow.
     probe = "from stages.core.errors import run_stage; run_stage('generate', lambda: None)"
@@ -91,6 +93,7 @@ def test_each_variation_of_the_local_queue_is_a_task_run_with_its_state_and_head
     result = run([sys.executable, "-m", "flows.study", "--jobs", "2"], workspace, env, check=False)
 
     assert result.returncode == 1 and "broken" in result.stderr.splitlines()[-1], result.stderr[-2000:]
+    assert "No hostname was supplied" not in result.stdout + result.stderr  # kombu, on DVC's filesystem broker
     with get_client(sync_client=True) as client:
         (study_run,) = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["study"])),
                                              sort=FlowRunSort.START_TIME_DESC, limit=1)

@@ -80,6 +80,15 @@ def prefect_api_url() -> str | None:
     return get_current_settings().api.url or None
 
 
+def quiet_event_drain() -> None:
+    """Keep Prefect's event worker from warning `Still processing items: 1 items remaining...` when a
+    stage process exits with events still queued (a routine drain, not a problem): its logger, named
+    after the class (prefect/_internal/concurrency/services.py), says errors only."""
+    import logging
+
+    logging.getLogger("EventsWorker").setLevel(logging.ERROR)
+
+
 # --- a stage process as a Prefect flow run ---
 
 def dvc_stage_name(module: str, argv: list[str] | None = None) -> str:
@@ -110,6 +119,8 @@ def as_stage_flow(stage: str, main: Callable[[], None], known_errors: tuple[type
     """
     from prefect import flow, tags
     from prefect.states import Failed
+
+    quiet_event_drain()
 
     def run() -> None:
         caught: list[BaseException] = []
@@ -192,6 +203,7 @@ class ProgressReporter:
                 raise RuntimeError("PREFECT_API_URL is not set")
             from prefect.artifacts import update_progress_artifact
 
+            quiet_event_drain()
             if (first := self._next()) is not None:
                 update_progress_artifact(UUID(os.environ[PROGRESS_ARTIFACT_ENV]), progress=first[0],
                                          description=first[1])
