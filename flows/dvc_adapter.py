@@ -297,6 +297,18 @@ def remove_experiments(root: Path, baseline: str, names: Sequence[str]) -> list[
 
 # --- a quiet `dvc pull` for a first run ---
 
+class _ErrorLines(logging.Handler):
+    """Error records as the one line DVC would print: `failed to connect to s3 (…) - Unable to locate credentials`."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        cause = record.exc_info[1] if record.exc_info else None
+        self.lines.append(record.getMessage() + (f" - {_first_line(cause)}" if cause else ""))
+
+
 def cached_outputs_in_workspace(repo: Any) -> dict[str, bool]:
     """Every cached stage output (data, models) -> whether the workspace holds it as dvc.lock records it."""
     return {str(out): not out.status() for stage in repo.index.stages for out in stage.outs if out.use_cache}
@@ -309,19 +321,23 @@ def pull_what_the_remote_has(root: Path) -> tuple[int, int, str]:
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
-    missing_list = logging.getLogger("dvc_data.index.fetch")
-    level = missing_list.level
-    missing_list.setLevel(logging.ERROR)
+    fetch_log = logging.getLogger("dvc_data.index.fetch")  # also why a remote failed: kept for our one line
+    level, propagate, reasons = fetch_log.level, fetch_log.propagate, _ErrorLines()
+    fetch_log.setLevel(logging.ERROR)
+    fetch_log.propagate = False
+    fetch_log.addHandler(reasons)
     try:
         with Repo(str(root)) as repo:
             remote = repo.config["core"].get("remote", "")
             before = cached_outputs_in_workspace(repo)
             repo.pull(allow_missing=True)
             after = cached_outputs_in_workspace(repo)
-    except DvcException as error:  # an unreachable remote, missing credentials
-        raise DvcError(_first_line(error)) from None
+    except DvcException as error:  # an unreachable remote, missing credentials: the first reason DVC logged
+        raise DvcError((reasons.lines or [_first_line(error)])[0]) from None
     finally:
-        missing_list.setLevel(level)
+        fetch_log.removeHandler(reasons)
+        fetch_log.setLevel(level)
+        fetch_log.propagate = propagate
     pulled = sum(after[out] and not before.get(out) for out in after)
     return pulled, sum(not present for present in after.values()), remote
 

@@ -70,12 +70,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(pull_line(*pull_what_the_remote_has(root)), flush=True)
         elif line := difference_line(metrics_diff(root, dict(os.environ))):
             print(line, flush=True)
-    except DvcError as error:
-        if args.step == "pull":  # no remote to pull from is no reason not to compute
+    except DvcError as error:  # neither is a reason to fail the pipeline: it computes, or it has computed
+        if args.step == "pull":
             print(f"dvc pull: nothing pulled ({error}); `dvc repro` computes what is missing", file=sys.stderr)
-            return 0
-        print(f"compare: error: {error}", file=sys.stderr)
-        return 1
+        else:
+            print(f"compare: warning: cannot compare with the committed results ({error})", file=sys.stderr)
     return 0
 
 

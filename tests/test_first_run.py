@@ -20,7 +20,9 @@ HEART_DATA_STAGES = ["fetch@heart", "preprocess@heart"]
 
 def first_run(repo: Path, mirror: Path, step: str) -> list[str]:
     """`python -m flows.first_run STEP` in repo: every line it printed, stdout and stderr."""
-    env = repo_env(mirror, PYTHONPATH=str(REPO_ROOT))
+    # No credentials anywhere, and no asking the EC2 metadata address for some: an S3 remote fails at once.
+    env = repo_env(mirror, PYTHONPATH=str(REPO_ROOT), AWS_EC2_METADATA_DISABLED="true",
+                   AWS_SHARED_CREDENTIALS_FILE=str(repo / "no-credentials"), AWS_CONFIG_FILE=str(repo / "no-config"))
     result = run([sys.executable, "-m", "flows.first_run", step], repo, env)
     return (result.stdout + result.stderr).splitlines()
 
@@ -49,6 +51,10 @@ def test_a_first_run_says_in_one_line_what_it_pulls_and_what_it_computes(workspa
     point_local_remote(workspace, tmp_path / "no-remote-yet")  # missing: nobody pushed anything
     assert first_run(workspace, mirror, "pull") == [pull_line(0, total, "local")]
     assert first_run(workspace, mirror, "pull")[0].startswith("dvc pull: nothing to pull yet from the DVC remote")
+
+    (workspace / ".dvc" / "config.local").write_text("['remote \"local\"']\n    url = s3://dnnlab-team/dvc\n")
+    (line,) = first_run(workspace, mirror, "pull")  # unreachable: DVC's reason, and the pipeline goes on
+    assert line.startswith("dvc pull: nothing pulled (failed to connect to s3 ") and "credentials" in line, line
 
     point_local_remote(workspace, tmp_path / "team-remote")
     assert first_run(workspace, mirror, "pull") == [pull_line(pushed, total - pushed, "local")]
