@@ -180,6 +180,7 @@ def run_queue(root: Path, jobs: int, stage_report: Path) -> None:
 # --- each variation of the local queue as a task run of its own ---
 
 FOLLOW_INTERVAL_S = 2.0
+_STOPPED: set[Path] = set()  # the stage reports of studies whose queue run ended on an error or interrupt
 
 
 @task(name="variation", task_run_name="{name}", cache_policy=NO_CACHE)
@@ -187,6 +188,8 @@ def follow_variation(root: Path, head: str, name: str, stage_report: Path) -> St
     """One queued variation, from its start in DVC's queue to its end: Completed with its headline
     metrics, or Failed with the line of the stage that failed."""
     while name in dvc_adapter.busy_queue_entries(root):
+        if stage_report in _STOPPED:  # the study does not wait for the queue any more: neither do we
+            return Failed(message=f"{name}: the study stopped following the queue before it ended")
         time.sleep(FOLLOW_INTERVAL_S)
     records = read_stage_records(stage_report)
     if any(record.get("experiment") == name and record.get("exit_code") for record in records):
@@ -544,6 +547,9 @@ def _run_study(root: Path, only: Optional[list[str]], jobs: int, pool: Optional[
                                             [variation.name for variation in variations], stage_report, done)
                 try:
                     run_queue(root, jobs, stage_report)
+                except BaseException:
+                    _STOPPED.add(stage_report)
+                    raise
                 finally:
                     done.set()
                     wait(following.result())  # each variation's task run ends Completed or Failed

@@ -106,3 +106,15 @@ def test_each_variation_of_the_local_queue_is_a_task_run_with_its_state_and_head
     assert variations["narrow"].type.value == "COMPLETED"
     metrics = experiments_at_head(workspace, env)["narrow"]["data"]["metrics"]["reports/metrics/synthetic.json"]["data"]
     assert f"val/loss {metrics['val/loss']:.4g}" in variations["narrow"].message, variations["narrow"].message
+
+
+def test_a_variation_stops_waiting_when_the_study_stops_following_the_queue(tmp_path: Path, monkeypatch):
+    from flows import study
+
+    report = tmp_path / "stage-reports.jsonl"
+    polls = iter([["narrow"]] * 3)  # still running at the first polls (then a bounded fake: no hang if broken)
+    monkeypatch.setattr(study.dvc_adapter, "busy_queue_entries", lambda root: next(polls, []))
+    monkeypatch.setattr(study, "FOLLOW_INTERVAL_S", 0.0)
+    monkeypatch.setattr(study, "_STOPPED", {report})  # run_queue ended on an error or Ctrl-C
+    state = study.follow_variation.fn(tmp_path, "0" * 40, "narrow", report)
+    assert state.is_failed() and state.message == "narrow: the study stopped following the queue before it ended"
