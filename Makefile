@@ -15,11 +15,13 @@ $(INSTALLED): pyproject.toml requirements.lock
 setup: $(INSTALLED)
 
 # dvc runs each stage's `python -m stages.…` with the virtual environment first on PATH. What the
-# DVC remote already holds is pulled, not recomputed (an unreachable remote: DVC says so, and
-# `dvc repro` computes everything).
+# DVC remote already holds is pulled, not recomputed; flows.first_run says so in one line (an empty
+# or unreachable remote too: `dvc repro` then computes everything), and one line at the end if the
+# results differ from the committed ones (another CPU: README, "Results from another CPU").
 pipeline: setup
-	PATH="$(BIN):$$PATH" dvc pull --allow-missing || true
+	PATH="$(BIN):$$PATH" python -m flows.first_run pull
 	PATH="$(BIN):$$PATH" dvc repro
+	PATH="$(BIN):$$PATH" python -m flows.first_run compare
 
 test: setup
 	PATH="$(BIN):$$PATH" python -m pytest $(PYTEST_ARGS)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -305,3 +306,66 @@ def remove_experiments(root: Path, baseline: str, names: Sequence[str]) -> list[
     except DvcException as error:
         raise DvcError(f"cannot remove earlier experiments: {_first_line(error)}") from None
     return [ref.name for ref in refs]
+
+
+# --- a quiet `dvc pull` for a first run ---
+
+class _ErrorLines(logging.Handler):
+    """Error records as the one line DVC would print: `failed to connect to s3 (…) - Unable to locate credentials`."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        cause = record.exc_info[1] if record.exc_info else None
+        self.lines.append(record.getMessage() + (f" - {_first_line(cause)}" if cause else ""))
+
+
+def cached_outputs_in_workspace(repo: Any) -> dict[str, bool]:
+    """Every cached stage output (data, models) -> whether the workspace holds it as dvc.lock records it."""
+    return {str(out): not out.status() for stage in repo.index.stages for out in stage.outs if out.use_cache}
+
+
+def pull_what_the_remote_has(root: Path) -> tuple[int, int, str]:
+    """`dvc pull --allow-missing`, in-process and quiet: (outputs it brought, outputs still missing, the
+    default remote's name). What the remote lacks is left to `dvc repro`; DVC's list of the missing
+    files' md5s (a warning of dvc_data/index/fetch.py: _log_missing) is not shown, the count is what we say."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    fetch_log = logging.getLogger("dvc_data.index.fetch")  # also why a remote failed: kept for our one line
+    level, propagate, reasons = fetch_log.level, fetch_log.propagate, _ErrorLines()
+    fetch_log.setLevel(logging.ERROR)
+    fetch_log.propagate = False
+    fetch_log.addHandler(reasons)
+    try:
+        with Repo(str(root)) as repo:
+            remote = repo.config["core"].get("remote", "")
+            before = cached_outputs_in_workspace(repo)
+            repo.pull(allow_missing=True)
+            after = cached_outputs_in_workspace(repo)
+    except DvcException as error:  # an unreachable remote, missing credentials: the first reason DVC logged
+        raise DvcError((reasons.lines or [_first_line(error)])[0]) from None
+    finally:
+        fetch_log.removeHandler(reasons)
+        fetch_log.setLevel(level)
+        fetch_log.propagate = propagate
+    pulled = sum(after[out] and not before.get(out) for out in after)
+    return pulled, sum(not present for present in after.values()), remote
+
+
+# --- the local queue, as a study follows it ---
+
+def running_queue_entries(root: Path) -> list[str]:
+    """The names of the experiments DVC's queue is running now (started, not yet done)."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return [entry.name or entry.stash_rev[:7] for entry in repo.experiments.celery_queue.iter_active()]
+
+
+# DVC's local queue is Celery on kombu's filesystem broker, which has no host by design: kombu's
+# `No hostname was supplied. Reverting to default 'localhost'` warning (kombu/connection.py) in every
+# process that opens the queue says nothing to act on.
+logging.getLogger("kombu.connection").setLevel(logging.ERROR)

@@ -36,7 +36,7 @@ from flows.dvc_adapter import (DvcError, DvcProject, apply_param_overrides, erro
 from flows.git_workspace import (GitSource, RecordRefused, RemoteError, credentials_env, fresh_clone, record_results,
                                  require_committed_inputs)
 from stages.core.contract import FORCE_DOWNLOAD_ENV, NETWORK_EXIT_CODE, PROGRESS_ARTIFACT_ENV, STAGE_REPORT_ENV
-from stages.core.tracking import PARENT_ENV, prefect_api_url, read_stage_records
+from stages.core.tracking import PARENT_ENV, STAGE_FLOW, prefect_api_url, read_stage_records, stage_tag
 
 RETRIED_STAGES = ("fetch",)  # the stages with network I/O
 PROGRESS_STAGES = ("train",)  # the stages that update a progress artifact (stages.core.tracking)
@@ -124,7 +124,7 @@ def repro_stage(stage: str, root: str, force: bool, extra_env: Optional[dict[str
     return "ran" if records else "skipped"
 
 
-@flow(name="stage")
+@flow(name=STAGE_FLOW)
 def stage_flow(stage: str, root: str, force: bool = False, retries: int = 0,
                retry_delay_seconds: float = 0.0) -> Any:
     """One DVC stage; network failures (exit 75) are retried with exponential backoff."""
@@ -136,13 +136,28 @@ def stage_flow(stage: str, root: str, force: bool = False, retries: int = 0,
     state = repro_stage.with_options(**options)(stage, root, force, extra_env, return_state=True)
     if state.is_failed():
         error = state.result(raise_on_failure=False)
-        return Failed(message=error.line if isinstance(error, StageFailed) else f"{stage}: {error}")
+        line = error.line if isinstance(error, StageFailed) else f"{stage}: {error}"
+        if extra_env:  # the bar stays where training got to; the text says it will go no further
+            update_progress_failed(UUID(extra_env[PROGRESS_ARTIFACT_ENV]), stage, line)
+        return Failed(message=line)
     if extra_env and state.result() == "skipped":
         from prefect.artifacts import update_progress_artifact
 
         update_progress_artifact(UUID(extra_env[PROGRESS_ARTIFACT_ENV]), 100.0,
                                  description=f"{stage}: not trained (restored from DVC's run cache)")
     return state.result()
+
+
+def update_progress_failed(artifact_id: UUID, stage: str, line: str) -> None:
+    """Mark a training stage's progress artifact failed, at the progress its last update reached."""
+    from prefect.artifacts import update_progress_artifact
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterId
+
+    with get_client(sync_client=True) as client:
+        progress = client.read_artifacts(artifact_filter=ArtifactFilter(id=ArtifactFilterId(any_=[artifact_id])))
+    reached = float(progress[0].data) if progress and isinstance(progress[0].data, (int, float)) else 0.0
+    update_progress_artifact(artifact_id, reached, description=f"{stage}: failed: {line}")
 
 
 @task(name="skip", task_run_name="skip:{stage}")
@@ -154,9 +169,13 @@ def skip_stage(stage: str) -> str:
 # --- the stages, as many at once as their dependencies and max_parallel allow ---
 
 def _run_one(stage: str, root: Path, force: bool, retries: int, retry_delay_seconds: float) -> tuple[str, str]:
-    """A stale stage as a child flow run named after it (in a worker thread): its status and message."""
-    state = stage_flow.with_options(name=stage, flow_run_name=stage)(
-        stage, str(root), force, retries, retry_delay_seconds, return_state=True)
+    """A stale stage as a child run of the `stage` flow, named and tagged after it (in a worker thread):
+    its status and message."""
+    from prefect import tags
+
+    with tags(stage_tag(stage)):
+        state = stage_flow.with_options(flow_run_name=stage)(
+            stage, str(root), force, retries, retry_delay_seconds, return_state=True)
     if not state.is_completed():
         return "failed", state.message or f"{stage} failed"
     return state.result(), ""

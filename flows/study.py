@@ -26,24 +26,29 @@ result while the others finish.
 from __future__ import annotations
 
 import argparse
+import contextvars
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from prefect import flow, get_run_logger, task
-from prefect.states import Failed
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import wait
+from prefect.states import Completed, Failed, State
 
 from flows import dvc_adapter, pool as work_pool
 from flows.git_workspace import GitSource, RemoteError, credentials_env, fresh_clone, git_output, uncommitted_inputs
 from flows.pipeline import notify_failure, override_text, pipeline, publish_report_link, stage_env
 from stages.core.contract import STAGE_REPORT_ENV
 from stages.core.params import ParamsError, StudyVariation
-from stages.core.tracking import read_stage_records
+from stages.core.tracking import prefect_api_url, read_stage_records
 from stages.tasks import load_params, parse_params
 
 REPORT = Path("reports/study.html")
@@ -170,6 +175,52 @@ def run_queue(root: Path, jobs: int, stage_report: Path) -> None:
     returncode, _, stderr = dvc_adapter.stream_dvc(root, dvc_adapter.run_queue_args(jobs), env, get_run_logger())
     if returncode != 0:
         raise StudyError(f"`dvc exp run --run-all` exited {returncode}: {dvc_adapter.error_line(stderr, 'no output')}")
+
+
+# --- each variation of the local queue as a task run of its own ---
+
+FOLLOW_INTERVAL_S = 2.0
+_STOPPED: set[Path] = set()  # the stage reports of studies whose queue run ended on an error or interrupt
+
+
+@task(name="variation", task_run_name="{name}", cache_policy=NO_CACHE)
+def follow_variation(root: Path, head: str, name: str, stage_report: Path) -> State:
+    """One queued variation, from its start in DVC's queue to its end: Completed with its headline
+    metrics, or Failed with the line of the stage that failed."""
+    while name in dvc_adapter.busy_queue_entries(root):
+        if stage_report in _STOPPED:  # the study does not wait for the queue any more: neither do we
+            return Failed(message=f"{name}: the study stopped following the queue before it ended")
+        time.sleep(FOLLOW_INTERVAL_S)
+    records = read_stage_records(stage_report)
+    if any(record.get("experiment") == name and record.get("exit_code") for record in records):
+        return Failed(message=failure_reason(records, name))
+    try:
+        found = experiments_of(dvc_adapter.show_experiments(root, stage_env(False)), head)
+    except dvc_adapter.DvcError as error:
+        return Failed(message=str(error))
+    if name not in found:
+        return Failed(message=failure_reason(records, name))
+    metrics = {metric: found[name]["metrics"].get(metric) for metric in HEADLINE}
+    text = ", ".join(f"{metric} {value:.4g}" for metric, value in metrics.items() if isinstance(value, (int, float)))
+    get_run_logger().info(f"{name}: {text}")
+    return Completed(message=text, data=metrics)
+
+
+def follow_variations(root: Path, head: str, names: list[str], stage_report: Path, done: threading.Event) -> list:
+    """Start a `follow_variation` task run for each variation when the queue starts it (in a thread of
+    the flow run, while `run_queue` follows the queue); the others once `done` is set. Their futures."""
+    followed: dict[str, Any] = {}
+    while True:
+        finished = done.wait(FOLLOW_INTERVAL_S)
+        try:
+            started = names if finished else dvc_adapter.running_queue_entries(root)
+        except Exception:  # the queue's state unreadable for a moment: ask again
+            started = []
+        for name in started:
+            if name in names and name not in followed:
+                followed[name] = follow_variation.submit(root, head, name, stage_report)
+        if finished:
+            return list(followed.values())
 
 
 # --- the pool path: variations as flow runs on a Prefect work pool ---
@@ -491,7 +542,18 @@ def _run_study(root: Path, only: Optional[list[str]], jobs: int, pool: Optional[
                 clear_previous(root, head, [variation.name for variation in variations])
                 for variation in variations:
                     queue_experiment(root, variation)
-                run_queue(root, jobs, stage_report)
+                done, follower = threading.Event(), ThreadPoolExecutor(1, thread_name_prefix="follow")
+                following = follower.submit(contextvars.copy_context().run, follow_variations, root, head,
+                                            [variation.name for variation in variations], stage_report, done)
+                try:
+                    run_queue(root, jobs, stage_report)
+                except BaseException:
+                    _STOPPED.add(stage_report)
+                    raise
+                finally:
+                    done.set()
+                    wait(following.result())  # each variation's task run ends Completed or Failed
+                    follower.shutdown()
             experiments = collect(root, head, variations, stage_report)
         report = write_report(root, head, experiments)
     except (StudyError, RemoteError) as error:
@@ -531,6 +593,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                              "not in this checkout (what the study deployment does)")
     parser.add_argument("--json", action="store_true", help="print the experiments, report path and seconds as JSON")
     args = parser.parse_args(argv)
+    if not prefect_api_url():  # Prefect starts a temporary server: keep its telemetry job off that SQLite file
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     try:  # refuse bad entries and unknown names before Prefect starts (the flow checks again)
         if args.jobs < 1:
             raise StudyError(f"--jobs {args.jobs}: expected an integer >= 1")

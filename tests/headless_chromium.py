@@ -27,12 +27,12 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--host-resolver-rules=MAP * ~NOTFOUND",   # offline: no host name resolves
          "--remote-debugging-port=0"]
-PAGE_WIDTH = 1280
+PAGE_WIDTH = 1400  # a laptop screen
 TIMEOUT_S = 60
 
 # Runs in the page: every <img>, and every Vega view (`.marks`: the <canvas> or <svg> Vega draws
 # into), rasterised and measured. `drawn`: pixels unlike the top-left one; `coloured`: saturated
-# pixels (axes and text are grey, so these are the data marks).
+# pixels (axes and text are grey, so these are the data marks); `shown`: its width on the page in CSS px.
 PROBE = """
 (async () => {
   async function rasterise(node) {
@@ -51,7 +51,8 @@ PROBE = """
   }
   async function measure(node) {
     const canvas = await rasterise(node);
-    const result = {tag: node.tagName.toLowerCase(), width: canvas.width, height: canvas.height, drawn: 0, coloured: 0};
+    const result = {tag: node.tagName.toLowerCase(), width: canvas.width, height: canvas.height, drawn: 0, coloured: 0,
+                    shown: node.getBoundingClientRect().width};
     if (!canvas.width || !canvas.height) return result;
     const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
     for (let i = 0; i < pixels.length; i += 4) {
@@ -68,7 +69,7 @@ PROBE = """
   }
   const images = await Promise.all([...document.images].map(measure));
   const versions = {vega: window.vega?.version, vegaLite: window.vegaLite?.version, vegaEmbed: window.vegaEmbed?.version};
-  return {plots, images, versions};
+  return {plots, images, versions, text: document.body ? document.body.innerText : ''};
 })()
 """
 
@@ -80,6 +81,7 @@ class RenderedPage:
     plots: dict[str, list[dict] | None]   # per plot div id: the Vega views drawn in it (None: no such div)
     images: list[dict]
     versions: dict[str, str | None]
+    text: str = ""                                         # what a reader sees as text (innerText)
     errors: list[str] = field(default_factory=list)        # uncaught exceptions, console.error, failed loads
     remote_requests: list[str] = field(default_factory=list)  # any URL that is not file: or data:
     screenshot: bytes = field(default=b"", repr=False)
@@ -197,5 +199,5 @@ def render(html: Path, plot_ids: list[str] = ()) -> RenderedPage:
         finally:
             stop_process_group(process)
     return RenderedPage(plots=measured["plots"], images=measured["images"], versions=measured["versions"],
-                        errors=page_errors(page.events), remote_requests=remote_requests(page.events),
+                        text=measured["text"], errors=page_errors(page.events), remote_requests=remote_requests(page.events),
                         screenshot=shot)

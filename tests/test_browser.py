@@ -18,11 +18,12 @@ from dvc_render.vega import VegaRenderer
 from PIL import Image
 
 from tests.conftest import REPO_ROOT, repo_env, run
-from tests.headless_chromium import CHROMIUM, INSTALL_HINT, RenderedPage, render
+from tests.headless_chromium import CHROMIUM, INSTALL_HINT, PAGE_WIDTH, RenderedPage, render
 from tests.test_study import curve, experiment
 from stages.reporting.study import build_study_report
 
 OFFLINE_PLOTS = REPO_ROOT / ".dvc" / "plots" / "html"
+MIN_FIGURE_WIDTH = 500  # CSS px: a third of a 1400 px screen and more (the figures were ~350 px)
 # A plot div as dvc-render writes it: its id, then its Vega-Lite spec as one line of JSON.
 PLOT_DIV = re.compile(r'<div id = "([^"]+)">\s*<script type = "text/javascript">\s*var spec = (\{.*\});$', re.M)
 
@@ -102,6 +103,17 @@ def test_lab_report_draws_every_figure(chromium, built_repo, tmp_path):
     page = open_in_browser(html, "report", [], tmp_path)
     assert_offline_and_clean(page)
     assert_images_drawn(page, html.read_text(encoding="utf-8").count("data:image/png;base64,"))
+    assert_readable(page)
+
+
+def assert_readable(page: RenderedPage) -> None:
+    """At a laptop's 1400 px: every figure at least MIN_FIGURE_WIDTH wide on the page and not shrunk
+    (its labels as large as drawn), and no markdown shown as such."""
+    assert PAGE_WIDTH == 1400
+    for number, image in enumerate(page.images, 1):
+        assert image["shown"] >= MIN_FIGURE_WIDTH, f"figure {number} is {image['shown']:.0f} px wide: {image}"
+        assert image["shown"] >= 0.95 * image["width"], f"figure {number} is shrunk on the page: {image}"
+    assert "`" not in page.text, [line for line in page.text.splitlines() if "`" in line]
 
 
 def test_study_report_draws_every_figure(chromium, tmp_path):

@@ -108,7 +108,7 @@ def test_a_run_publishes_tables_a_report_link_and_training_progress_and_notifies
     train_run = child_runs(state.state_details.flow_run_id)["train@synthetic"]
     progress = artifacts_of(train_run.id)["train-synthetic-progress"]  # updated by the stage process itself
     assert (progress.type, progress.data) == ("progress", 100.0)
-    assert progress.description.startswith("train@synthetic: epoch 20/20 ") and "val" in progress.description
+    assert progress.description.startswith("train@synthetic: trained all 20 epochs (") and "val" in progress.description
 
     levels = log_levels(train_run.id, "train@synthetic: ")
     assert levels["Running stage 'train@synthetic':"] == logging.INFO

@@ -16,7 +16,9 @@ from stages import report
 from stages.reporting import figures, page
 from stages.core.errors import StageError, run_stage
 from stages.core.io import csv_bytes, parquet_bytes, write_outputs
-from stages.tasks import TASK_NAMES, mnist
+from stages.core.results import TaskResults
+from stages.reporting import kit
+from stages.tasks import TASK_NAMES, heart, mnist
 from stages.tasks.synthetic import DOMAIN_SCHEMA
 
 SECTION_TITLES = ("Synthetic data", "Learning curves", "Fitted curve vs truth", "Extrapolation",
@@ -228,6 +230,25 @@ def test_roc_figure_puts_the_auc_in_its_title():
 def test_confusion_counts_cover_every_label_even_when_absent():
     counts = figures.confusion_counts(pd.DataFrame({"actual": [0, 0, 2], "predicted": [0, 2, 2]}), [0, 1, 2])
     assert counts.to_numpy().tolist() == [[1, 0, 1], [0, 0, 0], [0, 0, 1]]
+
+
+def test_heart_confusion_matrix_names_the_classes():
+    confusion = pd.DataFrame({"actual": [0, 0, 1, 1, 1, 0], "predicted": [0, 1, 1, 1, 1, 0]})
+    (section,) = heart.report_sections(TaskResults("heart", "Heart disease", METRICS["heart"], pd.DataFrame(),
+                                                   {"roc.csv": pd.DataFrame({"fpr": [0.0, 1.0], "tpr": [0.0, 1.0]}),
+                                                    "confusion.csv": confusion}, {}), kit)
+    assert "0 missed and 1 false alarms" in section.caption  # the caption reads the counts by class code
+    fig = figures.confusion_figure(confusion, list(heart.CLASS_NAMES), "t", list(heart.CLASS_NAMES.values()))
+    ax = fig.axes[0]
+    assert [label.get_text() for label in ax.get_xticklabels()] == ["no disease", "disease"]
+    assert [label.get_text() for label in ax.get_yticklabels()] == ["no disease", "disease"]
+    assert [int(text.get_text()) for text in ax.texts] == [2, 1, 0, 3]  # the counts, under the names
+
+
+def test_commands_in_the_text_show_as_code_not_as_backticks(built):
+    _, text = built
+    assert "Built by <code>dvc repro</code> from" in text and "`" not in text
+    assert page.text_html("run `a < b` & `c`") == "run <code>a &lt; b</code> &amp; <code>c</code>"
 
 
 def test_png_bytes_carry_no_software_version():

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from stages.core.contract import STAGE_REPORT_ENV
-from stages.core.tracking import dvc_stage_name, read_stage_records
+from stages.core.tracking import dvc_stage_name, finished_text, read_stage_records
 from tests.conftest import REPO_ROOT, repo_env, run
 
 URL = "http://127.0.0.1:4299/api"
@@ -92,3 +92,10 @@ def test_the_stage_name_is_dvcs_own_else_read_from_the_arguments(monkeypatch):
     assert dvc_stage_name("report", ["/repo/stages/report.py", "--metrics", "reports/metrics"]) == "report"
     monkeypatch.setenv("DVC_STAGE", "train@heart")
     assert dvc_stage_name("train", ["/repo/stages/train.py", "mnist"]) == "train@heart"
+
+
+def test_the_finished_text_says_when_early_stopping_ended_training():
+    logs = {"val/loss": 0.412345, "train/loss": 0.3}
+    assert finished_text("train@heart", 43, 200, logs) == \
+        "train@heart: stopped early at epoch 43 of 200 (train/loss=0.3 val/loss=0.4123)"
+    assert finished_text("train@mnist", 20, 20, {}) == "train@mnist: trained all 20 epochs"

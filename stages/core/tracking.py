@@ -20,6 +20,12 @@ from stages.core.contract import PROGRESS_ARTIFACT_ENV, STAGE_REPORT_ENV
 PARENT_ENV = "DNNLAB_PREFECT_PARENT"  # "1" in stage subprocesses of the pipeline flow: already in a flow run
 DVC_STAGE_ENV = "DVC_STAGE"  # DVC sets it for every stage command (dvc/stage/run.py: prepare_kwargs)
 DVC_EXP_NAME_ENV = "DVC_EXP_NAME"  # DVC sets it for every queued experiment's run
+STAGE_FLOW = "stage"  # every stage run is a run of this one flow, named after its DVC stage
+
+
+def stage_tag(stage: str) -> str:
+    """The tag a stage's flow runs carry, to filter them by stage in the UI: `stage:train@heart`."""
+    return f"stage:{stage}"
 
 
 # --- is a Prefect server configured? ---
@@ -74,6 +80,15 @@ def prefect_api_url() -> str | None:
     return get_current_settings().api.url or None
 
 
+def quiet_event_drain() -> None:
+    """Keep Prefect's event worker from warning `Still processing items: 1 items remaining...` when a
+    stage process exits with events still queued (a routine drain, not a problem): its logger, named
+    after the class (prefect/_internal/concurrency/services.py), says errors only."""
+    import logging
+
+    logging.getLogger("EventsWorker").setLevel(logging.ERROR)
+
+
 # --- a stage process as a Prefect flow run ---
 
 def dvc_stage_name(module: str, argv: list[str] | None = None) -> str:
@@ -88,7 +103,7 @@ def dvc_stage_name(module: str, argv: list[str] | None = None) -> str:
 def track_stage(module: str, main: Callable[[], None],
                 known_errors: tuple[type[BaseException], ...]) -> Callable[[], None]:
     """main itself, or, when a Prefect server is configured and no pipeline flow runs this stage,
-    main wrapped in a flow run named after the stage (so `dvc repro` shows up in Prefect)."""
+    main wrapped in a run of the `stage` flow named after the stage (so `dvc repro` shows up in Prefect)."""
     if os.environ.get(PARENT_ENV) or not prefect_api_url():
         return main
     return as_stage_flow(dvc_stage_name(module), main, known_errors, module)
@@ -96,13 +111,16 @@ def track_stage(module: str, main: Callable[[], None],
 
 def as_stage_flow(stage: str, main: Callable[[], None], known_errors: tuple[type[BaseException], ...],
                   prefix: str) -> Callable[[], None]:
-    """Wrap a stage's main() in a flow run named after the stage (for `stages.core.errors.run_stage`).
+    """Wrap a stage's main() in a run of the one `stage` flow, named and tagged after the stage (for
+    `stages.core.errors.run_stage`): the Flows page lists the lab's flows, not one per stage.
 
     Known errors end the flow run Failed with the stage's one-line error and are re-raised for
     run_stage to report; if the server cannot be reached the stage runs without it.
     """
-    from prefect import flow
+    from prefect import flow, tags
     from prefect.states import Failed
+
+    quiet_event_drain()
 
     def run() -> None:
         caught: list[BaseException] = []
@@ -118,7 +136,8 @@ def as_stage_flow(stage: str, main: Callable[[], None], known_errors: tuple[type
             return None
 
         try:
-            flow(body, name=stage, flow_run_name=stage, log_prints=True)(return_state=True)
+            with tags(stage_tag(stage)):
+                flow(body, name=STAGE_FLOW, flow_run_name=stage, log_prints=True)(return_state=True)
         except Exception as error:
             if started.is_set():
                 raise
@@ -153,12 +172,22 @@ class ProgressReporter:
         self.closing = self.failed = False
 
     def __call__(self, epoch: int, epochs: int, logs: dict) -> None:
+        self._send(round(100.0 * epoch / max(epochs, 1), 2),
+                   f"{dvc_stage_name(self.module)}: epoch {epoch}/{epochs} {_values(logs)}".strip())
+
+    def finished(self, epoch: int, epochs: int, logs: dict) -> None:
+        """Training ended normally after `epoch` epochs: 100 %, saying so when early stopping ended it.
+
+        Sent now, not at exit: once the interpreter shuts down, Prefect's event worker has stopped and
+        cannot start again (`can't register atexit after shutdown`)."""
+        self._send(100.0, finished_text(dvc_stage_name(self.module), epoch, epochs, logs))
+        self.close()
+
+    def _send(self, progress: float, text: str) -> None:
         if self.failed or not os.environ.get(PROGRESS_ARTIFACT_ENV):
             return
-        values = " ".join(f"{key}={float(value):.4g}" for key, value in sorted(logs.items()))
-        text = f"{dvc_stage_name(self.module)}: epoch {epoch}/{epochs} {values}".strip()
         with self.wake:
-            self.latest = (round(100.0 * epoch / max(epochs, 1), 2), text)
+            self.latest = (progress, text)
             self.wake.notify()
         if self.thread is None:
             self._start()
@@ -174,6 +203,7 @@ class ProgressReporter:
                 raise RuntimeError("PREFECT_API_URL is not set")
             from prefect.artifacts import update_progress_artifact
 
+            quiet_event_drain()
             if (first := self._next()) is not None:
                 update_progress_artifact(UUID(os.environ[PROGRESS_ARTIFACT_ENV]), progress=first[0],
                                          description=first[1])
@@ -217,6 +247,17 @@ class ProgressReporter:
             self.wake.notify()
         if self.thread is not None:
             self.thread.join(timeout=self.exit_wait_s)
+
+
+def _values(logs: dict) -> str:
+    return " ".join(f"{key}={float(value):.4g}" for key, value in sorted(logs.items()))
+
+
+def finished_text(stage: str, epoch: int, epochs: int, logs: dict) -> str:
+    """`train@heart: stopped early at epoch 43 of 200 (val/loss=0.41 …)`, or `… trained all 200 epochs (…)`."""
+    done = f"stopped early at epoch {epoch} of {epochs}" if epoch < epochs else f"trained all {epochs} epochs"
+    values = _values(logs)
+    return f"{stage}: {done}" + (f" ({values})" if values else "")
 
 
 report_training_progress = ProgressReporter()  # engine.report_progress calls it: (epoch, epochs, logs)

@@ -32,15 +32,20 @@ class Section:
     html: str = ""
 
 
+def text_html(text: str) -> str:
+    """Plain text as HTML, with `code` spans (the captions' commands) set as <code>, not shown as backticks."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
 def _anchor(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
 
 
 _CSS = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+body { font-family: system-ui, sans-serif; max-width: 1240px; margin: 2em auto; padding: 0 1em; color: #222; }
 h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
 p.caption, figcaption { color: #444; } figure { display: inline-block; margin: 0.5em 1em 0.5em 0; vertical-align: top; }
-img { max-width: 100%; } nav ol { columns: 2; }
+img { max-width: 100%; } nav ol { columns: 2; } code { background: #f3f3f3; padding: 0 0.2em; border-radius: 3px; }
 table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
 th, td { border: 1px solid #ccc; padding: 0.2em 0.6em; } td.value { text-align: right; } th { background: #f3f3f3; }
 """.strip()
@@ -53,16 +58,16 @@ def html_page(title: str, sections: Sequence[Section], intro: str = "") -> str:
              f"<title>{escape(title)}</title>", f"<style>\n{_CSS}\n</style>", "</head>", "<body>",
              f"<h1>{escape(title)}</h1>"]
     if intro:
-        parts.append(f'<p class="intro">{escape(intro)}</p>')
+        parts.append(f'<p class="intro">{text_html(intro)}</p>')
     parts.append("<nav><ol>" + "".join(f'<li><a href="#{_anchor(s.title)}">{escape(s.title)}</a></li>'
                                        for s in sections) + "</ol></nav>")
     for section in sections:
         parts.append(f'<section id="{_anchor(section.title)}">')
         parts.append(f"<h2>{escape(section.title)}</h2>")
         if section.caption:
-            parts.append(f'<p class="caption">{escape(section.caption)}</p>')
+            parts.append(f'<p class="caption">{text_html(section.caption)}</p>')
         for image in section.images:
-            figcaption = f"<figcaption>{escape(image.caption)}</figcaption>" if image.caption else ""
+            figcaption = f"<figcaption>{text_html(image.caption)}</figcaption>" if image.caption else ""
             parts.append(f'<figure><img src="data:image/png;base64,{image.png_base64}" '
                          f'alt="{escape(image.alt)}">{figcaption}</figure>')
         if section.html:

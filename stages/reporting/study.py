@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from stages.core.params import TaskConfig
 from stages.reporting.figures import STYLE, figure_to_png_base64
-from stages.reporting.page import Image, Section, format_value, html_page
+from stages.reporting.page import Image, Section, format_value, html_page, text_html
 
 # Final metrics in the table, in order (reports/metrics/synthetic.json names), with their headers.
 TABLE_METRICS = {
@@ -330,7 +330,7 @@ def answers_html(experiments: Sequence[StudyExperiment]) -> str:
     parts = []
     for question, texts in answers(experiments):
         parts.append(f"<h3>{html.escape(question)}</h3>")
-        parts.append("<ul>" + "".join(f"<li>{html.escape(text)}</li>" for text in texts) + "</ul>")
+        parts.append("<ul>" + "".join(f"<li>{text_html(text)}</li>" for text in texts) + "</ul>")
     return "\n".join(parts)
 
 

@@ -34,6 +34,7 @@ RAW_FILES = ("heart.csv",)
 EVALUATION_SPLITS = ("test",)
 REPORT_SPLITS = ()
 PLOT_COLUMNS = {"roc.csv": ("fpr", "tpr"), "confusion.csv": ("actual", "predicted")}
+CLASS_NAMES = {0: "no disease", 1: "disease"}  # the `target` column's codes
 
 KAGGLE_HANDLE = "johnsmith88/heart-disease-dataset"
 COLUMNS = ("age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach",
@@ -198,7 +199,7 @@ def evaluate(predict, splits: Mapping[str, pa.Table]) -> tuple[dict, dict[str, p
 def report_sections(results: TaskResults, kit) -> list:
     """ROC curve and confusion matrix (`kit`: stages.reporting.kit, see stages/tasks/synthetic.py)."""
     roc, confusion, metrics = results.plots["roc.csv"], results.plots["confusion.csv"], results.metrics
-    counts = kit.confusion_counts(confusion, [0, 1])
+    counts = kit.confusion_counts(confusion, list(CLASS_NAMES))
     return [kit.Section(
         "Heart disease classifier",
         f"{int(counts.values.sum())} test patients: accuracy {kit.percent(metrics, 'test/accuracy')}, "
@@ -206,4 +207,5 @@ def report_sections(results: TaskResults, kit) -> list:
         f"ROC AUC {kit.format_value(kit.roc_auc(roc))}; "
         f"{int(counts.loc[1, 0])} missed and {int(counts.loc[0, 1])} false alarms at threshold 0.5.",
         (kit.image(kit.roc_figure(roc), "heart ROC curve"),
-         kit.image(kit.confusion_figure(confusion, [0, 1], "Heart confusion matrix"), "heart confusion matrix")))]
+         kit.image(kit.confusion_figure(confusion, list(CLASS_NAMES), "Heart confusion matrix",
+                                        list(CLASS_NAMES.values())), "heart confusion matrix")))]

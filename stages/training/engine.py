@@ -40,7 +40,8 @@ class _EpochEnd(keras.callbacks.Callback):
         if self.log is not None:
             self.log.log_epochs([{CURVE_NAMES[name]: value for name, value in logs.items() if name in CURVE_NAMES}])
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs=None):  # Keras calls it only when fit ends normally (early stopping included)
+        self.progress.finish()
         self.progress.close()
 
 
@@ -345,6 +346,7 @@ def _run_in_calls(run_epochs, data: list[tf.Tensor], problem: Problem, seed: int
             progress.update(epoch, dict(zip(_logged(problem), last_row)), stopped=stopped)
             if stopped:
                 break
+        progress.finish()
     finally:
         progress.close()
     return np.concatenate(history)
