@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from stages.core.io import parquet_bytes, write_outputs
-from stages.core.params import ModelConfig, TrainConfig
+from stages.core.io import json_bytes, parquet_bytes, write_outputs
+from stages.core.params import ModelConfig, TrainConfig, training_config
 from stages.tasks import apply_overrides, load_params, synthetic
 from stages.training.engine import train_compiled, train_model
 from stages.training.live import LiveLog
@@ -139,14 +139,15 @@ def processed(tmp_path: Path) -> tuple[Path, Path]:
     tables = synthetic.preprocess(synthetic.generate_frames(config, params.seed), config, params.seed)
     data = tmp_path / "processed"
     write_outputs({data / f"{name}.parquet": parquet_bytes(table) for name, table in tables.items()})
-    params_file = tmp_path / "params.yaml"
+    config_file = tmp_path / "config.json"  # as configure@synthetic writes it
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    params_file.write_text(yaml.safe_dump(apply_overrides(raw, {"synthetic.train.epochs": 60})))
-    return data, params_file
+    config = training_config(apply_overrides(raw, {"synthetic.train.epochs": 60}), "synthetic")
+    config_file.write_bytes(json_bytes(config.model_dump(mode="json")))
+    return data, config_file
 
 
-def train_command(tmp_path: Path, data: Path, params_file: Path) -> list[str]:
-    return [sys.executable, "-m", "stages.train", "synthetic", "--params", str(params_file), "--data", str(data),
+def train_command(tmp_path: Path, data: Path, config_file: Path) -> list[str]:
+    return [sys.executable, "-m", "stages.train", "synthetic", "--config", str(config_file), "--data", str(data),
             "--model", str(tmp_path / "m.keras"), "--curve", str(tmp_path / "curve.csv"),
             "--live", str(tmp_path / "live")]
 
