@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
           f"engine {config.train.engine}", flush=True)
     started = time.perf_counter()
     try:
-        with LiveLog(args.live) if args.live else contextlib.nullcontext() as log:
+        with LiveLog(args.live, args.task) if args.live else contextlib.nullcontext() as log:
             trained = train_network(task.PROBLEM, config.model, config.train, x, y, config.seed, log=log)
     except ValidationSplitError as error:
         raise StageError(f"{args.task}.train.validation_split: {error}") from None

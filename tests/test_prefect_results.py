@@ -238,3 +238,8 @@ def test_the_study_table_lists_experiments_best_val_loss_first():
          "ood/mse_vs_truth": None}]
     assert metric_rows({"m.json": {"test/mse": {"old": 1.0, "new": 0.5, "diff": -0.5}}}) == [
         {"file": "m.json", "metric": "test/mse", "old": 1.0, "new": 0.5, "change": -0.5}]
+    # Rounded to 4 significant digits, the changed ones first (an unchanged metric has no diff).
+    assert metric_rows({"m.json": {"train/epochs_run": {"old": 20, "new": 20},
+                                   "val/loss": {"old": 1.23456789, "new": 1.11111111, "diff": -0.12345678}}}) == [
+        {"file": "m.json", "metric": "val/loss", "old": 1.235, "new": 1.111, "change": -0.1235},
+        {"file": "m.json", "metric": "train/epochs_run", "old": 20, "new": 20, "change": None}]
