@@ -1,7 +1,8 @@
 """Stage `train@<task>`: the dense network on the task's processed train split.
 
-Reads its settings from the config file configure@<task> resolved from params.yaml. Writes the model (`.keras`) and the learning curve (one row per epoch: train and validation
-loss, and accuracy for the classifiers); with `--live`, dvclive's step-wise metrics as it trains.
+Reads its settings from the config file configure@<task> resolved from params.yaml. Writes the
+model (`.keras`) and the learning curve (one row per epoch: train and validation loss, and accuracy
+for the classifiers); with `--live`, dvclive's step-wise metrics as it trains.
 """
 
 from __future__ import annotations
