@@ -111,6 +111,10 @@ def test_exp_run_of_the_shared_width_trains_no_mnist_and_a_revert_trains_nothing
     assert not ran & {"train@mnist", "evaluate@mnist", "preprocess@mnist", "fetch@mnist"}
     after_experiment = outputs(workspace)
     assert git_diff_lines(workspace, env) == ["-  width: 64", "+  width: 16"]  # DVC's `-S`: one line
+    # `dvc exp show`: one live epoch column per task, no per-step values, no per-digit accuracies.
+    columns = run(["dvc", "exp", "show", "--csv"], workspace, env).stdout.splitlines()[0].split(",")
+    assert {f"{task}/epoch" for task in TASK_NAMES} <= set(columns)
+    assert not [column for column in columns if "digit" in column or column.endswith(("train.loss", "step"))]
     assert after_experiment["models/heart.keras"] != before["models/heart.keras"]
 
     run(["git", "checkout", "params.yaml"], workspace, env)
