@@ -59,7 +59,8 @@ def override_cases() -> list[tuple[str, object]]:
     """Each shared `model.*` key, and per task: one override set, one set to null (the shared value again),
     and one set to exactly the shared value (which changes nothing the task trains with)."""
     raw = yaml.safe_load(Path("params.yaml").read_text())
-    cases = [(f"model.{key}", different_value(f"model.{key}", raw["model"][key], raw)) for key in ModelConfig.model_fields]
+    cases = [(f"model.{key}", different_value(f"model.{key}", raw["model"][key], raw))
+             for key in ModelConfig.model_fields]
     for task in TASK_NAMES:
         overridden = [key for key, value in raw[task]["model"].items() if value is not None]
         free = [key for key in ModelConfig.model_fields if key not in overridden]

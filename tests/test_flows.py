@@ -8,6 +8,7 @@ mirror's heart.csv). No product code knows about it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -249,7 +250,8 @@ def test_a_failing_stage_stops_its_chain_while_the_other_chains_complete_and_are
     assert summary["fetch@heart"] == "failed" and [summary[name] for name in heart_chain] == ["not run"] * 4
     assert {name for name, status in summary.items() if status == "ran"} == {
         "generate", "fetch@mnist", "preprocess@synthetic", "train@synthetic", "evaluate@synthetic",
-        "preprocess@mnist", "train@mnist", "evaluate@mnist", "configure@synthetic", "configure@heart", "configure@mnist"}
+        "preprocess@mnist", "train@mnist", "evaluate@mnist",
+        "configure@synthetic", "configure@heart", "configure@mnist"}
     fetch_run = child_runs(state.state_details.flow_run_id)["fetch@heart"]
     assert fetch_run.state.message == state.message
     once = {"dvc repro fetch@heart": ("FAILED", 1)}  # not a network error: no retry
@@ -277,9 +279,10 @@ def test_independent_stages_run_at_once_and_leave_dvc_as_a_serial_run_does(
         if max_parallel == 1:
             assert overlaps == []
         else:  # independent stages at the same time, never a stage beside one it needs
-            project = DvcProject(repo)
-            needs = {name: project.upstream(name) for name in stages}
-            project.close()
+            with contextlib.chdir(repo):  # DVC names stages relative to the working directory
+                project = DvcProject(repo)
+                needs = {name: project.upstream(name) for name in stages}
+                project.close()
             assert overlaps and all(a not in needs[b] and b not in needs[a] for a, b in overlaps), overlaps
     results = ["dvc.lock", *(f"reports/metrics/{name}.json" for name in ("synthetic", "heart", "mnist"))]
     for path in results:

@@ -219,7 +219,8 @@ def test_exp_show_shows_the_live_epoch_of_a_queued_experiment_while_it_trains(wo
             if not running and seen_steps:
                 break
             data = live_metrics(running[0]) if running else None  # none for a moment: dvclive starts over
-            if data and data.get("synthetic/epoch", 0) > 20:  # past the baseline's 20 epochs, copied into the run's folder
+            # past the baseline's 20 epochs, copied into the run's folder
+            if data and data.get("synthetic/epoch", 0) > 20:
                 seen_steps.append(data["synthetic/epoch"])
             if len(set(seen_steps)) >= 2:
                 break

@@ -248,7 +248,8 @@ def test_train_main_writes_model_and_curve_and_refuses_bad_params_first(tmp_path
     assert_one_line_error(capsys, str(config), "dvc repro configure@synthetic")
     after = snapshot(tmp_path)
     unchanged = ("params.yaml", "config/synthetic.json")
-    assert {k: v for k, v in after.items() if k not in unchanged} == {k: v for k, v in before.items() if k not in unchanged}
+    assert ({k: v for k, v in after.items() if k not in unchanged}
+            == {k: v for k, v in before.items() if k not in unchanged})
 
 
 def test_validation_rows_are_the_last_share_as_keras_takes_them():
