@@ -10,6 +10,8 @@ tests/test_dvc_adapter.py (names, signatures, behaviour on a tiny repo):
 - the plan and staleness `dvc repro` uses: `dvc.repo.reproduce.collect_stages`, `get_active_graph`,
   `plan_repro`, `Stage.changed()`; the stages' outputs and dependencies (`repo.index.stages`);
 - `-S` overrides as `dvc exp run` applies them: `dvc.utils.hydra.apply_overrides`;
+- the run cache's entries and the objects they restore: `repo.stage_cache.push`, `get_used_objs`,
+  `repo.cloud.push`;
 - the experiment queue and refs: `repo.experiments.run(queue=True)`, `celery_queue.iter_queued()`
   and `iter_active()`, `exp_refs_by_rev`, `exp_refs_by_baseline` (also at a git remote, as
   `dvc exp list REMOTE` reads it), `repo.experiments.remove`.
@@ -212,6 +214,29 @@ class DvcProject:
 def within(path: str, paths: Sequence[str]) -> bool:
     """Whether `path` is one of `paths` or lies in one of them (a folder)."""
     return any(path == other or path.startswith(other.rstrip("/") + "/") for other in paths)
+
+
+def push_run_cache(root: Path, remote: Optional[str] = None) -> int:
+    """`dvc push --run-cache` and the outputs its entries restore; how many objects were sent.
+
+    DVC 3.67's push sends the run cache's entries (.dvc/cache/runs) but not the objects they name
+    (dvc/repo/push.py counts `used_run_cache` and drops it): a `cache: false` output (metrics, plot
+    data), copied into the local cache by the run cache, is then on no remote, and a clone retrains
+    instead of restoring. `StageCache.get_used_objs` lists those objects (its stages treat every
+    output as cached); they go up with the rest. A clone restores with `dvc pull --run-cache` and
+    `dvc repro --pull` (or `dvc exp run --pull`)."""
+    from dvc.repo import Repo
+
+    # The entries' stages are made from paths relative to the working directory, as under `dvc push`.
+    with contextlib.chdir(root), Repo(str(root)) as repo:
+        entries = repo.stage_cache.push(remote)
+        sent = 0
+        for odb, objects in repo.stage_cache.get_used_objs(entries, remote=remote).items():
+            result = repo.cloud.push(objects, remote=remote, odb=odb)
+            if result.failed:
+                raise DvcError(f"dvc push --run-cache: {len(result.failed)} object(s) could not be sent")
+            sent += len(result.transferred)
+        return sent
 
 
 def apply_param_overrides(params_file: Path, overrides: list[str]) -> None:

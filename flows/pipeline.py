@@ -265,10 +265,16 @@ def stage_rows(stages: list[StageRecord]) -> list[dict]:
 
 
 def metric_rows(metrics: dict) -> list[dict]:
-    """One row per metric of a `dvc metrics diff --json`: file, metric, old (HEAD), new (this run), change."""
-    return [{"file": path, "metric": name, "old": value.get("old"), "new": value.get("new"),
-             "change": value.get("diff")}
+    """One row per metric of a `dvc metrics diff --json`: file, metric, old (HEAD), new (this run), change;
+    numbers to 4 significant digits (the table is read, not computed with), the changed metrics first."""
+    rows = [{"file": path, "metric": name, "old": _significant(value.get("old")),
+             "new": _significant(value.get("new")), "change": _significant(value.get("diff"))}
             for path, values in metrics.items() for name, value in values.items()]
+    return sorted(rows, key=lambda row: not row["change"])  # stable: DVC's order within each group
+
+
+def _significant(value: Any, digits: int = 4) -> Any:
+    return float(f"{value:.{digits}g}") if isinstance(value, float) else value
 
 
 def publish_summary(run_name: str, outcome: str, stages: list[StageRecord], metrics: dict,

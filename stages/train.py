@@ -1,7 +1,8 @@
 """Stage `train@<task>`: the dense network on the task's processed train split.
 
-Writes the model (`.keras`) and the learning curve (one row per epoch: train and validation
-loss, and accuracy for the classifiers); with `--live`, dvclive's step-wise metrics as it trains.
+Reads its settings from the config file configure@<task> resolved from params.yaml. Writes the
+model (`.keras`) and the learning curve (one row per epoch: train and validation loss, and accuracy
+for the classifiers); with `--live`, dvclive's step-wise metrics as it trains.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from pathlib import Path
 
 from stages.core.errors import StageError, run_stage
 from stages.core.io import csv_bytes, read_split, staged_path, write_outputs
-from stages.core.params import require_network_fits
-from stages.tasks import TASK_NAMES, load_params, load_task
+from stages.core.params import ParamsError, TrainingConfig, require_network_fits
+from stages.tasks import TASK_NAMES, load_task
 
 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the zip format's earliest date, which Keras gives its other entries
@@ -60,10 +61,18 @@ def renumber_shared_objects(config):
     return config
 
 
+def read_config(path: Path, task: str) -> TrainingConfig:
+    try:
+        return TrainingConfig.model_validate_json(path.read_bytes())
+    except (OSError, ValueError):  # missing, or not what configure writes
+        raise ParamsError(f"{path}: missing or not a training config; run `dvc repro configure@{task}`") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("task", choices=TASK_NAMES)
-    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--config", type=Path, required=True,
+                        help="the task's training config, resolved from params.yaml by configure@TASK")
     parser.add_argument("--data", type=Path, required=True, help="the task's processed folder")
     parser.add_argument("--model", type=Path, required=True, help="where to save the .keras model")
     parser.add_argument("--curve", type=Path, required=True, help="where to write learning_curve.csv")
@@ -71,8 +80,7 @@ def main(argv: list[str] | None = None) -> None:
                                                   "which DVC shows while the experiment runs")
     args = parser.parse_args(argv)
 
-    params = load_params(args.params, [args.task])
-    config = params.task(args.task)
+    config = read_config(args.config, args.task)
     task = load_task(args.task)
     x, y = task.features_and_target(read_split(args.data, "train"))
     require_network_fits(args.task, config.model, config.train.batch_size, x.shape[1], task.PROBLEM.outputs)
@@ -83,8 +91,8 @@ def main(argv: list[str] | None = None) -> None:
           f"engine {config.train.engine}", flush=True)
     started = time.perf_counter()
     try:
-        with LiveLog(args.live) if args.live else contextlib.nullcontext() as log:
-            trained = train_network(task.PROBLEM, config.model, config.train, x, y, params.seed, log=log)
+        with LiveLog(args.live, args.task) if args.live else contextlib.nullcontext() as log:
+            trained = train_network(task.PROBLEM, config.model, config.train, x, y, config.seed, log=log)
     except ValidationSplitError as error:
         raise StageError(f"{args.task}.train.validation_split: {error}") from None
     model, curve, last = trained.model, trained.curve, trained.curve.iloc[-1]

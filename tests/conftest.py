@@ -14,10 +14,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import yaml
 
 from stages.core.contract import MIRROR_ENV
-from stages.tasks import apply_overrides
 
 # The real S3-compatible and PostgreSQL servers' fixtures (s3_server, postgresql).
 pytest_plugins = ["tests.servers"]
@@ -65,9 +63,11 @@ def run(command: list[str], cwd: Path, env: dict[str, str], check: bool = True) 
 
 
 def set_params(repo: Path, overrides: dict) -> None:
-    """Apply dotted-key overrides to the copy's params.yaml, validated like `dvc exp run -S`."""
-    path = repo / "params.yaml"
-    path.write_text(yaml.safe_dump(apply_overrides(yaml.safe_load(path.read_text()), overrides), sort_keys=False))
+    """Apply dotted-key overrides to the copy's params.yaml, validated and written as `dvc exp run -S` does
+    (so the copy's file keeps the layout of the committed one)."""
+    from flows.pipeline import apply_overrides as apply_with_dvc  # Prefect's import: only where it is needed
+
+    apply_with_dvc(repo, overrides)
 
 
 def copy_source_tree(destination: Path) -> Path:

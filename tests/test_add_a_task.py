@@ -9,8 +9,8 @@ from pathlib import Path
 from tests.conftest import REPO_ROOT, repo_env, run
 from tests.test_pipeline_e2e import stages_run
 
-NEW_STAGES = {"fetch@breast_cancer", "preprocess@breast_cancer", "train@breast_cancer", "evaluate@breast_cancer",
-              "report"}
+NEW_STAGES = {"fetch@breast_cancer", "preprocess@breast_cancer", "configure@breast_cancer", "train@breast_cancer",
+              "evaluate@breast_cancer", "report"}
 
 
 def readme_block(target: str) -> str:

@@ -30,7 +30,8 @@ def modules_run_by(cmd: str) -> set[str]:
     words = cmd.split()
     module = words[words.index("-m") + 1]
     argument = words[words.index("-m") + 2] if len(words) > words.index("-m") + 2 else ""
-    tasks = TASK_NAMES if module == "stages.report" else [argument] if argument in TASK_NAMES else []
+    runs_its_task = argument in TASK_NAMES and module != "stages.configure"  # configure reads params.yaml only
+    tasks = TASK_NAMES if module == "stages.report" else [argument] if runs_its_task else []
     return {module, *(f"stages.tasks.{task}" for task in tasks)}
 
 

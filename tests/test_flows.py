@@ -8,6 +8,7 @@ mirror's heart.csv). No product code knows about it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -30,11 +31,13 @@ from prefect.client.schemas.filters import (  # noqa: E402
     TaskRunFilterFlowRunId)
 
 from flows.deployments import DEPLOYMENTS, FROM_GIT, PREFECT_YAML, prefect_yaml_text, runner_deployments  # noqa: E402
+from flows.dvc_adapter import DvcProject  # noqa: E402
 from flows.pipeline import NETWORK_EXIT_CODE, failure_line, headline, pipeline  # noqa: E402
 from flows.processes import stream_command  # noqa: E402
 
 ALL_STAGES = [
     "generate", "fetch@heart", "fetch@mnist", "preprocess@synthetic", "preprocess@heart", "preprocess@mnist",
+    "configure@synthetic", "configure@heart", "configure@mnist",
     "train@synthetic", "train@heart", "train@mnist", "evaluate@synthetic", "evaluate@heart", "evaluate@mnist",
     "report",
 ]
@@ -247,7 +250,8 @@ def test_a_failing_stage_stops_its_chain_while_the_other_chains_complete_and_are
     assert summary["fetch@heart"] == "failed" and [summary[name] for name in heart_chain] == ["not run"] * 4
     assert {name for name, status in summary.items() if status == "ran"} == {
         "generate", "fetch@mnist", "preprocess@synthetic", "train@synthetic", "evaluate@synthetic",
-        "preprocess@mnist", "train@mnist", "evaluate@mnist"}
+        "preprocess@mnist", "train@mnist", "evaluate@mnist",
+        "configure@synthetic", "configure@heart", "configure@mnist"}
     fetch_run = child_runs(state.state_details.flow_run_id)["fetch@heart"]
     assert fetch_run.state.message == state.message
     once = {"dvc repro fetch@heart": ("FAILED", 1)}  # not a network error: no retry
@@ -274,8 +278,12 @@ def test_independent_stages_run_at_once_and_leave_dvc_as_a_serial_run_does(
                     and stages[a]["started"] < stages[b]["ended"] and stages[b]["started"] < stages[a]["ended"]]
         if max_parallel == 1:
             assert overlaps == []
-        else:  # stages of different chains at the same time, never a stage beside one it needs
-            assert overlaps and all(a.split("@")[-1] != b.split("@")[-1] for a, b in overlaps), overlaps
+        else:  # independent stages at the same time, never a stage beside one it needs
+            with contextlib.chdir(repo):  # DVC names stages relative to the working directory
+                project = DvcProject(repo)
+                needs = {name: project.upstream(name) for name in stages}
+                project.close()
+            assert overlaps and all(a not in needs[b] and b not in needs[a] for a, b in overlaps), overlaps
     results = ["dvc.lock", *(f"reports/metrics/{name}.json" for name in ("synthetic", "heart", "mnist"))]
     for path in results:
         assert (copies[1] / path).read_bytes() == (copies[2] / path).read_bytes(), path

@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from stages.core.io import parquet_bytes, write_outputs
-from stages.core.params import ModelConfig, TrainConfig
+from stages.core.io import json_bytes, parquet_bytes, write_outputs
+from stages.core.params import ModelConfig, TrainConfig, training_config
 from stages.tasks import apply_overrides, load_params, synthetic
 from stages.training.engine import train_compiled, train_model
 from stages.training.live import LiveLog
@@ -45,7 +45,7 @@ def live_dir(tmp_path, monkeypatch) -> Path:
 # --- the dvclive log ---
 
 def test_each_batch_of_epochs_is_one_write_of_its_steps(live_dir: Path):
-    with LiveLog(live_dir) as log:
+    with LiveLog(live_dir, "synthetic") as log:
         log.log_epochs([{"train/loss": 4.0, "val/loss": 5.0}])
         with log.live.one_write_per_batch():  # what log_epochs does around a call's epochs
             for epoch in range(2, 5):
@@ -54,14 +54,14 @@ def test_each_batch_of_epochs_is_one_write_of_its_steps(live_dir: Path):
                 log.live.next_step()
             # Nothing written inside the batch: the files still hold the first epoch alone.
             assert len(tsv(live_dir / "plots/metrics/train/loss.tsv")) == 1
-            assert json.loads((live_dir / "metrics.json").read_text())["step"] == 0
+            assert json.loads((live_dir / "metrics.json").read_text()) == {"synthetic/epoch": 1}
         assert tsv(live_dir / "plots/metrics/val/loss.tsv").to_dict("list") == {
             "step": [0, 1, 2, 3], "loss": [5.0, 2.5, 5 / 3, 1.25]}
-        assert json.loads((live_dir / "metrics.json").read_text()) == {
-            "epoch": 1, "train": {"loss": 1.0}, "val": {"loss": 1.25}, "step": 3}  # epoch: log_epochs' own
+        # The epoch is log_epochs' own count (this block logged none); the losses are in the .tsv files only.
+        assert json.loads((live_dir / "metrics.json").read_text()) == {"synthetic/epoch": 1}
         log.log_epochs([{"train/loss": 0.5, "val/loss": 0.75}, {"train/loss": 0.25, "val/loss": 0.5}])
     summary = json.loads((live_dir / "metrics.json").read_text())
-    assert summary == {"epoch": 6, "train": {"loss": 0.25}, "val": {"loss": 0.5}, "step": 5}
+    assert summary == {"synthetic/epoch": 6}  # one `dvc exp show` column, named after the task
     assert tsv(live_dir / "plots/metrics/train/loss.tsv")["step"].tolist() == list(range(6))
     assert not (live_dir.parent / ".dvc").exists()  # no repo made where there was none
 
@@ -139,14 +139,15 @@ def processed(tmp_path: Path) -> tuple[Path, Path]:
     tables = synthetic.preprocess(synthetic.generate_frames(config, params.seed), config, params.seed)
     data = tmp_path / "processed"
     write_outputs({data / f"{name}.parquet": parquet_bytes(table) for name, table in tables.items()})
-    params_file = tmp_path / "params.yaml"
+    config_file = tmp_path / "config.json"  # as configure@synthetic writes it
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    params_file.write_text(yaml.safe_dump(apply_overrides(raw, {"synthetic.train.epochs": 60})))
-    return data, params_file
+    config = training_config(apply_overrides(raw, {"synthetic.train.epochs": 60}), "synthetic")
+    config_file.write_bytes(json_bytes(config.model_dump(mode="json")))
+    return data, config_file
 
 
-def train_command(tmp_path: Path, data: Path, params_file: Path) -> list[str]:
-    return [sys.executable, "-m", "stages.train", "synthetic", "--params", str(params_file), "--data", str(data),
+def train_command(tmp_path: Path, data: Path, config_file: Path) -> list[str]:
+    return [sys.executable, "-m", "stages.train", "synthetic", "--config", str(config_file), "--data", str(data),
             "--model", str(tmp_path / "m.keras"), "--curve", str(tmp_path / "curve.csv"),
             "--live", str(tmp_path / "live")]
 
@@ -164,7 +165,7 @@ def test_train_stage_through_a_pipe_prints_lines_and_writes_dvclive(tmp_path, pr
     assert history["step"].tolist() == list(range(60))
     np.testing.assert_allclose(history["loss"], curve["val/loss"], rtol=1e-5)  # the CSV has 6 digits
     summary = json.loads((tmp_path / "live/metrics.json").read_text())
-    assert summary["step"] == 59 and summary["epoch"] == 60 and summary["val"]["loss"] == history["loss"].iloc[-1]
+    assert summary == {"synthetic/epoch": 60}
 
 
 def test_train_stage_on_a_terminal_shows_a_bar(tmp_path, processed):
@@ -218,8 +219,9 @@ def test_exp_show_shows_the_live_epoch_of_a_queued_experiment_while_it_trains(wo
             if not running and seen_steps:
                 break
             data = live_metrics(running[0]) if running else None  # none for a moment: dvclive starts over
-            if data and data.get("epoch", 0) > 20:  # past the baseline's 20 epochs, copied into the run's folder
-                seen_steps.append(data["step"])
+            # past the baseline's 20 epochs, copied into the run's folder
+            if data and data.get("synthetic/epoch", 0) > 20:
+                seen_steps.append(data["synthetic/epoch"])
             if len(set(seen_steps)) >= 2:
                 break
             time.sleep(0.5)
@@ -227,4 +229,4 @@ def test_exp_show_shows_the_live_epoch_of_a_queued_experiment_while_it_trains(wo
         subprocess.run(["dvc", "queue", "stop", "--kill"], cwd=workspace, env=env,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert len(set(seen_steps)) >= 2, f"live steps seen while the experiment ran: {seen_steps}"
-    assert seen_steps == sorted(seen_steps) and all(20 <= step < 199 for step in seen_steps)
+    assert seen_steps == sorted(seen_steps) and all(20 < epoch < 200 for epoch in seen_steps)

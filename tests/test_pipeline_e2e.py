@@ -10,6 +10,7 @@ from tests.conftest import TINY_EPOCHS, repo_env, run, set_params
 
 ALL_STAGES = {
     "generate", "fetch@heart", "fetch@mnist", "preprocess@synthetic", "preprocess@heart", "preprocess@mnist",
+    "configure@synthetic", "configure@heart", "configure@mnist",
     "train@synthetic", "train@heart", "train@mnist", "evaluate@synthetic", "evaluate@heart", "evaluate@mnist",
     "report",
 }

@@ -100,7 +100,8 @@ def test_a_run_publishes_tables_a_report_link_and_training_progress_and_notifies
     metrics = {(row["file"], row["metric"]): row for row in json.loads(artifacts["pipeline-metrics"].data)}
     mse = json.loads((workspace / "reports/metrics/synthetic.json").read_text())["test/mse"]
     row = metrics[("reports/metrics/synthetic.json", "test/mse")]
-    assert row["new"] == mse and row["change"] == pytest.approx(mse - row["old"])
+    assert row["new"] == float(f"{mse:.4g}")  # the artifact's 4 significant digits
+    assert row["change"] == pytest.approx(row["new"] - row["old"], abs=1e-3 * max(abs(row["new"]), abs(row["old"])))
     assert metrics[("reports/metrics/mnist.json", "test/accuracy")]["change"] == 0
     report_url = (workspace / "reports/report.html").resolve().as_uri()
     assert artifacts["pipeline-report"].data == f"[reports/report.html]({report_url})"
@@ -238,3 +239,8 @@ def test_the_study_table_lists_experiments_best_val_loss_first():
          "ood/mse_vs_truth": None}]
     assert metric_rows({"m.json": {"test/mse": {"old": 1.0, "new": 0.5, "diff": -0.5}}}) == [
         {"file": "m.json", "metric": "test/mse", "old": 1.0, "new": 0.5, "change": -0.5}]
+    # Rounded to 4 significant digits, the changed ones first (an unchanged metric has no diff).
+    assert metric_rows({"m.json": {"train/epochs_run": {"old": 20, "new": 20},
+                                   "val/loss": {"old": 1.23456789, "new": 1.11111111, "diff": -0.12345678}}}) == [
+        {"file": "m.json", "metric": "val/loss", "old": 1.235, "new": 1.111, "change": -0.1235},
+        {"file": "m.json", "metric": "train/epochs_run", "old": 20, "new": 20, "change": None}]

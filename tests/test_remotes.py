@@ -183,12 +183,12 @@ def test_the_pipeline_flow_reports_to_a_prefect_server_that_keeps_its_runs_in_po
                           PREFECT_SERVER_ANALYTICS_ENABLED="false")
     server = start_prefect_server(server_env, port, tmp_path / "prefect-server.log")
     try:
-        set_params(workspace, {"synthetic.train.epochs": 3})  # the synthetic training and what follows rerun
+        set_params(workspace, {"synthetic.train.epochs": 3})  # its config, the synthetic training and what follows rerun
         result = run([sys.executable, "-m", "flows.pipeline", "--json"], workspace,
                      repo_env(mirror, PREFECT_API_URL=api, PREFECT_HOME=str(tmp_path / "prefect-client")))
         summary = json.loads(result.stdout.strip().splitlines()[-1])
         ran = {stage["name"] for stage in summary["stages"] if stage["status"] == "ran"}
-        assert ran == {"train@synthetic", "evaluate@synthetic", "report"}
+        assert ran == {"configure@synthetic", "train@synthetic", "evaluate@synthetic", "report"}
 
         [pipeline] = api_post(api, "flow_runs/filter", {"flows": {"name": {"any_": ["pipeline"]}}})
         assert pipeline["state_type"] == "COMPLETED"

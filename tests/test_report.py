@@ -63,6 +63,8 @@ def make_inputs(root: Path) -> dict[str, Path]:
         {"actual": [0, 0, 1, 1, 1, 0], "predicted": [0, 1, 1, 1, 1, 0]}))
     outputs[plots / "mnist" / "evaluation" / "confusion.csv"] = csv_bytes(pd.DataFrame(
         {"index": range(len(MNIST_ACTUAL)), "actual": MNIST_ACTUAL, "predicted": MNIST_PREDICTED}))
+    outputs[plots / "mnist" / "evaluation" / "digit_accuracy.csv"] = csv_bytes(mnist.digit_accuracy(
+        pd.DataFrame({"actual": MNIST_ACTUAL, "predicted": MNIST_PREDICTED})))
 
     rng = np.random.default_rng(0)
     for split, n in (("train", 12), ("test", 5)):

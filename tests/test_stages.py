@@ -219,17 +219,19 @@ def test_write_outputs_replaces_all_or_nothing(tmp_path, monkeypatch):
 
 
 def test_train_main_writes_model_and_curve_and_refuses_bad_params_first(tmp_path, capsys, params):
-    from stages import train
+    from stages import configure, train
     frames = synthetic.generate_frames(params.task("synthetic").data, params.seed)
     tables = synthetic.preprocess(frames, params.task("synthetic").data, params.seed)
     data = tmp_path / "processed"
     write_outputs({data / f"{name}.parquet": parquet_bytes(table) for name, table in tables.items()})
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    params_file = tmp_path / "params.yaml"
+    params_file, config = tmp_path / "params.yaml", tmp_path / "config" / "synthetic.json"
     params_file.write_text(yaml.safe_dump(apply_overrides(raw, {"synthetic.train.epochs": 3,
                                                                 "synthetic.train.engine": "fit"})))
+    # train reads the config configure resolves from params.yaml (as dvc.yaml chains them).
+    assert run_main("configure", configure.main, ["synthetic", "--params", str(params_file), "--out", str(config)]) == 0
     outputs = ["--model", str(tmp_path / "m.keras"), "--curve", str(tmp_path / "curve.csv")]
-    assert run_main("train", train.main, ["synthetic", "--params", str(params_file), "--data", str(data), *outputs]) == 0
+    assert run_main("train", train.main, ["synthetic", "--config", str(config), "--data", str(data), *outputs]) == 0
     curve = pd.read_csv(tmp_path / "curve.csv")
     assert curve.columns.tolist() == ["epoch", "train/loss", "val/loss"] and curve.epoch.tolist() == [1, 2, 3]
     before = snapshot(tmp_path)
@@ -238,10 +240,16 @@ def test_train_main_writes_model_and_curve_and_refuses_bad_params_first(tmp_path
     raw_bad["synthetic"]["model"] = {"width": -1}
     params_file.write_text(yaml.safe_dump(raw_bad))
     capsys.readouterr()
-    assert run_main("train", train.main, ["synthetic", "--params", str(params_file), "--data", str(data), *outputs]) == 2
+    assert run_main("configure", configure.main, ["synthetic", "--params", str(params_file), "--out", str(config)]) == 2
     assert_one_line_error(capsys, "synthetic.model.width", "allowed")
+    # A config file that is not one (edited by hand, truncated): one line, nothing written.
+    config.write_text('{"seed": 42}')
+    assert run_main("train", train.main, ["synthetic", "--config", str(config), "--data", str(data), *outputs]) == 2
+    assert_one_line_error(capsys, str(config), "dvc repro configure@synthetic")
     after = snapshot(tmp_path)
-    assert {k: v for k, v in after.items() if k != "params.yaml"} == {k: v for k, v in before.items() if k != "params.yaml"}
+    unchanged = ("params.yaml", "config/synthetic.json")
+    assert ({k: v for k, v in after.items() if k not in unchanged}
+            == {k: v for k, v in before.items() if k not in unchanged})
 
 
 def test_validation_rows_are_the_last_share_as_keras_takes_them():
@@ -287,7 +295,11 @@ def test_a_network_or_batch_too_large_for_memory_is_refused_before_training(tmp_
                    if isinstance(table, pa.Table)})
     outputs = tmp_path / "models"
     write_outputs({outputs / "m.keras": b"old model", outputs / "curve.csv": b"old curve"})
-    argv = [task, "--params", str(_params_file(tmp_path, overrides)), "--data", str(data),
+    from stages import configure  # train reads the config configure resolves from params.yaml
+    config = tmp_path / "config.json"
+    assert run_main("configure", configure.main, [task, "--params", str(_params_file(tmp_path, overrides)),
+                                                  "--out", str(config)]) == 0
+    argv = [task, "--config", str(config), "--data", str(data),
             "--model", str(outputs / "m.keras"), "--curve", str(outputs / "curve.csv")]
     assert run_main("train", train.main, argv) == 2
     assert_one_line_error(capsys, "train: error:", named, "GiB of memory")

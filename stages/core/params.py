@@ -88,6 +88,17 @@ class TaskConfig(ParamsModel):
     train: TrainConfig
 
 
+class TrainingConfig(ParamsModel):
+    """What train@<task> reads, resolved: the seed, the task's network (shared `model` + overrides), training.
+
+    configure@<task> writes it as the train stage's config file, so that a shared `model.*` value a task
+    overrides leaves the file's bytes, and so the task's training, alone."""
+
+    seed: int
+    model: ModelConfig
+    train: TrainConfig
+
+
 class StudyVariation(ParamsModel):
     name: str
     overrides: tuple[tuple[str, Any], ...]  # (dotted params key, value), in the order given
@@ -210,6 +221,11 @@ def _require_keys(section: Mapping[str, Any], prefix: str, allowed: tuple[str, .
             raise ParamsError(f"params.yaml: missing key {prefix}{key}")
 
 
+def resolved_model(shared: ModelConfig, overrides: ModelOverrides) -> ModelConfig:
+    """The shared network with a task's non-null overrides: how `<task>.model` resolves."""
+    return shared.model_copy(update=overrides.model_dump(exclude_none=True))
+
+
 def parse_task(raw: Mapping[str, Any], name: str, data_model: type[BaseModel], shared: ModelConfig) -> TaskConfig:
     """One task's section: its `data` by the task's own model, `model` overrides on the shared network."""
     section = raw.get(name)
@@ -218,7 +234,7 @@ def parse_task(raw: Mapping[str, Any], name: str, data_model: type[BaseModel], s
     _require_keys(section, f"{name}.", SECTIONS, SECTIONS)  # dvc.yaml lists all three, so DVC needs them
     data = validate_section(data_model, section["data"] if section["data"] is not None else {}, f"{name}.data.")
     overrides = validate_section(ModelOverrides, section.get("model") or {}, f"{name}.model.")
-    model = shared.model_copy(update=overrides.model_dump(exclude_none=True))
+    model = resolved_model(shared, overrides)
     train = validate_section(TrainConfig, section["train"], f"{name}.train.")
     return TaskConfig(data=data, model=model, train=train)
 
@@ -233,13 +249,36 @@ def parse_params(raw: Any, data_models: Mapping[str, type[BaseModel]], *, other_
         raise _fail("params.yaml", raw, "a mapping of keys to values")
     names = tuple(dict.fromkeys((*data_models, *other_tasks)))
     _require_keys(raw, "", ("seed", "model", *names, "study"), ("seed", "model", *data_models))
-    seed = raw["seed"]
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise _fail("seed", seed, "an integer >= 0")
+    seed = parse_seed(raw["seed"])
     shared = validate_section(ModelConfig, raw["model"], "model.")
     tasks = {name: parse_task(raw, name, model, shared) for name, model in data_models.items()}
     study = parse_study(raw.get("study"), raw, data_models) if with_study else ()
     return Params(seed=seed, model=shared, tasks=tasks, study=study)
+
+
+def parse_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise _fail("seed", seed, "an integer >= 0")
+    return seed
+
+
+def training_config(raw: Any, name: str) -> TrainingConfig:
+    """Task `name`'s TrainingConfig from a params mapping: only the keys it resolves from are read
+    (seed, model, <name>.model, <name>.train: what dvc.yaml lists for configure@<name>)."""
+    if not isinstance(raw, Mapping):
+        raise _fail("params.yaml", raw, "a mapping of keys to values")
+    for key in ("seed", "model", name):
+        if key not in raw:
+            raise ParamsError(f"params.yaml: missing key {key}")
+    section = raw[name]
+    if not isinstance(section, Mapping):
+        raise _fail(name, section, "a mapping with the keys data, model and train")
+    if "train" not in section:
+        raise ParamsError(f"params.yaml: missing key {name}.train")
+    shared = validate_section(ModelConfig, raw["model"], "model.")
+    overrides = validate_section(ModelOverrides, section.get("model") or {}, f"{name}.model.")
+    return TrainingConfig(seed=parse_seed(raw["seed"]), model=resolved_model(shared, overrides),
+                          train=validate_section(TrainConfig, section["train"], f"{name}.train."))
 
 
 def parse_study(raw: Any, base: Mapping[str, Any],

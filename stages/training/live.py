@@ -2,9 +2,11 @@
 
 The compiled engine hands over the epochs each call ran (about PROGRESS_INTERVAL_S of them), the
 fit engine one epoch at a time. Each hand-over is one write of each metric's history
-(`<dir>/plots/metrics/<name>.tsv`) and of the latest values (`<dir>/metrics.json`, the file
+(`<dir>/plots/metrics/<name>.tsv`) and of the epoch reached (`<dir>/metrics.json`, the file
 dvc.yaml declares as the train stage's metrics, so `dvc exp show` reads it while an experiment
-runs), not one per epoch: 2000 epochs stay cheap.
+runs), not one per epoch: 2000 epochs stay cheap. metrics.json holds that one value, named after
+the task (`heart/epoch`): the final losses are the evaluate stage's metrics, and a name no other
+metrics file uses keeps `dvc exp show`'s column as short as the name.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def _live_class():
         """Live whose files are written once per `one_write_per_batch` block, however many steps it holds."""
 
         _pending: dict[str, list[tuple[int, float | str]]] | None = None  # rows per metric, inside a block
+        epoch_name = "epoch"  # metrics.json's one key
 
         @contextlib.contextmanager
         def one_write_per_batch(self) -> Iterator[None]:
@@ -72,10 +75,8 @@ def _live_class():
                     file.write(text.getvalue())
 
         def make_summary(self):
-            """metrics.json replaced at once, so that `dvc exp show` never reads half of it."""
-            if self._step is not None:
-                self.summary["step"] = self.step
-            text = json.dumps(self.summary, indent=4, default=float) + "\n"
+            """metrics.json (the epoch reached) replaced at once, so that `dvc exp show` never reads half of it."""
+            text = json.dumps({self.epoch_name: self.summary.get("epoch", 0)}, indent=4) + "\n"
             write_outputs({self.metrics_file: text.encode()})
 
     return BatchedLive
@@ -84,9 +85,10 @@ def _live_class():
 class LiveLog:
     """dvclive logging of the training epochs to `directory` (a context manager: ends the Live)."""
 
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, task: str):
         # dvcyaml=False: dvc.yaml declares what DVC shows; no experiment of its own (DVC runs the stage).
         self.live = _live_class()(str(directory), dvcyaml=False, save_dvc_exp=False, report=None)
+        self.live.epoch_name = f"{task}/epoch"
 
     def log_epochs(self, rows: Sequence[Mapping[str, float]]) -> None:
         with self.live.one_write_per_batch():
