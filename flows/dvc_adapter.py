@@ -28,7 +28,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from flows.processes import stream_command
 
@@ -216,7 +216,24 @@ def within(path: str, paths: Sequence[str]) -> bool:
     return any(path == other or path.startswith(other.rstrip("/") + "/") for other in paths)
 
 
-def push_run_cache(root: Path, remote: Optional[str] = None) -> int:
+@contextlib.contextmanager
+def environment(env: Optional[Mapping[str, str]]) -> Iterator[None]:
+    """`env` as this process's environment for a block: in-process DVC reads a remote's credentials
+    (AWS_*) from os.environ, not from the env a flow hands its `dvc` subprocesses."""
+    if env is None:
+        yield
+        return
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def push_run_cache(root: Path, remote: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> int:
     """`dvc push --run-cache` and the outputs its entries restore; how many objects were sent.
 
     DVC 3.67's push sends the run cache's entries (.dvc/cache/runs) but not the objects they name
@@ -227,15 +244,20 @@ def push_run_cache(root: Path, remote: Optional[str] = None) -> int:
     `dvc repro --pull` (or `dvc exp run --pull`)."""
     from dvc.repo import Repo
 
+    from dvc.exceptions import DvcException
+
     # The entries' stages are made from paths relative to the working directory, as under `dvc push`.
-    with contextlib.chdir(root), Repo(str(root)) as repo:
-        entries = repo.stage_cache.push(remote)
-        sent = 0
-        for odb, objects in repo.stage_cache.get_used_objs(entries, remote=remote).items():
-            result = repo.cloud.push(objects, remote=remote, odb=odb)
-            if result.failed:
-                raise DvcError(f"dvc push --run-cache: {len(result.failed)} object(s) could not be sent")
-            sent += len(result.transferred)
+    with environment(env), contextlib.chdir(root), Repo(str(root)) as repo:
+        try:
+            entries = repo.stage_cache.push(remote)
+            sent = 0
+            for odb, objects in repo.stage_cache.get_used_objs(entries, remote=remote).items():
+                result = repo.cloud.push(objects, remote=remote, odb=odb)
+                if result.failed:
+                    raise DvcError(f"dvc push --run-cache: {len(result.failed)} object(s) could not be sent")
+                sent += len(result.transferred)
+        except (DvcException, OSError) as error:  # an unreachable remote, missing credentials
+            raise DvcError(f"dvc push --run-cache: {_first_line(error)}") from None
         return sent
 
 

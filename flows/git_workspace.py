@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional
 
-from flows.dvc_adapter import PULL_ARGS, PUSH_ARGS, DvcProject, error_line, stream_dvc, within
+from flows.dvc_adapter import (PULL_ARGS, PUSH_ARGS, DvcError, DvcProject, error_line, push_run_cache, stream_dvc,
+                               within)
 
 PUSH_ATTEMPTS = 3  # a branch that moves again between our fetch and our push: fetch, check, rebase, retry
 
@@ -166,6 +167,10 @@ def record_results(project: DvcProject, message: str, log: Any, env: Mapping[str
         if returncode != 0:
             raise RecordRefused(f"record: `dvc push` to the DVC remote {project.default_remote()} failed, nothing "
                                 f"recorded: {error_line(stderr, '(no output)', first=True)}")
+        try:  # the run cache too: a teammate who repeats these params gets the outputs back, no training
+            log.info(f"record: {push_run_cache(root, env=env)} run-cache object(s) pushed")
+        except DvcError as error:
+            raise RecordRefused(f"record: {error} (DVC remote {project.default_remote()}), nothing recorded") from None
     git_output(root, "add", "--", *results, env=env)
     git_output(root, "commit", "-q", "-m", message, "--", *results, env=env)
     if push_branch:

@@ -133,6 +133,7 @@ def test_a_refused_push_names_the_remote_and_its_reason(scored: Path, env, tmp_p
                                       "release: ask the lead; pre-receive hook declined; nothing recorded (the data "
                                       "did reach the DVC remote)")
     assert run(["git", "rev-parse", "main"], remote, env).stdout == head
+    assert list((tmp_path / "store" / "runs").rglob("*")), "the run cache did not go with the data"
 
 
 def test_a_push_refusal_is_the_remotes_words_not_gits_closing_line():
