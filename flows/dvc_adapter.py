@@ -63,9 +63,11 @@ def run_dvc(root: Path, args: Sequence[str], env: dict[str, str]) -> str:
     return result.stdout
 
 
-def stream_dvc(root: Path, args: Sequence[str], env: dict[str, str], log: Any) -> tuple[int, list[str], list[str]]:
-    """`dvc ARGS` with its lines sent to `log` as they come; stopped with what it started if interrupted."""
-    return stream_command(dvc_command(*args), root, env, log)
+def stream_dvc(root: Path, args: Sequence[str], env: dict[str, str], log: Any,
+               label: Optional[str] = None) -> tuple[int, list[str], list[str]]:
+    """`dvc ARGS` with its lines sent to `log` as they come; stopped with what it started if interrupted
+    (`label`, default `dvc ARGS`, names it then)."""
+    return stream_command(dvc_command(*args), root, env, log, label or f"dvc {' '.join(args)}")
 
 
 def repro_args(stage: str, force: bool) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Callable
 
@@ -94,6 +95,9 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
         main()
     except (StageError, ParamsError) as error:
         _fail(name, str(error), getattr(error, "exit_code", 2))
+    except KeyboardInterrupt:  # Ctrl-C, or a flow stopping its stages: nothing was renamed into place
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second one must not cut the line short
+        _fail(name, "interrupted; its outputs are as they were (a stage writes them only on success)", 130)
     except Exception as error:
         if not is_out_of_memory(error):
             raise
