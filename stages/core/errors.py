@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
 import sys
 from typing import Callable
@@ -99,11 +101,33 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second one must not cut the line short
         _fail(name, "interrupted; its outputs are as they were (a stage writes them only on success)", 130)
     except Exception as error:
-        if not is_out_of_memory(error):
+        if is_out_of_memory(error):
+            _fail(name, f"out of memory ({type(error).__name__}); lower the sizes in params.yaml "
+                        "(data points, network width or depth, batch size) or free memory", 2)
+        if (os_error := storage_error(error)) is None:
             raise
-        _fail(name, f"out of memory ({type(error).__name__}); lower the sizes in params.yaml "
-                    "(data points, network width or depth, batch size) or free memory", 2)
+        _fail(name, storage_line(os_error), 2)
     write_stage_record(name, 0, "")
+
+
+# What the machine did to a write or a read, not what the code did: a full disk or quota, a file too large
+# for `ulimit -f`, no permission, a read-only file system, an I/O error.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO}
+
+
+def storage_error(error: BaseException) -> OSError | None:
+    """The OSError of the machine's storage behind `error` (Keras and h5py wrap the OSError of a failed save)."""
+    return next((cause for cause in _causes(error) if isinstance(cause, OSError) and cause.errno in STORAGE_ERRNOS),
+                None)
+
+
+def storage_line(error: OSError) -> str:
+    """`cannot write models/.mnist.keras.x1.keras: no space left on device; …`: the path, the cause, what to do."""
+    verb = "access" if error.errno in (errno.EACCES, errno.EPERM, errno.EIO) else "write"
+    where = f" {error.filename}" if error.filename else ""
+    cause = (error.strerror or os.strerror(error.errno)).lower()
+    return (f"cannot {verb}{where}: {cause}; free space or fix the permissions there, then run again "
+            "(earlier outputs are as they were)")
 
 
 def is_out_of_memory(error: BaseException) -> bool:
