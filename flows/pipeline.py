@@ -35,8 +35,9 @@ from flows.dvc_adapter import (DvcError, DvcProject, apply_param_overrides, erro
                                parse_param_overrides, repro_args, save_experiment, stream_dvc)
 from flows.git_workspace import (GitSource, RecordRefused, RemoteError, credentials_env, fresh_clone, record_results,
                                  require_committed_inputs)
-from flows.processes import (Interrupted, interrupted_line, log_without_tracebacks, prefect_server_for_run,
-                             signals_interrupt, stop_running_commands)
+from flows.processes import (CheckoutBusy, Interrupted, end_if_server_lost, interrupted_line,
+                             log_without_tracebacks, one_run_per_checkout, prefect_server_for_run, signals_interrupt,
+                             stop_running_commands)
 from stages.core.contract import FORCE_DOWNLOAD_ENV, NETWORK_EXIT_CODE, PROGRESS_ARTIFACT_ENV, STAGE_REPORT_ENV
 from stages.core.tracking import PARENT_ENV, read_stage_records
 
@@ -375,8 +376,11 @@ def pipeline(targets: Optional[list[str]] = None, force_fetch: bool = False,
     if git_remote is None:
         root = find_root(Path(repo or os.getcwd()).resolve())
         # DVC's Python API, like its CLI, names stages and files relative to the working directory.
-        with contextlib.chdir(root):
-            return _run_pipeline(root, **options)
+        try:
+            with one_run_per_checkout(root, f"pipeline run {_run_name()}"), contextlib.chdir(root):
+                return _run_pipeline(root, **options)
+        except CheckoutBusy as error:
+            return Failed(message=str(error))
     if not git_remote:  # a deployment's `{{ prefect.variables.dnnlab_git_remote }}` with no such variable
         return Failed(message="git_remote is empty: set the Prefect variable dnnlab_git_remote to the git remote's "
                               "URL (`prefect variable set dnnlab_git_remote URL`), then deploy or serve again")
@@ -492,7 +496,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.max_parallel is not None and args.max_parallel < 1:
         parser.error(f"--max-parallel {args.max_parallel}: expected an integer >= 1")
     try:
-        with signals_interrupt(), prefect_server_for_run():
+        with signals_interrupt(), prefect_server_for_run(), end_if_server_lost("pipeline"):
             state = pipeline(targets=args.targets, force_fetch=args.force_fetch,
                              overrides=dict(args.overrides) if args.overrides else None, record=args.record,
                              fetch_retries=args.fetch_retries, fetch_retry_delay_seconds=args.fetch_retry_delay,

@@ -1,5 +1,7 @@
-"""Running a command for a flow: its lines go to the Prefect run logger as they come, and an
-interrupted flow run stops the command and everything it started."""
+"""The processes of a flow's command line: a command whose lines go to the Prefect run logger as they
+come, stopped with everything it started when the run is interrupted; Ctrl-C and SIGTERM as one line and
+the shell's exit code; a temporary Prefect server that outlives Ctrl-C but not the flow; one run per
+checkout; a lost Prefect server ending the run in one line; expected failures logged without traceback."""
 
 from __future__ import annotations
 
@@ -10,11 +12,12 @@ import queue
 import re
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 
 # What a line says about itself decides its level, not the stream it came on: the stages and DVC
@@ -179,10 +182,18 @@ class Interrupted(KeyboardInterrupt):
 def _raise_interrupted(signum: int, frame: Any) -> None:
     if not _interrupted:  # once: a second Ctrl-C must not cut the stopping short (it takes seconds at most)
         _interrupted.append(signum)
+        # What runs now is what the interrupt stops: Ctrl-C reached the commands too, and some end by themselves.
+        with contextlib.suppress(RuntimeError):  # another thread changed the dict meanwhile: they stop all the same
+            _stopped.extend(list(_running.values()))
         raise Interrupted(signum)
 
 
 _interrupted: list[int] = []
+
+
+def interrupt_signal() -> Optional[int]:
+    """The signal that interrupted this process (inside `signals_interrupt`), if one did."""
+    return _interrupted[0] if _interrupted else None
 
 
 @contextlib.contextmanager
@@ -197,11 +208,11 @@ def signals_interrupt() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def interrupted_line(program: str, interrupt: Interrupted, after: str) -> str:
+def interrupted_line(program: str, interrupt: Interrupted, after: str, also_stopped: Iterable[str] = ()) -> str:
     """Stop what is still running; the one line an interrupted command prints: which signal, what it
-    stopped, what to do."""
+    stopped (the commands, and `also_stopped`), what to do."""
     stop_running_commands()
-    stopped = stopped_commands()
+    stopped = [*stopped_commands(), *also_stopped]
     what = f"stopped {', '.join(stopped)}" if stopped else "nothing was running"
     return f"{program}: interrupted by {signal.Signals(interrupt.signum).name}: {what}; {after}"
 
@@ -233,7 +244,6 @@ def temporary_prefect_server(timeout_s: float = 120.0) -> Iterator[str]:
     for minutes). This one has a session of its own, so Ctrl-C reaches only the flow, and it ends
     with this process however that ends."""
     import socket
-    import sys
     import urllib.request
 
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -273,3 +283,91 @@ def temporary_prefect_server(timeout_s: float = 120.0) -> Iterator[str]:
     finally:
         stop_process_group(server, grace_s=10)
         output.close()
+
+
+# --- one pipeline run per checkout ---
+
+class CheckoutBusy(Exception):
+    """Another run holds this checkout: one line that says which and what to do."""
+
+
+@contextlib.contextmanager
+def one_run_per_checkout(root: Path, what: str) -> Iterator[None]:
+    """Hold this checkout for the block, or refuse at once if another run holds it. Two runs in one
+    checkout would share its stages' outputs and DVC's locks (the second failed on DVC's 'is busy' after
+    part of its work). An advisory lock of the OS (flock): a process that dies, even by SIGKILL, lets go."""
+    import fcntl
+
+    path = root / ".dvc" / "tmp" / "dnnlab-run.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.seek(0)
+            holder = file.read().strip() or "another process"
+            raise CheckoutBusy(f"{root} is in use by {holder}: wait for it to end (or stop it), or run in "
+                               "another clone; nothing was run") from None
+        file.seek(0)
+        file.truncate()
+        file.write(f"{what} (pid {os.getpid()}, since {time.strftime('%H:%M:%S')})")
+        file.flush()
+        try:
+            yield
+        finally:
+            file.truncate(0)
+
+
+# --- a lost Prefect server: the run ends, in one line ---
+
+SERVER_CHECK_S = 5.0  # how often the server is asked
+SERVER_MISSES = 3  # unanswered in a row: lost (10-15 s; a restarting server answers again within that)
+
+
+def server_answers(api_url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=SERVER_CHECK_S):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def end_if_server_lost(program: str, also_stop: Callable[[], list[str]] = list,
+                       api_url: Optional[str] = None) -> Iterator[None]:
+    """For the block, ask the Prefect server every few seconds whether it is there; once it is lost, stop the
+    running commands and end the process in one line naming the server (exit 1).
+
+    Without the server Prefect can record nothing (a run's states, its logs), and its client retries every
+    call for minutes before the run fails with connection tracebacks. The stages do not need it, but a
+    run that cannot be recorded is better ended at once: DVC has committed every stage that finished,
+    the stopped ones keep their last good outputs, and running it again with the server back finishes.
+    `also_stop`: what else to stop then (the study's DVC queue), the names of what it stopped."""
+    if api_url is None:
+        from prefect.settings import get_current_settings
+
+        api_url = get_current_settings().api.url
+    done = threading.Event()
+
+    def watch() -> None:
+        misses = 0
+        while not done.wait(SERVER_CHECK_S):
+            misses = 0 if server_answers(api_url) else misses + 1
+            if misses >= SERVER_MISSES and not done.is_set():
+                stop_running_commands()
+                stopped = [*stopped_commands(), *also_stop()]
+                print(f"{program}: error: lost the Prefect server at {api_url} ({SERVER_MISSES} checks "
+                      f"{SERVER_CHECK_S:.0f} s apart unanswered): stopped {', '.join(stopped) or 'nothing'}; stages "
+                      "that finished are committed by DVC, stopped ones keep their last good outputs; run again "
+                      "once the server is back", file=sys.stderr, flush=True)
+                os._exit(1)  # the main thread is in Prefect's client, retrying for minutes: nothing left to record
+
+    thread = threading.Thread(target=watch, name="prefect-server-watch", daemon=True)
+    if api_url:
+        thread.start()
+    try:
+        yield
+    finally:
+        done.set()
