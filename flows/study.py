@@ -26,6 +26,7 @@ result while the others finish.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -41,6 +42,8 @@ from prefect.states import Failed
 from flows import dvc_adapter, pool as work_pool
 from flows.git_workspace import GitSource, RemoteError, credentials_env, fresh_clone, git_output, uncommitted_inputs
 from flows.pipeline import notify_failure, override_text, pipeline, publish_report_link, stage_env
+from flows.processes import (Interrupted, end_if_server_lost, interrupted_line, log_without_tracebacks,
+                             prefect_server_for_run, signals_interrupt)
 from stages.core.contract import STAGE_REPORT_ENV
 from stages.core.params import ParamsError, StudyVariation
 from stages.core.tracking import read_stage_records
@@ -65,6 +68,9 @@ DEFAULT_ATTEMPTS = 3
 
 class StudyError(Exception):
     """A study that cannot run or finish: one line that says what to do."""
+
+
+log_without_tracebacks(StudyError, RemoteError)  # their line says it all: Prefect would log a traceback too
 
 
 # --- choosing and queueing the variations ---
@@ -138,7 +144,13 @@ def require_tracked_results(root: Path) -> None:
 
 @task(name="clear previous")
 def clear_previous(root: Path, head: str, names: list[str]) -> list[str]:
-    """Refuse a busy queue; remove this commit's experiments with the study's names (a re-run replaces them)."""
+    """Stop the study's own experiments left in the queue (a study killed mid-run: its queue workers live on),
+    refuse a queue busy with others; remove this commit's experiments with the study's names (a re-run
+    replaces them)."""
+    leftover = [name for name in dvc_adapter.busy_queue_entries(root) if name in names]
+    if leftover:
+        get_run_logger().warning(f"stopping experiments an earlier study left in the queue: {', '.join(leftover)}")
+        dvc_adapter.stop_queue_entries(root, leftover)
     busy = dvc_adapter.busy_queue_entries(root)
     if busy:
         raise StudyError(f"the DVC experiment queue already holds {', '.join(busy)}: let it finish "
@@ -167,7 +179,8 @@ def run_queue(root: Path, jobs: int, stage_report: Path) -> None:
 
     The workers inherit STAGE_REPORT_ENV: every stage of every experiment appends its record there."""
     env = {**stage_env(False), STAGE_REPORT_ENV: str(stage_report)}
-    returncode, _, stderr = dvc_adapter.stream_dvc(root, dvc_adapter.run_queue_args(jobs), env, get_run_logger())
+    returncode, _, stderr = dvc_adapter.stream_dvc(root, dvc_adapter.run_queue_args(jobs), env, get_run_logger(),
+                                                   "the experiment queue (`dvc exp run --run-all`)")
     if returncode != 0:
         raise StudyError(f"`dvc exp run --run-all` exited {returncode}: {dvc_adapter.error_line(stderr, 'no output')}")
 
@@ -510,6 +523,17 @@ def _run_study(root: Path, only: Optional[list[str]], jobs: int, pool: Optional[
 
 # --- command line ---
 
+def stop_study_queue(names: list[str], pooled: bool) -> list[str]:
+    """After Ctrl-C, SIGTERM or a lost server: the study's experiments in DVC's queue stopped too (its workers
+    are daemons of their own session); `experiment NAME` for each one stopped."""
+    if not names or pooled:  # a pool's runs are the workers' (a study run again waits for them)
+        return []
+    try:
+        return [f"experiment {name}" for name in dvc_adapter.stop_queue_entries(Path.cwd(), names)]
+    except Exception:  # interrupted before anything was queued: no queue to stop
+        return []
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.study", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -538,14 +562,23 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise StudyError(f"--attempts {args.attempts}: expected an integer >= 1")
         if args.from_git and not (args.pool and args.git_remote):
             raise StudyError("--from-git needs --pool and --git-remote")
-        if not args.from_git:  # from git, params.yaml is the clone's
-            plan(Path.cwd(), args.only)
+        variations = [] if args.from_git else plan(Path.cwd(), args.only)  # from git, params.yaml is the clone's
     except StudyError as error:
         print(f"study: error: {error}", file=sys.stderr)
         return 2
-    state = study(only=args.only, jobs=args.jobs, notify_block=args.notify_block, pool=args.pool,
-                  attempts=args.attempts, git_remote=args.git_remote, credentials_block=args.credentials_block,
-                  from_git=args.from_git, return_state=True)
+    names = [variation.name for variation in variations]
+    try:
+        with signals_interrupt(), prefect_server_for_run(), \
+                end_if_server_lost("study", lambda: stop_study_queue(names, bool(args.pool))):
+            state = study(only=args.only, jobs=args.jobs, notify_block=args.notify_block, pool=args.pool,
+                          attempts=args.attempts, git_remote=args.git_remote,
+                          credentials_block=args.credentials_block, from_git=args.from_git, return_state=True)
+    except Interrupted as interrupt:
+        stopped = stop_study_queue(names, bool(args.pool))
+        after = ("the variations' runs on the pool go on, and the study run again waits for them" if args.pool else
+                 "run the study again to rerun them")
+        print(interrupted_line("study", interrupt, after, stopped), file=sys.stderr)
+        return interrupt.exit_code
     result = state.result(raise_on_failure=False)
     if not state.is_completed():
         print(f"study: error: {state.message}", file=sys.stderr)
