@@ -335,8 +335,7 @@ def server_answers(api_url: str) -> bool:
 
 
 @contextlib.contextmanager
-def end_if_server_lost(program: str, also_stop: Callable[[], list[str]] = list,
-                       api_url: Optional[str] = None) -> Iterator[None]:
+def end_if_server_lost(program: str, also_stop: Callable[[], list[str]] = list) -> Iterator[None]:
     """For the block, ask the Prefect server every few seconds whether it is there; once it is lost, stop the
     running commands and end the process in one line naming the server (exit 1).
 
@@ -345,10 +344,9 @@ def end_if_server_lost(program: str, also_stop: Callable[[], list[str]] = list,
     run that cannot be recorded is better ended at once: DVC has committed every stage that finished,
     the stopped ones keep their last good outputs, and running it again with the server back finishes.
     `also_stop`: what else to stop then (the study's DVC queue), the names of what it stopped."""
-    if api_url is None:
-        from prefect.settings import get_current_settings
+    from prefect.settings import get_current_settings
 
-        api_url = get_current_settings().api.url
+    api_url = get_current_settings().api.url
     done = threading.Event()
 
     def watch() -> None:
