@@ -219,16 +219,22 @@ def test_write_outputs_replaces_all_or_nothing(tmp_path, monkeypatch):
 # --- train ---
 
 
-def test_train_main_writes_model_and_curve_and_refuses_bad_params_first(tmp_path, capsys, params):
-    from stages import train
+def synthetic_train_inputs(folder: Path, params, overrides: dict) -> tuple[Path, Path, dict]:
+    """The synthetic processed splits and a params file with `overrides`, in `folder`: data, params file, raw params."""
     frames = synthetic.generate_frames(params.task("synthetic").data, params.seed)
     tables = synthetic.preprocess(frames, params.task("synthetic").data, params.seed)
-    data = tmp_path / "processed"
+    data = folder / "processed"
     write_outputs({data / f"{name}.parquet": parquet_bytes(table) for name, table in tables.items()})
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(apply_overrides(raw, {"synthetic.train.epochs": 3,
-                                                                "synthetic.train.engine": "fit"})))
+    params_file = folder / "params.yaml"
+    params_file.write_text(yaml.safe_dump(apply_overrides(raw, overrides)))
+    return data, params_file, raw
+
+
+def test_train_main_writes_model_and_curve_and_refuses_bad_params_first(tmp_path, capsys, params):
+    from stages import train
+    data, params_file, raw = synthetic_train_inputs(tmp_path, params, {"synthetic.train.epochs": 3,
+                                                                       "synthetic.train.engine": "fit"})
     outputs = ["--model", str(tmp_path / "m.keras"), "--curve", str(tmp_path / "curve.csv")]
     assert run_main("train", train.main, ["synthetic", "--params", str(params_file), "--data", str(data), *outputs]) == 0
     curve = pd.read_csv(tmp_path / "curve.csv")
@@ -381,13 +387,7 @@ def test_a_full_disk_is_one_line_naming_the_path_and_keeps_the_old_outputs(tmp_p
                                                 "--out", str(out)]) == 2
     assert_one_line_error(capsys, "generate: error: cannot write", str(out), "no space left on device")
 
-    frames = synthetic.generate_frames(params.task("synthetic").data, params.seed)
-    tables = synthetic.preprocess(frames, params.task("synthetic").data, params.seed)
-    data = tmp_path / "processed"
-    write_outputs({data / f"{name}.parquet": parquet_bytes(table) for name, table in tables.items()})
-    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(apply_overrides(raw, {"synthetic.train.epochs": 2})))
+    data, params_file, _ = synthetic_train_inputs(tmp_path, params, {"synthetic.train.epochs": 2})
     assert run_main("train", train.main, ["synthetic", "--params", str(params_file), "--data", str(data),
                                           "--model", str(model), "--curve", str(curve)]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]  # not its epochs
