@@ -13,8 +13,9 @@ tests/test_dvc_adapter.py (names, signatures, behaviour on a tiny repo):
 - the run cache's entries and the objects they restore: `repo.stage_cache.push`, `get_used_objs`,
   `repo.cloud.push`;
 - the experiment queue and refs: `repo.experiments.run(queue=True)`, `celery_queue.iter_queued()`
-  and `iter_active()`, `exp_refs_by_rev`, `exp_refs_by_baseline` (also at a git remote, as
-  `dvc exp list REMOTE` reads it), `repo.experiments.remove`.
+  and `iter_active()`, `kill`, `remove` (`dvc queue kill/remove`), its workers' process records
+  (`dvc_task`'s `ProcessInfo` files in `celery_queue.wdir`), `exp_refs_by_rev`, `exp_refs_by_baseline`
+  (also at a git remote, as `dvc exp list REMOTE` reads it), `repo.experiments.remove`.
 Nothing here reads DVC's human-readable output; a failing `dvc` command is reported by the last line
 DVC logs with its `ERROR: ` prefix (DVC's stable log format), an in-process failure by its exception.
 """
@@ -66,9 +67,11 @@ def run_dvc(root: Path, args: Sequence[str], env: dict[str, str]) -> str:
     return result.stdout
 
 
-def stream_dvc(root: Path, args: Sequence[str], env: dict[str, str], log: Any) -> tuple[int, list[str], list[str]]:
-    """`dvc ARGS` with its lines sent to `log` as they come; stopped with what it started if interrupted."""
-    return stream_command(dvc_command(*args), root, env, log)
+def stream_dvc(root: Path, args: Sequence[str], env: dict[str, str], log: Any,
+               label: Optional[str] = None) -> tuple[int, list[str], list[str]]:
+    """`dvc ARGS` with its lines sent to `log` as they come; stopped with what it started if interrupted
+    (`label`, default `dvc ARGS`, names it then)."""
+    return stream_command(dvc_command(*args), root, env, log, label or f"dvc {' '.join(args)}")
 
 
 def repro_args(stage: str, force: bool) -> list[str]:
@@ -416,3 +419,56 @@ def running_queue_entries(root: Path) -> list[str]:
 # `No hostname was supplied. Reverting to default 'localhost'` warning (kombu/connection.py) in every
 # process that opens the queue says nothing to act on.
 logging.getLogger("kombu.connection").setLevel(logging.ERROR)
+
+
+def stop_queue_entries(root: Path, names: Sequence[str], timeout_s: float = 10.0) -> list[str]:
+    """Stop the experiments of these names in DVC's queue, as `dvc queue kill NAME…` does (Ctrl-C to each
+    run's process group: its stage stops, DVC cleans up), remove those still waiting (`dvc queue remove`),
+    and wait for the killed runs to end and, once nothing else is queued, for the idle workers to end.
+    The queue's workers and runs live in sessions of their own (DVC daemonizes them), so nothing else
+    stops them. The names stopped or removed."""
+    import time
+
+    from dvc.repo import Repo
+
+    wanted, stopped = set(names), []
+    deadline = time.monotonic() + timeout_s
+    with Repo(str(root)) as repo:
+        queue = repo.experiments.celery_queue
+        while time.monotonic() < deadline:
+            waiting = [entry.name for entry in queue.iter_queued() if entry.name in wanted]
+            if waiting:
+                queue.remove(waiting)
+            running = [entry.name for entry in queue.iter_active() if entry.name in wanted]
+            to_kill = [name for name in running if name not in stopped]
+            if to_kill:  # a worker may have taken a waiting one meanwhile: the next round sees it
+                with contextlib.suppress(Exception):  # one that ended meanwhile
+                    queue.kill(to_kill)
+            stopped += [name for name in waiting + to_kill if name not in stopped]
+            if not waiting and not running:
+                break
+            time.sleep(0.5)
+        if not any(queue.iter_active()) and not any(queue.iter_queued()):
+            # DVC's workers end after 10 s without work. Not `dvc queue stop`: after it, the next study's new
+            # worker stopped after one experiment (its shutdown broadcast seems to linger). A worker still ending
+            # counts as running: `dvc exp run --run-all` would start none, and nothing would run what is
+            # queued next; so wait for the workers' processes (dvc_task's records of them).
+            while _queue_workers_alive(queue) and time.monotonic() < deadline + 2 * timeout_s:
+                time.sleep(0.5)
+    return stopped
+
+
+def _queue_workers_alive(queue: Any) -> bool:
+    """Whether a worker DVC spawned for its queue still runs (dvc_task's record of it: `dvc-exp-worker-N.json`
+    in the queue's folder, as `LocalCeleryQueue._spawn_worker` names them)."""
+    import psutil
+    from dvc_task.proc.process import ProcessInfo
+
+    def alive(record: Path) -> bool:
+        try:
+            info = ProcessInfo.load(str(record))
+        except (OSError, ValueError):  # it removed its record while we looked: ended
+            return False
+        return info.returncode is None and psutil.pid_exists(info.pid)
+
+    return any(alive(record) for record in Path(queue.wdir).glob("dvc-exp-worker-*.json"))

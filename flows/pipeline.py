@@ -35,8 +35,11 @@ from flows.dvc_adapter import (DvcError, DvcProject, apply_param_overrides, erro
                                parse_param_overrides, repro_args, save_experiment, stream_dvc)
 from flows.git_workspace import (GitSource, RecordRefused, RemoteError, credentials_env, fresh_clone, record_results,
                                  require_committed_inputs)
+from flows.processes import (CheckoutBusy, Interrupted, end_if_server_lost, interrupted_line,
+                             log_without_tracebacks, one_run_per_checkout, prefect_server_for_run, signals_interrupt,
+                             stop_running_commands)
 from stages.core.contract import FORCE_DOWNLOAD_ENV, NETWORK_EXIT_CODE, PROGRESS_ARTIFACT_ENV, STAGE_REPORT_ENV
-from stages.core.tracking import PARENT_ENV, STAGE_FLOW, prefect_api_url, read_stage_records, stage_tag
+from stages.core.tracking import PARENT_ENV, STAGE_FLOW, read_stage_records, stage_tag
 
 RETRIED_STAGES = ("fetch",)  # the stages with network I/O
 PROGRESS_STAGES = ("train",)  # the stages that update a progress artifact (stages.core.tracking)
@@ -51,6 +54,9 @@ class StageFailed(Exception):
     def __init__(self, line: str, exit_code: int):
         super().__init__(line)
         self.line, self.exit_code = line, exit_code
+
+
+log_without_tracebacks(StageFailed)  # its line says it all: Prefect would log a traceback with it
 
 
 @dataclass
@@ -117,7 +123,7 @@ def repro_stage(stage: str, root: str, force: bool, extra_env: Optional[dict[str
     with tempfile.TemporaryDirectory(prefix="dnnlab-stage-") as folder:
         report = Path(folder) / "stage-report.jsonl"  # fresh for every try: the stage writes its record here
         env = {**stage_env(force), **(extra_env or {}), STAGE_REPORT_ENV: str(report)}
-        returncode, _, stderr = stream_dvc(Path(root), repro_args(stage, force), env, get_run_logger())
+        returncode, _, stderr = stream_dvc(Path(root), repro_args(stage, force), env, get_run_logger(), stage)
         records = read_stage_records(report)
     if returncode != 0:
         raise StageFailed(*failure_line(stage, returncode, records, stderr))
@@ -188,7 +194,7 @@ def run_stages(project: DvcProject, root: Path, force_fetch: bool, fetch_retries
     the others go on. DVC decides staleness, just before a stage's turn, and runs each stage."""
     records: dict[str, StageRecord] = {}
     pending, running = list(project.order), {}
-    with ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="stage") as pool:
+    with ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="stage") as pool, stop_stages_if_interrupted():
         while pending or running:
             for stage in [stage for stage in pending if project.upstream(stage) <= records.keys()]:
                 started = time.time()
@@ -215,6 +221,17 @@ def run_stages(project: DvcProject, root: Path, force_fetch: bool, fetch_retries
                     ended = time.time()
                     records[stage] = StageRecord(stage, status, round(ended - started, 2), started, ended, message)
     return [records[stage] for stage in project.order]
+
+
+@contextlib.contextmanager
+def stop_stages_if_interrupted() -> Any:
+    """An interrupt (Ctrl-C, a cancelled run's SIGTERM) reaches the main thread only: stop the stages the
+    worker threads run, or the pool would wait for them to finish."""
+    try:
+        yield
+    except BaseException:
+        stop_running_commands()
+        raise
 
 
 # --- overrides (a DVC experiment), record, summary ---
@@ -384,8 +401,11 @@ def pipeline(targets: Optional[list[str]] = None, force_fetch: bool = False,
     if git_remote is None:
         root = find_root(Path(repo or os.getcwd()).resolve())
         # DVC's Python API, like its CLI, names stages and files relative to the working directory.
-        with contextlib.chdir(root):
-            return _run_pipeline(root, **options)
+        try:
+            with one_run_per_checkout(root, f"pipeline run {_run_name()}"), contextlib.chdir(root):
+                return _run_pipeline(root, **options)
+        except CheckoutBusy as error:
+            return Failed(message=str(error))
     if not git_remote:  # a deployment's `{{ prefect.variables.dnnlab_git_remote }}` with no such variable
         return Failed(message="git_remote is empty: set the Prefect variable dnnlab_git_remote to the git remote's "
                               "URL (`prefect variable set dnnlab_git_remote URL`), then deploy or serve again")
@@ -500,13 +520,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.max_parallel is not None and args.max_parallel < 1:
         parser.error(f"--max-parallel {args.max_parallel}: expected an integer >= 1")
-    if not prefect_api_url():  # Prefect starts a temporary server: keep its telemetry job off that SQLite file
-        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    state = pipeline(targets=args.targets, force_fetch=args.force_fetch,
-                     overrides=dict(args.overrides) if args.overrides else None, record=args.record,
-                     fetch_retries=args.fetch_retries, fetch_retry_delay_seconds=args.fetch_retry_delay,
-                     max_parallel=args.max_parallel, notify_block=args.notify_block, git_remote=args.git_remote,
-                     branch=args.branch, credentials_block=args.credentials_block, return_state=True)
+    try:
+        with signals_interrupt(), prefect_server_for_run(), end_if_server_lost("pipeline"):
+            state = pipeline(targets=args.targets, force_fetch=args.force_fetch,
+                             overrides=dict(args.overrides) if args.overrides else None, record=args.record,
+                             fetch_retries=args.fetch_retries, fetch_retry_delay_seconds=args.fetch_retry_delay,
+                             max_parallel=args.max_parallel, notify_block=args.notify_block,
+                             git_remote=args.git_remote, branch=args.branch,
+                             credentials_block=args.credentials_block, return_state=True)
+    except Interrupted as interrupt:
+        print(interrupted_line("pipeline", interrupt, "each stage keeps its last good outputs (written only on "
+                                                      "success); run it again to finish"), file=sys.stderr)
+        return interrupt.exit_code
     result = state.result(raise_on_failure=False)
     if args.json:
         if not isinstance(result, dict):

@@ -9,16 +9,25 @@ runs from is never touched. The Prefect variables are read when serving starts."
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 
 from flows.deployments import runner_deployments
+from flows.processes import interrupt_signal, signals_interrupt
 
 
 def main() -> int:
     from prefect import serve
 
-    serve(*runner_deployments(), limit=1)
-    return 0
+    # Prefect's serve stops on Ctrl-C (cancelling the run in progress, whose flow stops its stages) and
+    # installs its own SIGTERM handler for a graceful stop; it returns only when stopped.
+    with signals_interrupt(), contextlib.suppress(SystemExit):  # its SIGTERM handler exits so before it starts
+        serve(*runner_deployments(), limit=1)
+    signum = interrupt_signal() or signal.SIGTERM
+    print(f"serve: stopped by {signal.Signals(signum).name}: no more runs are taken here; a run in progress, if "
+          "any, was cancelled and its stages stopped with their last good outputs", file=sys.stderr)
+    return 128 + signum
 
 
 if __name__ == "__main__":

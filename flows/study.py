@@ -46,9 +46,11 @@ from prefect.states import Completed, Failed, State
 from flows import dvc_adapter, pool as work_pool
 from flows.git_workspace import GitSource, RemoteError, credentials_env, fresh_clone, git_output, uncommitted_inputs
 from flows.pipeline import notify_failure, override_text, pipeline, publish_report_link, stage_env
+from flows.processes import (Interrupted, end_if_server_lost, interrupted_line, log_without_tracebacks,
+                             prefect_server_for_run, signals_interrupt)
 from stages.core.contract import STAGE_REPORT_ENV
 from stages.core.params import ParamsError, StudyVariation
-from stages.core.tracking import prefect_api_url, read_stage_records
+from stages.core.tracking import read_stage_records
 from stages.tasks import load_params, parse_params
 
 REPORT = Path("reports/study.html")
@@ -70,6 +72,9 @@ DEFAULT_ATTEMPTS = 3
 
 class StudyError(Exception):
     """A study that cannot run or finish: one line that says what to do."""
+
+
+log_without_tracebacks(StudyError, RemoteError)  # their line says it all: Prefect would log a traceback too
 
 
 # --- choosing and queueing the variations ---
@@ -143,7 +148,13 @@ def require_tracked_results(root: Path) -> None:
 
 @task(name="clear previous")
 def clear_previous(root: Path, head: str, names: list[str]) -> list[str]:
-    """Refuse a busy queue; remove this commit's experiments with the study's names (a re-run replaces them)."""
+    """Stop the study's own experiments left in the queue (a study killed mid-run: its queue workers live on),
+    refuse a queue busy with others; remove this commit's experiments with the study's names (a re-run
+    replaces them)."""
+    leftover = [name for name in dvc_adapter.busy_queue_entries(root) if name in names]
+    if leftover:
+        get_run_logger().warning(f"stopping experiments an earlier study left in the queue: {', '.join(leftover)}")
+        dvc_adapter.stop_queue_entries(root, leftover)
     busy = dvc_adapter.busy_queue_entries(root)
     if busy:
         raise StudyError(f"the DVC experiment queue already holds {', '.join(busy)}: let it finish "
@@ -172,7 +183,8 @@ def run_queue(root: Path, jobs: int, stage_report: Path) -> None:
 
     The workers inherit STAGE_REPORT_ENV: every stage of every experiment appends its record there."""
     env = {**stage_env(False), STAGE_REPORT_ENV: str(stage_report)}
-    returncode, _, stderr = dvc_adapter.stream_dvc(root, dvc_adapter.run_queue_args(jobs), env, get_run_logger())
+    returncode, _, stderr = dvc_adapter.stream_dvc(root, dvc_adapter.run_queue_args(jobs), env, get_run_logger(),
+                                                   "the experiment queue (`dvc exp run --run-all`)")
     if returncode != 0:
         raise StudyError(f"`dvc exp run --run-all` exited {returncode}: {dvc_adapter.error_line(stderr, 'no output')}")
 
@@ -572,6 +584,17 @@ def _run_study(root: Path, only: Optional[list[str]], jobs: int, pool: Optional[
 
 # --- command line ---
 
+def stop_study_queue(names: list[str], pooled: bool) -> list[str]:
+    """After Ctrl-C, SIGTERM or a lost server: the study's experiments in DVC's queue stopped too (its workers
+    are daemons of their own session); `experiment NAME` for each one stopped."""
+    if not names or pooled:  # a pool's runs are the workers' (a study run again waits for them)
+        return []
+    try:
+        return [f"experiment {name}" for name in dvc_adapter.stop_queue_entries(Path.cwd(), names)]
+    except Exception:  # interrupted before anything was queued: no queue to stop
+        return []
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.study", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -593,8 +616,6 @@ def main(argv: Optional[list[str]] = None) -> int:
                              "not in this checkout (what the study deployment does)")
     parser.add_argument("--json", action="store_true", help="print the experiments, report path and seconds as JSON")
     args = parser.parse_args(argv)
-    if not prefect_api_url():  # Prefect starts a temporary server: keep its telemetry job off that SQLite file
-        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     try:  # refuse bad entries and unknown names before Prefect starts (the flow checks again)
         if args.jobs < 1:
             raise StudyError(f"--jobs {args.jobs}: expected an integer >= 1")
@@ -602,14 +623,23 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise StudyError(f"--attempts {args.attempts}: expected an integer >= 1")
         if args.from_git and not (args.pool and args.git_remote):
             raise StudyError("--from-git needs --pool and --git-remote")
-        if not args.from_git:  # from git, params.yaml is the clone's
-            plan(Path.cwd(), args.only)
+        variations = [] if args.from_git else plan(Path.cwd(), args.only)  # from git, params.yaml is the clone's
     except StudyError as error:
         print(f"study: error: {error}", file=sys.stderr)
         return 2
-    state = study(only=args.only, jobs=args.jobs, notify_block=args.notify_block, pool=args.pool,
-                  attempts=args.attempts, git_remote=args.git_remote, credentials_block=args.credentials_block,
-                  from_git=args.from_git, return_state=True)
+    names = [variation.name for variation in variations]
+    try:
+        with signals_interrupt(), prefect_server_for_run(), \
+                end_if_server_lost("study", lambda: stop_study_queue(names, bool(args.pool))):
+            state = study(only=args.only, jobs=args.jobs, notify_block=args.notify_block, pool=args.pool,
+                          attempts=args.attempts, git_remote=args.git_remote,
+                          credentials_block=args.credentials_block, from_git=args.from_git, return_state=True)
+    except Interrupted as interrupt:
+        stopped = stop_study_queue(names, bool(args.pool))
+        after = ("the variations' runs on the pool go on, and the study run again waits for them" if args.pool else
+                 "run the study again to rerun them")
+        print(interrupted_line("study", interrupt, after, stopped), file=sys.stderr)
+        return interrupt.exit_code
     result = state.result(raise_on_failure=False)
     if not state.is_completed():
         print(f"study: error: {state.message}", file=sys.stderr)

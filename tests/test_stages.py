@@ -5,6 +5,7 @@ A bad input must give one clear line, a non-zero exit, and leave earlier outputs
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -218,18 +219,25 @@ def test_write_outputs_replaces_all_or_nothing(tmp_path, monkeypatch):
 # --- train ---
 
 
-def test_train_main_writes_model_and_curve_and_refuses_bad_params_first(tmp_path, capsys, params):
-    from stages import configure, train
+def synthetic_train_inputs(folder: Path, params, overrides: dict) -> tuple[Path, Path, Path, dict]:
+    """The synthetic processed splits, a params file with `overrides` and the config configure resolves from it
+    (train reads that, as dvc.yaml chains them), in `folder`: data, params file, config, raw params."""
+    from stages import configure
     frames = synthetic.generate_frames(params.task("synthetic").data, params.seed)
     tables = synthetic.preprocess(frames, params.task("synthetic").data, params.seed)
-    data = tmp_path / "processed"
+    data = folder / "processed"
     write_outputs({data / f"{name}.parquet": parquet_bytes(table) for name, table in tables.items()})
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    params_file, config = tmp_path / "params.yaml", tmp_path / "config" / "synthetic.json"
-    params_file.write_text(yaml.safe_dump(apply_overrides(raw, {"synthetic.train.epochs": 3,
-                                                                "synthetic.train.engine": "fit"})))
-    # train reads the config configure resolves from params.yaml (as dvc.yaml chains them).
+    params_file, config = folder / "params.yaml", folder / "config" / "synthetic.json"
+    params_file.write_text(yaml.safe_dump(apply_overrides(raw, overrides)))
     assert run_main("configure", configure.main, ["synthetic", "--params", str(params_file), "--out", str(config)]) == 0
+    return data, params_file, config, raw
+
+
+def test_train_main_writes_model_and_curve_and_refuses_bad_params_first(tmp_path, capsys, params):
+    from stages import configure, train
+    data, params_file, config, raw = synthetic_train_inputs(tmp_path, params, {"synthetic.train.epochs": 3,
+                                                                               "synthetic.train.engine": "fit"})
     outputs = ["--model", str(tmp_path / "m.keras"), "--curve", str(tmp_path / "curve.csv")]
     assert run_main("train", train.main, ["synthetic", "--config", str(config), "--data", str(data), *outputs]) == 0
     curve = pd.read_csv(tmp_path / "curve.csv")
@@ -342,3 +350,75 @@ def test_mnist_through_the_keras_download_writes_the_same_bytes_as_from_the_mirr
     monkeypatch.chdir(tmp_path)
     assert mnist.fetch(None, force=True) == mnist.fetch(mirror, force=False)
     assert asked == {"fname": "mnist.npz", "keras_home": str(tmp_path / ".cache" / "keras")}
+
+
+# --- a full disk, and the other OS errors of writing ---
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB file system (tmpfs) at tmp_path/disk, if this test may mount one (root); else skipped, saying why."""
+    import subprocess
+
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {mounted.stderr.strip() or mounted.returncode}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill(folder: Path) -> None:
+    """Fill the file system of `folder` to the last byte."""
+    handle = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (4096, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(handle, b"\0" * size)
+    finally:
+        os.close(handle)
+
+
+def test_a_full_disk_is_one_line_naming_the_path_and_keeps_the_old_outputs(tmp_path, capsys, small_disk, params):
+    """generate writes through write_outputs, train through Keras' own save (staged_path): both end in one
+    line naming the path and `no space left on device`, exit 2, the earlier outputs untouched."""
+    from stages import train
+
+    out = small_disk / "raw"
+    write_outputs({out / "domain.parquet": b"old", out / "truth.parquet": b"old"})
+    model, curve = small_disk / "m.keras", small_disk / "curve.csv"
+    write_outputs({model: b"old model", curve: b"old curve"})
+    before = snapshot(small_disk)
+    fill(small_disk)
+
+    assert run_main("generate", generate.main, ["synthetic", "--params", str(REPO_ROOT / "params.yaml"),
+                                                "--out", str(out)]) == 2
+    assert_one_line_error(capsys, "generate: error: cannot write", str(out), "no space left on device")
+
+    data, _, config, _ = synthetic_train_inputs(tmp_path, params, {"synthetic.train.epochs": 2})
+    assert run_main("train", train.main, ["synthetic", "--config", str(config), "--data", str(data),
+                                          "--model", str(model), "--curve", str(curve)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]  # not its epochs
+    assert len(errors) == 1 and errors[0].startswith("train: error: cannot write"), errors
+    assert str(small_disk) in errors[0] and "no space left on device" in errors[0], errors
+    after = snapshot(small_disk)
+    assert {k: v for k, v in after.items() if not k.startswith("filler")} == before
+
+
+def test_a_read_only_file_system_is_one_line(capsys, small_disk):
+    """Another OS error of writing, real too: the file system remounted read-only (permission denied reads
+    the same way, but root may write anywhere)."""
+    import subprocess
+
+    out = small_disk / "raw"
+    write_outputs({out / "domain.parquet": b"old"})
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    assert run_main("generate", generate.main, ["synthetic", "--params", str(REPO_ROOT / "params.yaml"),
+                                                "--out", str(out)]) == 2
+    assert_one_line_error(capsys, "generate: error: cannot write", str(out), "read-only file system")
+    assert snapshot(out) == {"domain.parquet": b"old"}

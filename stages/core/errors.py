@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import signal
 import sys
 from typing import Callable
 
@@ -87,19 +90,49 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
     """Run a stage's main(); a known failure becomes one line on stderr and a non-zero exit."""
     # With a Prefect server configured the stage is a flow run there; the record tells the flow that
     # started it (if any) the exit code and one line, so no one reads them back from DVC's log text.
-    from stages.core.tracking import track_stage, write_stage_record
+    from stages.core.tracking import report_training_progress, track_stage, write_stage_record
 
     main = track_stage(name, main, (StageError, ParamsError))
     try:
         main()
+        # Its outputs are in place: Ctrl-C now (while it reports and exits) would fail the stage and leave
+        # new outputs that DVC never records in dvc.lock.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # The last progress update goes out now: at exit Prefect's client can no longer start its threads.
+        report_training_progress.close()
     except (StageError, ParamsError) as error:
         _fail(name, str(error), getattr(error, "exit_code", 2))
+    except KeyboardInterrupt:  # Ctrl-C, or a flow stopping its stages: nothing was renamed into place
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second one must not cut the line short
+        _fail(name, "interrupted; its outputs are as they were (a stage writes them only on success)", 130)
     except Exception as error:
-        if not is_out_of_memory(error):
+        if is_out_of_memory(error):
+            _fail(name, f"out of memory ({type(error).__name__}); lower the sizes in params.yaml "
+                        "(data points, network width or depth, batch size) or free memory", 2)
+        if (os_error := storage_error(error)) is None:
             raise
-        _fail(name, f"out of memory ({type(error).__name__}); lower the sizes in params.yaml "
-                    "(data points, network width or depth, batch size) or free memory", 2)
+        _fail(name, storage_line(os_error), 2)
     write_stage_record(name, 0, "")
+
+
+# What the machine did to a write or a read, not what the code did: a full disk or quota, a file too large
+# for `ulimit -f`, no permission, a read-only file system, an I/O error.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO}
+
+
+def storage_error(error: BaseException) -> OSError | None:
+    """The OSError of the machine's storage behind `error` (Keras and h5py wrap the OSError of a failed save)."""
+    return next((cause for cause in _causes(error) if isinstance(cause, OSError) and cause.errno in STORAGE_ERRNOS),
+                None)
+
+
+def storage_line(error: OSError) -> str:
+    """`cannot write models/.mnist.keras.x1.keras: no space left on device; …`: the path, the cause, what to do."""
+    verb = "access" if error.errno in (errno.EACCES, errno.EPERM, errno.EIO) else "write"
+    where = f" {error.filename}" if error.filename else ""
+    cause = (error.strerror or os.strerror(error.errno)).lower()
+    return (f"cannot {verb}{where}: {cause}; free space or fix the permissions there, then run again "
+            "(earlier outputs are as they were)")
 
 
 def is_out_of_memory(error: BaseException) -> bool:

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stages.core.errors import StageError
+from stages.core.errors import StageError, storage_error
 
 
 def _umask_mode() -> int:
@@ -53,8 +53,18 @@ def staged_path(final: Path) -> Iterator[Path]:
     try:
         yield temp_path
         os.replace(temp_path, final)
+    except Exception as error:
+        name_the_path(error, final)
+        raise
     finally:
         temp_path.unlink(missing_ok=True)
+
+
+def name_the_path(error: BaseException, path: Path) -> None:
+    """A failed write's OSError names no file (ENOSPC from write(), a library's wrapped error): name the output."""
+    os_error = storage_error(error)
+    if os_error is not None and not os_error.filename:
+        os_error.filename = str(path)
 
 
 def write_outputs(outputs: Mapping[str | Path, bytes]) -> None:
@@ -69,8 +79,12 @@ def write_outputs(outputs: Mapping[str | Path, bytes]) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
             staged.append((Path(temp), path))
-            with os.fdopen(handle, "wb") as file:
-                file.write(content)
+            try:
+                with os.fdopen(handle, "wb") as file:
+                    file.write(content)
+            except OSError as error:
+                name_the_path(error, path)
+                raise
             Path(temp).chmod(_umask_mode())  # mkstemp makes 0600; outputs get the usual permissions
         for temp, path in staged:
             os.replace(temp, path)

@@ -86,6 +86,10 @@ class LiveLog:
     """dvclive logging of the training epochs to `directory` (a context manager: ends the Live)."""
 
     def __init__(self, directory: str | Path, task: str):
+        # The last good run's metrics.json, put back if this training fails or is interrupted (as the stage's
+        # other outputs, which it writes only on success): Live clears it on start.
+        self.metrics_file = Path(directory) / "metrics.json"
+        self.previous = self.metrics_file.read_bytes() if self.metrics_file.is_file() else None
         # dvcyaml=False: dvc.yaml declares what DVC shows; no experiment of its own (DVC runs the stage).
         self.live = _live_class()(str(directory), dvcyaml=False, save_dvc_exp=False, report=None)
         self.live.epoch_name = f"{task}/epoch"
@@ -101,5 +105,10 @@ class LiveLog:
     def __enter__(self) -> LiveLog:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, error_type, *exc_info) -> None:
         self.live.end()
+        if error_type is not None:
+            if self.previous is None:
+                self.metrics_file.unlink(missing_ok=True)
+            else:
+                write_outputs({self.metrics_file: self.previous})
