@@ -28,6 +28,10 @@ ERROR_LINE = re.compile(r"^(ERROR: |[a-z][\w.@-]*: error: )")
 WARNING_LINE = re.compile(r"^(WARNING: |[a-z][\w.@-]*: warning: )|:\d+: [A-Z]\w*Warning: ")
 # TensorFlow's absl says this in DVC's format on every start: a note about itself, not a warning.
 NOT_A_WARNING = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+# What `dvc exp run --run-all` says about itself, not about the experiments (their lines come through the
+# same stream): a hint for a terminal following the queue's logs, and DVC 3.67's closing summary, always
+# empty (dvc/repo/experiments/run.py reads the results' generator twice). DEBUG: out of sight by default.
+QUEUE_CHATTER = re.compile(r"^Following logs for .*\. Use Ctrl\+C to stop following logs|^Ran experiment\(s\):\s*$")
 
 
 class ExpectedFailuresWithoutTraceback(logging.Filter):
@@ -52,7 +56,9 @@ def log_without_tracebacks(*types: type[BaseException]) -> None:
 
 
 def line_level(line: str) -> str:
-    """"error", "warning" or "info": the log level of one line of a command's output."""
+    """"error", "warning", "info" or "debug": the log level of one line of a command's output."""
+    if QUEUE_CHATTER.match(line):
+        return "debug"
     if ERROR_LINE.search(line):
         return "error"
     if WARNING_LINE.search(line) and line != NOT_A_WARNING:

@@ -132,11 +132,11 @@ def test_a_terminal_gets_a_bar_with_eta():
 def test_an_interrupted_training_puts_the_last_good_metrics_back(live_dir: Path):
     """metrics.json is rewritten as training goes; Ctrl-C (or a failure) mid-training must not leave the
     partial one, which DVC would show as a changed output of a stage it never recorded."""
-    with LiveLog(live_dir) as log:
+    with LiveLog(live_dir, "synthetic") as log:
         log.log_epochs([{"train/loss": 1.0, "val/loss": 2.0}])
     good = (live_dir / "metrics.json").read_bytes()
     with pytest.raises(KeyboardInterrupt):
-        with LiveLog(live_dir) as log:
+        with LiveLog(live_dir, "synthetic") as log:
             log.log_epochs([{"train/loss": 9.0, "val/loss": 9.0}] * 3)
             assert (live_dir / "metrics.json").read_bytes() != good  # live, while it trains
             raise KeyboardInterrupt

@@ -221,6 +221,13 @@ def test_line_level_tells_real_warnings_and_errors_from_progress():
     assert line_level("WARNING: 'data/raw' is empty.") == "warning"
     assert line_level("fetch: warning: no Prefect flow run for fetch@heart (boom); running without it") == "warning"
     assert line_level("/venv/lib/keras/src/trainer.py:81: UserWarning: the model is not built") == "warning"
+    # The queue's own chatter, not the experiments': out of sight; a summary that names experiments is not.
+    following = ("Following logs for experiment 'narrow'. Use Ctrl+C to stop following logs (experiment execution "
+                 "will continue).")  # dvc/repo/experiments/queue/celery.py, as `--run-all` prints it
+    all_queued = ("Following logs for all queued experiments. Use Ctrl+C to stop following logs (experiment "
+                  "execution will continue).")  # dvc/repo/experiments/__init__.py
+    assert line_level(following) == line_level(all_queued) == line_level("Ran experiment(s): ") == "debug"
+    assert line_level("Ran experiment(s): baseline, narrow") == "info"
     for line in ("  epoch 20/2000 train/loss=0.1 val/loss=0.12", "  warnings.warn(message)",
                  "I0000 00:00:1700000000.1 oneDNN custom operations are on.", "Running stage 'generate':",
                  "Updating lock file 'dvc.lock'", "a line with error: in the middle",

@@ -7,6 +7,7 @@ Against a real (temporary, SQLite) Prefect server and real DVC and Keras runs on
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -64,10 +65,9 @@ def test_stage_runs_are_runs_of_one_stage_flow_and_training_progress_ends_at_100
     assert [(run.name, flows[run.flow_id]) for run in tagged] == [("generate", "stage")]
     assert flows[train_run.flow_id] == "stage" and "stage:train@heart" in train_run.tags
 
-    # A training stage that fails: its artifact says so, with the stage's own line. (Written as is:
-    # set_params would refuse the bad value the stage is to refuse.)
+    # A training stage that fails: its artifact says so, with the stage's own line.
     params = yaml.safe_load((workspace / "params.yaml").read_text())
-    params["heart"]["train"]["learning_rate"] = -1
+    params["heart"]["train"]["validation_split"] = 0.999  # valid to configure; no training rows for train
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     failed = pipeline(repo=str(workspace), targets=["train@heart"], return_state=True)
 
@@ -94,6 +94,9 @@ def test_each_variation_of_the_local_queue_is_a_task_run_with_its_state_and_head
 
     assert result.returncode == 1 and "broken" in result.stderr.splitlines()[-1], result.stderr[-2000:]
     assert "No hostname was supplied" not in result.stdout + result.stderr  # kombu, on DVC's filesystem broker
+    # DVC's queue chatter goes to DEBUG, out of the console (Prefect's default level is INFO).
+    assert "Use Ctrl+C to stop following logs" not in result.stdout + result.stderr
+    assert not re.search(r"Ran experiment\(s\):\s*$", result.stdout + result.stderr, re.M)
     with get_client(sync_client=True) as client:
         (study_run,) = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["study"])),
                                              sort=FlowRunSort.START_TIME_DESC, limit=1)
