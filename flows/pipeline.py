@@ -37,7 +37,7 @@ from flows.git_workspace import (GitSource, RecordRefused, RemoteError, credenti
                                  require_committed_inputs)
 from flows.processes import (CheckoutBusy, Interrupted, end_if_server_lost, interrupted_line,
                              log_without_tracebacks, one_run_per_checkout, prefect_server_for_run, signals_interrupt,
-                             stop_running_commands)
+                             stop_running_commands, storage_failure_line)
 from stages.core.contract import FORCE_DOWNLOAD_ENV, NETWORK_EXIT_CODE, PROGRESS_ARTIFACT_ENV, STAGE_REPORT_ENV
 from stages.core.tracking import PARENT_ENV, STAGE_FLOW, read_stage_records, stage_tag
 
@@ -533,6 +533,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                                                       "success); run it again to finish"), file=sys.stderr)
         return interrupt.exit_code
     result = state.result(raise_on_failure=False)
+    if line := storage_failure_line("pipeline", result):  # the flow's own write failed, as a stage's would
+        print(line, file=sys.stderr)
+        return 2
     if args.json:
         if not isinstance(result, dict):
             result = {"stages": [], "metrics": {}, "experiment": None, "commit": None}

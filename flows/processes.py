@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
+from stages.core.errors import storage_error, storage_line
+
 
 # What a line says about itself decides its level, not the stream it came on: the stages and DVC
 # print progress to stderr. Errors: DVC's `ERROR: ` prefix, a stage's one-line `train: error: …`.
@@ -44,9 +46,17 @@ class ExpectedFailuresWithoutTraceback(logging.Filter):
         self.types = types
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], self.types):
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and (isinstance(error, self.types) or storage_error(error) is not None):
             record.exc_info, record.exc_text = None, None
         return True
+
+
+def storage_failure_line(command: str, outcome: Any) -> Optional[str]:
+    """`pipeline: error: cannot write PATH: no space left on device; …` when a flow ended on the machine's
+    storage (a full disk, no permission, a read-only file system), as a stage says it; else None."""
+    os_error = storage_error(outcome) if isinstance(outcome, BaseException) else None
+    return f"{command}: error: {storage_line(os_error)}" if os_error is not None else None
 
 
 def log_without_tracebacks(*types: type[BaseException]) -> None:

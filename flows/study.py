@@ -47,7 +47,7 @@ from flows import dvc_adapter, pool as work_pool
 from flows.git_workspace import GitSource, RemoteError, credentials_env, fresh_clone, git_output, uncommitted_inputs
 from flows.pipeline import notify_failure, override_text, pipeline, publish_report_link, stage_env
 from flows.processes import (Interrupted, end_if_server_lost, interrupted_line, log_without_tracebacks,
-                             prefect_server_for_run, signals_interrupt)
+                             prefect_server_for_run, signals_interrupt, storage_failure_line)
 from stages.core.contract import STAGE_REPORT_ENV
 from stages.core.params import ParamsError, StudyVariation
 from stages.core.tracking import read_stage_records
@@ -641,6 +641,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(interrupted_line("study", interrupt, after, stopped), file=sys.stderr)
         return interrupt.exit_code
     result = state.result(raise_on_failure=False)
+    if line := storage_failure_line("study", result):  # the flow's own write failed, as a stage's would
+        print(line, file=sys.stderr)
+        return 2
     if not state.is_completed():
         print(f"study: error: {state.message}", file=sys.stderr)
         return 1

@@ -422,3 +422,34 @@ def test_a_read_only_file_system_is_one_line(capsys, small_disk):
                                                 "--out", str(out)]) == 2
     assert_one_line_error(capsys, "generate: error: cannot write", str(out), "read-only file system")
     assert snapshot(out) == {"domain.parquet": b"old"}
+
+
+def test_a_flow_ending_on_a_full_disk_is_one_line_and_its_log_has_no_traceback(small_disk):
+    """The flows' own writes (a study's report, a run's temp files) end as a stage's do: the commands'
+    main() print `storage_failure_line` and exit 2, and Prefect's run log keeps the line, not a traceback."""
+    import io
+    import logging
+
+    from flows.processes import ExpectedFailuresWithoutTraceback, storage_failure_line
+
+    fill(small_disk)
+    with pytest.raises(OSError) as full:
+        write_outputs({small_disk / "study.html": b"<html>" * 1000})
+    line = storage_failure_line("study", full.value)
+    assert line.startswith(f"study: error: cannot write {small_disk / 'study.html'}: no space left on device; ")
+    assert "\n" not in line and storage_failure_line("study", ValueError("a bug")) is None
+
+    stream = io.StringIO()
+    log = logging.getLogger("dnnlab-test-flow-run")
+    handler = logging.StreamHandler(stream)
+    log.addHandler(handler)
+    log.addFilter(ExpectedFailuresWithoutTraceback(()))
+    try:
+        for error in (full.value, ValueError("a bug")):
+            try:
+                raise error
+            except Exception:
+                log.exception("Flow run encountered an exception")
+    finally:
+        log.removeHandler(handler)
+    assert stream.getvalue().count("Traceback") == 1 and "ValueError: a bug" in stream.getvalue()  # a bug keeps its
