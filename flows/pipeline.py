@@ -11,6 +11,7 @@ cheap `skip:<stage>` task run.
 
     python -m flows.pipeline [--target STAGE]... [--force-fetch] [--set KEY=VALUE]... [--record]
                              [--max-parallel N] [--git-remote URL [--branch NAME]] [--json]
+    python -m flows.pipeline --restore   # after a killed run: the last good outputs back, nothing run
 """
 
 import argparse
@@ -32,7 +33,8 @@ from prefect import flow, get_run_logger, task
 from prefect.states import Failed, State
 
 from flows.dvc_adapter import (DvcError, DvcProject, apply_param_overrides, error_line, find_root, metrics_diff,
-                               parse_param_overrides, repro_args, save_experiment, stream_dvc)
+                               parse_param_overrides, repro_args, restore_recorded_outputs, save_experiment,
+                               stream_dvc)
 from flows.git_workspace import (GitSource, RecordRefused, RemoteError, credentials_env, fresh_clone, record_results,
                                  require_committed_inputs)
 from flows.processes import (CheckoutBusy, Interrupted, end_if_server_lost, interrupted_line,
@@ -517,7 +519,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--credentials-block", metavar="NAME",
                         help="a Prefect Secret block of environment variables for the remotes")
     parser.add_argument("--json", action="store_true", help="print the run's summary as one JSON object")
+    parser.add_argument("--restore", action="store_true",
+                        help="run nothing: put back the outputs dvc.lock records for every stage that lost them "
+                             "(a run killed midway: DVC removes a stage's outputs before running it)")
     args = parser.parse_args(argv)
+    if args.restore:
+        restored = restore_recorded_outputs(find_root(Path.cwd()))
+        print(f"pipeline: restored the recorded outputs of {', '.join(restored) or 'no stage (none was missing)'}",
+              file=sys.stderr)
+        return 0
     if args.max_parallel is not None and args.max_parallel < 1:
         parser.error(f"--max-parallel {args.max_parallel}: expected an integer >= 1")
     try:
@@ -529,8 +539,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                              git_remote=args.git_remote, branch=args.branch,
                              credentials_block=args.credentials_block, return_state=True)
     except Interrupted as interrupt:
-        print(interrupted_line("pipeline", interrupt, "each stage keeps its last good outputs (written only on "
-                                                      "success); run it again to finish"), file=sys.stderr)
+        print(interrupted_line("pipeline", interrupt, "`python -m flows.pipeline --restore` puts back their last "
+                                                      "good outputs (DVC removes a stage's outputs before running "
+                                                      "it); run it again to finish"), file=sys.stderr)
         return interrupt.exit_code
     result = state.result(raise_on_failure=False)
     if line := storage_failure_line("pipeline", result):  # the flow's own write failed, as a stage's would

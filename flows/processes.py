@@ -358,7 +358,7 @@ def end_if_server_lost(program: str, also_stop: Callable[[], list[str]] = list) 
     Without the server Prefect can record nothing (a run's states, its logs), and its client retries every
     call for minutes before the run fails with connection tracebacks. The stages do not need it, but a
     run that cannot be recorded is better ended at once: DVC has committed every stage that finished,
-    the stopped ones keep their last good outputs, and running it again with the server back finishes.
+    the stopped ones' outputs come back with `--restore`, and running it again with the server back finishes.
     `also_stop`: what else to stop then (the study's DVC queue), the names of what it stopped."""
     from prefect.settings import get_current_settings
 
@@ -374,7 +374,8 @@ def end_if_server_lost(program: str, also_stop: Callable[[], list[str]] = list) 
                 stopped = [*stopped_commands(), *also_stop()]
                 print(f"{program}: error: lost the Prefect server at {api_url} ({SERVER_MISSES} checks "
                       f"{SERVER_CHECK_S:.0f} s apart unanswered): stopped {', '.join(stopped) or 'nothing'}; stages "
-                      "that finished are committed by DVC, stopped ones keep their last good outputs; run again "
+                      "that finished are committed by DVC, stopped ones' outputs come back with `python -m "
+                      "flows.pipeline --restore`; run again "
                       "once the server is back", file=sys.stderr, flush=True)
                 os._exit(1)  # the main thread is in Prefect's client, retrying for minutes: nothing left to record
 
