@@ -11,7 +11,8 @@ tests/test_dvc_adapter.py (names, signatures, behaviour on a tiny repo):
   `plan_repro`, `Stage.changed()`; the stages' outputs and dependencies (`repo.index.stages`);
 - `-S` overrides as `dvc exp run` applies them: `dvc.utils.hydra.apply_overrides`;
 - the run cache's entries and the objects they restore: `repo.stage_cache.push`, `get_used_objs`,
-  `repo.cloud.push`;
+  `repo.cloud.push`; a stage made from a lock entry, as the run cache restores one
+  (`repo.stage_cache._create_stage`, `dvc.stage.serialize.to_single_stage_lockfile`);
 - the experiment queue and refs: `repo.experiments.run(queue=True)`, `celery_queue.iter_queued()`
   and `iter_active()`, `kill`, `remove` (`dvc queue kill/remove`), its workers' process records
   (`dvc_task`'s `ProcessInfo` files in `celery_queue.wdir`), `exp_refs_by_rev`, `exp_refs_by_baseline`

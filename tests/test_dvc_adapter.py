@@ -89,6 +89,10 @@ def test_dvc_internals_keep_the_names_and_signatures_the_adapter_calls():
     assert parameters(Stage.changed) == ["self", "allow_missing", "upstream"]
     assert parameters(Repo.find_root) == ["root", "fs"]
     assert parameters(apply_overrides) == ["path", "overrides"]
+    from dvc.stage.cache import StageCache
+    from dvc.stage.serialize import to_single_stage_lockfile
+    assert parameters(StageCache._create_stage) == ["self", "cache", "wdir"]  # restore_recorded_outputs
+    assert parameters(to_single_stage_lockfile)[:1] == ["stage"]
     assert parameters(exp_refs_by_rev) == ["scm", "rev"]
     assert parameters(exp_refs_by_baseline) == ["scm", "revs", "url"]
     assert parameters(remove)[:2] == ["repo", "exp_names"]
@@ -231,3 +235,15 @@ def test_queued_experiments_run_with_the_queue_runners_environment_and_their_nam
     dvc_adapter.queue_experiment(root, ["probe"], ["n=2"], "exp-a")  # a changed param: the stage runs
     dvc_adapter.run_dvc(root, dvc_adapter.run_queue_args(1), {**env, STAGE_REPORT_ENV: str(seen)})
     assert seen.read_text().split() == ["exp-a"]
+
+
+def test_restore_puts_back_the_outputs_dvc_lock_records_for_stages_that_lost_them(tiny: Path, env):
+    built(tiny, env)
+    recorded = (tiny / "b.txt").read_bytes()
+    (tiny / "b.txt").unlink()  # what DVC does before running a stage, and a killed run leaves
+
+    assert dvc_adapter.restore_recorded_outputs(tiny) == ["b"]
+
+    assert (tiny / "b.txt").read_bytes() == recorded
+    assert run(["dvc", "status", "--json"], tiny, env).stdout.strip() == "{}"
+    assert dvc_adapter.restore_recorded_outputs(tiny) == []  # nothing missing: nothing touched
