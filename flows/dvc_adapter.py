@@ -222,19 +222,20 @@ def within(path: str, paths: Sequence[str]) -> bool:
 
 @contextlib.contextmanager
 def environment(env: Optional[Mapping[str, str]]) -> Iterator[None]:
-    """`env` as this process's environment for a block: in-process DVC reads a remote's credentials
-    (AWS_*) from os.environ, not from the env a flow hands its `dvc` subprocesses."""
-    if env is None:
-        yield
-        return
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(env)
+    """`env`'s variables in this process's environment for a block, then as they were: in-process DVC reads a
+    remote's credentials (AWS_*) from os.environ, not from the env a flow hands its `dvc` subprocesses. Only
+    the variables that differ are touched (other threads of the flow read the environment too)."""
+    changed = {key: value for key, value in (env or {}).items() if os.environ.get(key) != value}
+    saved = {key: os.environ.get(key) for key in changed}
+    os.environ.update(changed)
     try:
         yield
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def push_run_cache(root: Path, remote: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> int:
