@@ -62,7 +62,7 @@ def training_stages(flow: subprocess.Popen) -> list[psutil.Process]:
     too: short, it may also have finished, and then DVC recorded it)."""
     training = [p for p in group_members(flow.pid) if "stages.train" in " ".join(p.cmdline())]
     synthetic = any("stages.train synthetic" in " ".join(p.cmdline()) for p in training)
-    # Past their imports (Ctrl-C in the middle of `import pandas` is Python's own traceback, not ours).
+    # Past their imports, into the epochs (a stage cut while importing has a line of its own, tested below).
     started = all(time.time() - p.create_time() > STARTUP_S for p in training)
     return training if synthetic and started else []
 
@@ -269,3 +269,20 @@ def test_serve_stops_on_ctrl_c_and_sigterm_in_one_line(prefect_api: str, tmp_pat
         text = log.read_text()
         assert text.strip().splitlines()[-1].startswith(f"serve: stopped by {signal.Signals(signum).name}: "), text
         assert "Traceback" not in text, text[-3000:]
+
+
+def test_ctrl_c_while_a_stage_still_imports_is_one_line_and_exit_130(tmp_path: Path, mirror: Path):
+    """Ctrl-C in the middle of a stage's imports (pydantic, pandas, TensorFlow: seconds on a busy machine),
+    before its main() runs: one line, exit 130, no traceback of the import it cut."""
+    stage = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "stages.train", "synthetic"], cwd=tmp_path,
+                             env=repo_env(mirror), stderr=subprocess.PIPE, text=True, start_new_session=True)
+    lines = []
+    for line in stage.stderr:  # -X importtime names each module as its import ends
+        lines.append(line)
+        if line.rstrip().endswith("stages.core.contract"):  # the package is in; params, pandas still to come
+            os.killpg(stage.pid, signal.SIGINT)
+            break
+    rest = stage.stderr.read()
+    assert stage.wait(timeout=30) == 130, "".join(lines) + rest
+    said = [line for line in rest.splitlines() if not line.startswith("import time:")]
+    assert said == ["train: error: interrupted while starting; its outputs are as they were"], rest

@@ -93,6 +93,7 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
     from stages.core.tracking import report_training_progress, track_stage, write_stage_record
 
     main = track_stage(name, main, (StageError, ParamsError))
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # past the imports: Ctrl-C is handled below
     try:
         main()
         # Its outputs are in place: Ctrl-C now (while it reports and exits) would fail the stage and leave
