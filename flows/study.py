@@ -29,6 +29,7 @@ import argparse
 import contextvars
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -40,6 +41,7 @@ from typing import Any, Optional, Sequence
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import TerminationSignal
 from prefect.futures import wait
 from prefect.states import Completed, Failed, State
 
@@ -271,6 +273,12 @@ def variation(git_remote: str, commit: str, name: str, params: list[str], branch
             push_experiment(clone, name, commit, env, log)
     except (StudyError, RemoteError, dvc_adapter.DvcError) as error:
         return Failed(message=str(error))
+    except (KeyboardInterrupt, TerminationSignal) as stop:  # its worker cancelled it, or the machine shuts down
+        # stream_dvc stopped `dvc exp run` and its stage already; the clone went with fresh_clone. One line
+        # says so, then Prefect records the run as crashed (the study resubmits it while attempts are left).
+        signum = getattr(stop, "signal", None) or getattr(stop, "signum", signal.SIGINT)
+        log.error(interrupted_line(f"variation {name}", Interrupted(signum), "its clone is removed, nothing more pushed"))
+        raise
     return {"name": name, "trained": True}
 
 

@@ -1,11 +1,13 @@
 """The study on a Prefect work pool (`python -m flows.study --pool`): how runs are judged and keyed, and
 one end-to-end study on real components on 127.0.0.1 (a bare git remote, a DVC remote folder,
 `prefect server start`, two `prefect worker` processes each with its own HOME and git identity), in
-which a worker dies mid-run, one variation fails, and a second study trains nothing."""
+which a worker dies mid-run, one variation fails, and a second study trains nothing; and a variation run its
+worker stops."""
 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -266,3 +268,55 @@ def test_a_pool_study_survives_a_dead_worker_reports_a_failure_and_a_rerun_train
 def local_exp_refs(repo: Path, env: dict[str, str]) -> dict[str, str]:
     refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo, env).stdout.split()
     return {ref.rsplit("/", 1)[1]: ref for ref in refs}
+
+
+def test_a_variation_run_its_worker_stops_ends_what_it_started_in_one_line(workspace: Path, mirror: Path,
+                                                                          tmp_path: Path):
+    """SIGTERM to a variation's flow-run process, as its worker sends it when the run is cancelled (or the
+    machine shuts down): `dvc exp run` and its stage stop within seconds, the clone it trained in is gone,
+    and its log says in one line what was stopped, without a traceback."""
+    from flows.processes import stop_process_group
+
+    env = repo_env(mirror, PREFECT_HOME=str(tmp_path / "server-home"))
+    study_params(workspace, [{"name": "long", "params": {"synthetic.train.epochs": 100_000}}])
+    run(["git", "commit", "-qam", "a long variation"], workspace, env)
+    add_remotes(workspace, tmp_path, env)
+    port = free_port()
+    server = start_prefect_server(env, port, tmp_path / "prefect-server.log")
+    env = {**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
+    create_pool(POOL, env, tmp_path)
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log:
+        worker = start_worker(POOL, "worker", worker_env(env, tmp_path / "home", "worker"), tmp_path, log)
+    study = subprocess.Popen([sys.executable, "-m", "flows.study", "--pool", POOL, "--attempts", "1"],
+                             cwd=workspace, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        def training() -> list[psutil.Process]:
+            return [p for p in psutil.Process(worker.pid).children(recursive=True)
+                    if "stages.train" in " ".join(p.cmdline()) and time.time() - p.create_time() > 10]
+
+        (stage,) = wait_for(training, bool, 300, "the variation training on the worker")
+        flow_run = next(p for p in psutil.Process(worker.pid).children()
+                        if p.environ().get("PREFECT__FLOW_RUN_ID"))
+        started = flow_run.children(recursive=True)
+        clone = Path(stage.cwd())
+        flow_run.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        _, alive = psutil.wait_procs([flow_run, *started], timeout=30)
+        assert not alive, [p.cmdline() for p in alive]
+        assert time.monotonic() - stopped < 30  # typically 5-7 s (DVC's grace to release its locks), on a busy machine
+        assert not clone.exists(), f"the run's clone is left: {clone}"
+        said = log_path.read_text()
+        assert "Traceback" not in said, said[-5000:]
+        (line,) = [line for line in said.splitlines() if "interrupted by SIGTERM" in line]
+        assert "variation long: interrupted by SIGTERM: stopped dvc exp run -n long " in line, line
+        # The study (attempts 1) reports the crashed run in its own line and fails.
+        _, study_err = study.communicate(timeout=120)
+        assert study.returncode == 1 and "Traceback" not in study_err, study_err[-3000:]
+        assert study_err.strip().splitlines()[-1] == ("study: error: every variation failed: long: crashed 1 time(s), "
+                                                      "the last: Execution was aborted by a termination signal.")
+    finally:
+        if study.poll() is None:
+            study.kill()
+        kill_machine(worker)
+        stop_process_group(server, grace_s=20)
