@@ -23,8 +23,12 @@ pipeline: setup
 	PATH="$(BIN):$$PATH" dvc repro
 	PATH="$(BIN):$$PATH" python -m flows.first_run compare
 
+# One pytest worker per core (pytest-xdist): a test spends much of its time in one stage process's
+# imports, so a second worker fills the other core. --dist loadscope keeps a module's tests (and its
+# module-wide Prefect server) on one worker; conftest.built_repo is built once and shared.
+TEST_WORKERS ?= auto
 test: setup
-	PATH="$(BIN):$$PATH" python -m pytest $(PYTEST_ARGS)
+	PATH="$(BIN):$$PATH" python -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 benchmark: setup
 	PATH="$(BIN):$$PATH" python -m benchmarks.training

@@ -24,6 +24,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 # Small enough for CI's 2 cores, big enough that every stage does real work.
 TINY_EPOCHS = {"synthetic.train.epochs": 20, "heart.train.epochs": 5, "mnist.train.epochs": 1}
+# pytest-xdist's worker name ("gw0", "gw1"; empty without -n): what one worker keeps apart from the others.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 
 
 def default_mirror() -> Path:
@@ -45,7 +47,7 @@ def repo_env(mirror: Path, **extra: str) -> dict[str, str]:
     server (neither from the environment nor from the developer's Prefect profile)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
     env.update({
-        "PREFECT_HOME": str(Path(tempfile.gettempdir()) / "dnnlab-tests-prefect-home"),
+        "PREFECT_HOME": str(Path(tempfile.gettempdir()) / f"dnnlab-tests-prefect-home{XDIST_WORKER}"),
         "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
         "DNNLAB_DATA_MIRROR": str(mirror),
         "GIT_AUTHOR_NAME": "dnnlab tests", "GIT_AUTHOR_EMAIL": "tests@dnnlab.invalid",
@@ -114,8 +116,19 @@ def build_tiny_repo(destination: Path, mirror: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def built_repo(tmp_path_factory, mirror) -> Path:
-    """A repo copy with tiny epochs, fully built and committed; copy it before changing it."""
-    return build_tiny_repo(tmp_path_factory.mktemp("built") / "repo", mirror)
+    """A repo copy with tiny epochs, fully built and committed; copy it before changing it. Under
+    pytest-xdist the first worker that needs it builds it and the others wait and share it."""
+    if not XDIST_WORKER:
+        return build_tiny_repo(tmp_path_factory.mktemp("built") / "repo", mirror)
+    from filelock import FileLock  # DVC's dependency
+
+    shared = tmp_path_factory.getbasetemp().parent / "built"  # the run's folder, above each worker's own
+    with FileLock(str(shared) + ".lock"):
+        if not (shared / "built.ok").exists():
+            shutil.rmtree(shared, ignore_errors=True)  # what a worker that failed halfway left
+            build_tiny_repo(shared / "repo", mirror)
+            (shared / "built.ok").touch()
+    return shared / "repo"
 
 
 @pytest.fixture
