@@ -89,6 +89,19 @@ def test_the_site_loads_nothing_from_the_network(site: Path):
     assert "fonts.googleapis.com" not in (site / "index.html").read_text(encoding="utf-8")
 
 
+# Markdown that Python-Markdown left as text (GitHub renders it; MkDocs does not): a list straight
+# after a paragraph line, an unclosed fence or emphasis, a heading or a link that did not parse.
+RAW_MARKDOWN = re.compile(r"\n\s*[-*] |\*\*|```|\n#+ |\]\(")
+
+
+def test_no_page_shows_markdown_as_text(site: Path):
+    for html in sorted(site.glob("*.html")):
+        article = re.search(r"<article.*?</article>", html.read_text(encoding="utf-8"), re.S)
+        text = re.sub(r"<[^>]+>", "", re.sub(r"<pre.*?</pre>", "", article.group(0), flags=re.S))
+        shown = [match.group(0) for match in RAW_MARKDOWN.finditer(text)]
+        assert not shown, f"{html.name} shows markdown as text: {shown[:5]}"
+
+
 # --- a broken site fails the build, naming what broke ---
 
 BREAKAGES = {
