@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup pipeline test benchmark
+.PHONY: setup pipeline test benchmark docs
 
 $(INSTALLED): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ setup: $(INSTALLED)
 # dvc runs each stage's `python -m stages.…` with the virtual environment first on PATH. What the
 # DVC remote already holds is pulled, not recomputed; flows.first_run says so in one line (an empty
 # or unreachable remote too: `dvc repro` then computes everything), and one line at the end if the
-# results differ from the committed ones (another CPU: README, "Results from another CPU").
+# results differ from the committed ones (another CPU: docs/sharing.md, "Results from another CPU").
 pipeline: setup
 	PATH="$(BIN):$$PATH" python -m flows.first_run pull
 	PATH="$(BIN):$$PATH" dvc repro
@@ -32,3 +32,8 @@ test: setup
 
 benchmark: setup
 	PATH="$(BIN):$$PATH" python -m benchmarks.training
+
+# The docs site (docs/, mkdocs.yml) into site/, as tests/test_docs.py builds it: open site/index.html
+# (no server, no network); `.venv/bin/mkdocs serve` for a live preview while editing.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict

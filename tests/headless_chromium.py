@@ -85,6 +85,7 @@ class RenderedPage:
     errors: list[str] = field(default_factory=list)        # uncaught exceptions, console.error, failed loads
     remote_requests: list[str] = field(default_factory=list)  # any URL that is not file: or data:
     screenshot: bytes = field(default=b"", repr=False)
+    script_result: object = None                           # what `render`'s script returned
 
 
 class DevToolsPage:
@@ -183,8 +184,9 @@ def screenshot(page: DevToolsPage) -> bytes:
     return base64.b64decode(page.call("Page.captureScreenshot", format="png")["data"])
 
 
-def render(html: Path, plot_ids: list[str] = ()) -> RenderedPage:
-    """Open `html` offline in headless Chromium, wait for the plots `plot_ids` to draw, and measure."""
+def render(html: Path, plot_ids: list[str] = (), script: str | None = None) -> RenderedPage:
+    """Open `html` offline in headless Chromium, wait for the plots `plot_ids` to draw, and measure; then
+    take the screenshot and run `script` (a JavaScript expression, awaited: a page's own behaviour to try)."""
     with tempfile.TemporaryDirectory(prefix="dnnlab-chromium-", ignore_cleanup_errors=True) as profile:
         process, websocket_url = start_chromium(Path(profile))
         try:
@@ -195,9 +197,10 @@ def render(html: Path, plot_ids: list[str] = ()) -> RenderedPage:
             page.wait_for_event("Page.loadEventFired")
             measured = measure_when_drawn(page, list(plot_ids))
             shot = screenshot(page)
+            script_result = page.evaluate(script) if script else None
             page.close()
         finally:
             stop_process_group(process)
     return RenderedPage(plots=measured["plots"], images=measured["images"], versions=measured["versions"],
                         text=measured["text"], errors=page_errors(page.events), remote_requests=remote_requests(page.events),
-                        screenshot=shot)
+                        screenshot=shot, script_result=script_result)

@@ -1,4 +1,5 @@
-"""The README's "Add your own task", followed word for word in a throwaway copy of the built repo."""
+"""The docs' "Add your own task" page (docs/add-a-task.md), followed word for word in a throwaway copy of
+the built repo: the page is the single source of the blocks, so what it shows is what runs."""
 
 from __future__ import annotations
 
@@ -13,21 +14,23 @@ NEW_STAGES = {"fetch@breast_cancer", "preprocess@breast_cancer", "configure@brea
               "evaluate@breast_cancer", "report"}
 
 
-def readme_block(target: str) -> str:
-    """The fenced block the README marks with `<!-- add-a-task: TARGET -->`."""
-    readme = (REPO_ROOT / "README.md").read_text()
-    match = re.search(rf"<!-- add-a-task: {re.escape(target)} -->\n```\w+\n(.*?)```", readme, re.S)
-    assert match, f"README.md has no add-a-task block for {target}"
+PAGE = REPO_ROOT / "docs" / "add-a-task.md"
+
+
+def page_block(target: str) -> str:
+    """The fenced block the page marks with `<!-- add-a-task: TARGET -->`."""
+    match = re.search(rf"<!-- add-a-task: {re.escape(target)} -->\n```\w+\n(.*?)```", PAGE.read_text(), re.S)
+    assert match, f"{PAGE.relative_to(REPO_ROOT)} has no add-a-task block for {target}"
     return match.group(1)
 
 
 def test_a_new_task_is_one_module_its_params_and_one_matrix_entry(workspace: Path, mirror: Path):
     env = repo_env(mirror)
-    (workspace / "stages/tasks/breast_cancer.py").write_text(readme_block("stages/tasks/breast_cancer.py"))
+    (workspace / "stages/tasks/breast_cancer.py").write_text(page_block("stages/tasks/breast_cancer.py"))
     with (workspace / "params.yaml").open("a") as params:
-        params.write("\n" + readme_block("params.yaml"))
+        params.write("\n" + page_block("params.yaml"))
     pipeline = (workspace / "dvc.yaml").read_text()
-    for line in readme_block("dvc.yaml").splitlines():
+    for line in page_block("dvc.yaml").splitlines():
         if match := re.match(r"\s+- (\w+):", line):
             pipeline, count = re.subn(rf"^\s+- {match.group(1)}:.*$", line, pipeline, count=1, flags=re.M)
             assert count == 1, f"dvc.yaml has no `- {match.group(1)}:` line in vars"

@@ -1,7 +1,9 @@
 """The lab's pages, opened offline in headless Chromium: every figure and plot is drawn, nothing
 errs, nothing is fetched. The lab report, the study report, and the `dvc plots show` and
 `dvc plots diff` pages of a tiny built repo copy (whose plots page inlines Vega from
-.dvc/plots/html/: DVC's own page loads it from a CDN and stays blank offline)."""
+.dvc/plots/html/: DVC's own page loads it from a CDN and stays blank offline), and the docs site
+(whose search runs from file:// with the vendored iframe-worker shim: the offline plugin's default
+loads it from a CDN)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import os
 import re
 import runpy
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 import yaml
@@ -18,6 +21,7 @@ from dvc_render.vega import VegaRenderer
 from PIL import Image
 
 from tests.conftest import REPO_ROOT, repo_env, run
+from tests.test_docs import build_docs, copy_docs
 from tests.headless_chromium import CHROMIUM, INSTALL_HINT, PAGE_WIDTH, RenderedPage, render
 from tests.test_study import curve, experiment
 from stages.reporting.study import build_study_report
@@ -39,9 +43,9 @@ def chromium() -> Path:
     return CHROMIUM
 
 
-def open_in_browser(html: Path, name: str, plot_ids: list[str], tmp_path: Path) -> RenderedPage:
+def open_in_browser(html: Path, name: str, plot_ids: list[str], tmp_path: Path, script: str | None = None) -> RenderedPage:
     """Render `html` and keep its screenshot as <name>.png (in DNNLAB_SCREENSHOTS if set, to look at)."""
-    page = render(html, plot_ids)
+    page = render(html, plot_ids, script)
     folder = Path(os.environ.get("DNNLAB_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.png").write_bytes(page.screenshot)
@@ -178,3 +182,60 @@ def test_without_the_offline_template_the_plots_page_is_blank_offline(chromium, 
     assert any("vegaEmbed is not defined" in error for error in page.errors)
     assert all(views == [] for views in page.plots.values())
     assert is_one_colour(page.screenshot)
+
+
+# --- the docs site ---
+
+# Opens Material's search (over file:// its worker starts only then), types a query and waits for the
+# results (the index loads in the worker, an iframe over file://, asynchronously); returns their links.
+SEARCH = """
+(async () => {
+  const input = document.querySelector('[data-md-component="search-query"]');
+  input.value = QUERY;
+  const toggle = document.getElementById('__search');
+  toggle.checked = true;
+  toggle.dispatchEvent(new Event('change'));
+  input.focus();
+  input.dispatchEvent(new KeyboardEvent('keyup'));
+  for (let tries = 0; tries < 100; tries++) {
+    const links = [...document.querySelectorAll('.md-search-result__item a')].map(a => a.getAttribute('href'));
+    if (links.length) return links;
+    await new Promise(resolve => setTimeout(resolve, 100));
+  }
+  return [];
+})()
+"""
+# A word only the study page uses ("Detect zombie flows"): a hit there is the index's, not the open page's.
+QUERY, FOUND_ON = "zombie", "study.html"
+
+
+def nav_titles(config: Path) -> list[str]:
+    return [next(iter(entry)) for entry in yaml.safe_load(config.read_text())["nav"]]
+
+
+def test_docs_site_opens_offline_with_its_nav_and_a_working_search(chromium, tmp_path):
+    config = REPO_ROOT / "mkdocs.yml"
+    built = build_docs(config, tmp_path / "site")
+    assert built.returncode == 0, built.stderr
+    page = open_in_browser(tmp_path / "site" / "index.html", "docs-site", [], tmp_path,
+                           SEARCH.replace("QUERY", json.dumps(QUERY)))
+    assert_offline_and_clean(page)
+    missing = [title for title in nav_titles(config) if title not in page.text]
+    assert not missing, f"the page does not show the nav entries {missing}"
+    assert "make pipeline" in page.text and "make test" in page.text
+    assert any(urlparse(link).path.endswith("/" + FOUND_ON) for link in page.script_result), \
+        f"searching {QUERY!r} offline found {page.script_result}, nothing on {FOUND_ON}"
+
+
+def test_without_the_vendored_shim_the_docs_search_reaches_for_a_cdn(chromium, tmp_path):
+    """Shows that the checks above see the offline plugin's default fail offline (unpkg.com)."""
+    config = copy_docs(tmp_path)
+    settings = yaml.safe_load(config.read_text())
+    del settings["extra"]["polyfills"]
+    config.write_text(yaml.safe_dump(settings, sort_keys=False))
+    built = build_docs(config, tmp_path / "site")
+    assert built.returncode == 0, built.stderr
+    page = open_in_browser(tmp_path / "site" / "index.html", "docs-site-without-shim", [], tmp_path,
+                           SEARCH.replace("QUERY", json.dumps(QUERY)))
+    assert page.remote_requests and all("unpkg.com" in url for url in page.remote_requests)
+    assert page.script_result == []
