@@ -491,7 +491,7 @@ def _parse_set(text: str) -> tuple[str, str]:
     return key, value
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def command_line() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", action="append", dest="targets", metavar="STAGE",
@@ -517,6 +517,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--restore", action="store_true",
                         help="run nothing: put back the outputs dvc.lock records for every stage that lost them "
                              "(a run killed midway: DVC removes a stage's outputs before running it)")
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = command_line()
     args = parser.parse_args(argv)
     if args.restore:
         restored = restore_recorded_outputs(find_root(Path.cwd()))

@@ -584,7 +584,7 @@ def stop_study_queue(names: list[str], pooled: bool) -> list[str]:
         return []
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def command_line() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m flows.study", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", action="append", metavar="NAME",
@@ -604,6 +604,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="with --pool and --git-remote: run the study in a fresh clone of the git remote, "
                              "not in this checkout (what the study deployment does)")
     parser.add_argument("--json", action="store_true", help="print the experiments, report path and seconds as JSON")
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = command_line()
     args = parser.parse_args(argv)
     try:  # refuse bad modes, entries and unknown names before Prefect starts (the flow checks again)
         spec = RunSpec.for_flow("study", flags=True, jobs=args.jobs, attempts=args.attempts, pool=args.pool,
