@@ -227,3 +227,25 @@ def test_each_choice_list_and_range_is_declared_once():
         override = ModelOverrides.model_fields[name]
         assert (override.metadata, override.description, override.default) == (field.metadata, field.description, None)
     assert list(ModelOverrides.model_fields) == list(ModelConfig.model_fields)
+
+
+@pytest.mark.parametrize(("edit", "line"), [
+    (lambda raw: raw.pop("seed"), "params.yaml: missing key seed"),
+    (lambda raw: raw["synthetic"].pop("train"), "params.yaml: missing key synthetic.train"),
+    (lambda raw: raw.update(synthetic=3),
+     "params.yaml: synthetic = 3 is invalid; allowed: a mapping with the keys data, model and train"),
+    (lambda raw: raw["synthetic"]["model"].update(width=0),
+     "params.yaml: synthetic.model.width = 0 is invalid; allowed: an integer >= 1"),
+    (lambda raw: raw["synthetic"]["data"].update(n="many"), None),  # not an input of the training
+    (lambda raw: raw.pop("heart"), None),
+])
+def test_a_tasks_training_reads_only_its_inputs_with_the_same_messages(raw, edit, line):
+    from stages.core.params import training_config
+
+    edit(raw)
+    if line is None:
+        assert training_config(raw, "synthetic").model.width == raw["model"]["width"]
+        return
+    with pytest.raises(ParamsError) as error:
+        training_config(raw, "synthetic")
+    assert str(error.value) == line

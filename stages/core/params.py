@@ -64,6 +64,7 @@ Finite = Annotated[float, Field(allow_inf_nan=False)]
 Interval = Annotated[tuple[Finite, Finite], Field(strict=False), AfterValidator(_increasing),
                      Allowed("[low, high] with low < high")]
 Share = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+Seed = Annotated[int, Field(ge=0, description="one seed for data, splits, initialisation and shuffling")]
 
 
 class ModelConfig(ParamsModel):
@@ -88,6 +89,9 @@ ModelOverrides = create_model(
     "ModelOverrides", __base__=ParamsModel, __module__=__name__,
     __doc__="A task's overrides of the shared `model`: any of its keys, or none (null: as in `model`).",
     **{name: _optional(field) for name, field in ModelConfig.model_fields.items()})
+
+
+SharedModel = Annotated[ModelConfig, Field(description="the dense network shared by the tasks")]
 
 
 class TrainConfig(ParamsModel):
@@ -242,9 +246,7 @@ def params_model(tasks: tuple[tuple[str, type[BaseModel], str], ...], other_task
     model = create_model(
         "Params", __base__=ParamsFile, __module__=__name__,
         __doc__="dnnlab's params.yaml (stages/core/params.py, stages/tasks/*.py)",
-        seed=(int, Field(ge=0, description="one seed for data, splits, initialisation and shuffling")),
-        model=(ModelConfig, Field(description="the dense network shared by the tasks")),
-        **sections, **others, study=study)
+        seed=(Seed, ...), model=(SharedModel, ...), **sections, **others, study=study)
     model.TASKS, model.OTHER_TASKS = tasks, other_tasks
     return model
 
@@ -388,29 +390,38 @@ def parse_params(raw: Any, model: type[ParamsFile]) -> Params:
     return Params(seed=file.seed, model=file.model, tasks=tasks, study=study)
 
 
-def parse_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise _fail("seed", seed, "an integer >= 0")
-    return seed
+class TrainingInputs(ParamsModel):
+    """The keys one task's training resolves from; the others are not its inputs, so they are left alone."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class TrainingSection(TrainingInputs):
+    """What configure@<task> reads of a task's section: its `model` overrides and `train`, not its `data`."""
+
+    model: ModelOverrides = Field(default_factory=ModelOverrides)
+    train: TrainConfig
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _empty_if_null(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+
+@functools.cache
+def training_model(name: str) -> type[BaseModel]:
+    """The part of params.yaml task `name`'s training resolves from (seed, model, <name>.model, <name>.train:
+    what dvc.yaml lists for configure@<name>): other keys are not its inputs, so they are left alone."""
+    return create_model(f"{name.title().replace('_', '')}Training", __base__=TrainingInputs, __module__=__name__,
+                        seed=(Seed, ...), model=(SharedModel, ...),
+                        **{name: (Annotated[TrainingSection, Allowed(SECTION_SHAPE)], ...)})
 
 
 def training_config(raw: Any, name: str) -> TrainingConfig:
-    """Task `name`'s TrainingConfig from a params mapping: only the keys it resolves from are read
-    (seed, model, <name>.model, <name>.train: what dvc.yaml lists for configure@<name>)."""
-    if not isinstance(raw, Mapping):
-        raise _fail("params.yaml", raw, "a mapping of keys to values")
-    for key in ("seed", "model", name):
-        if key not in raw:
-            raise ParamsError(f"params.yaml: missing key {key}")
-    section = raw[name]
-    if not isinstance(section, Mapping):
-        raise _fail(name, section, SECTION_SHAPE)
-    if "train" not in section:
-        raise ParamsError(f"params.yaml: missing key {name}.train")
-    shared = validate_section(ModelConfig, raw["model"], "model.")
-    overrides = validate_section(ModelOverrides, section.get("model") or {}, f"{name}.model.")
-    return TrainingConfig(seed=parse_seed(raw["seed"]), model=resolved_model(shared, overrides),
-                          train=validate_section(TrainConfig, section["train"], f"{name}.train."))
+    """Task `name`'s TrainingConfig from a params mapping, validated by training_model(name)."""
+    checked = validate_section(training_model(name), raw, "")
+    section = getattr(checked, name)
+    return TrainingConfig(seed=checked.seed, model=resolved_model(checked.model, section.model), train=section.train)
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any], model: type[ParamsFile]) -> dict[str, Any]:
