@@ -3,8 +3,10 @@
 A wrong key or value fails here, before any data is touched, with one line naming the key and
 what is allowed, e.g. `params.yaml: model.width = 0 is invalid; allowed: an integer >= 1`.
 The file has a shared `model`, one section per task (`<task>.data`, `.model`, `.train`) and the
-study. A task's `data` model is declared by its task module (stages/tasks/<name>.py); this module
-takes those models as arguments, so it knows no task by name. A task's `model` section overrides
+study, and the whole of it is one model (`params_model`), whose JSON Schema is params.schema.json
+(stages/params_schema.py): the checks, the messages and what editors show come from the same fields.
+A task's `data` model is declared by its task module (stages/tasks/<name>.py); this module takes
+those models as arguments, so it knows no task by name. A task's `model` section overrides
 any `model.*` key; the resolved network config is what the stages see. At the end, the limits:
 rough memory estimates that refuse a value the machine cannot hold, naming its key.
 """
@@ -30,7 +32,6 @@ Activation = Literal["relu", "tanh", "sigmoid", "elu", "selu", "gelu", "swish", 
 ACTIVATIONS = get_args(Activation)
 Engine = Literal["compiled", "fit"]
 ENGINES = get_args(Engine)
-SECTIONS = ("data", "model", "train")  # of every task
 # ASCII only: a study name becomes a DVC experiment's git ref (refs/exps/...), a Prefect run's name and a
 # folder; `é` passes str.isalnum but is a different byte sequence in NFC and NFD (macOS), so it is refused.
 STUDY_NAME = r"^[A-Za-z0-9_-]+$"
@@ -145,7 +146,7 @@ class Params(ParamsModel):
 
 # --- the file: one model for the whole of params.yaml (its JSON Schema is params.schema.json) ---
 
-SECTION_SHAPE = "a mapping with the keys data, model and train"
+SECTION_SHAPE = "a mapping with the keys data, model and train"  # dvc.yaml lists all three: DVC needs them
 
 
 class TaskSection(ParamsModel):
@@ -191,7 +192,7 @@ class Study(ParamsModel):
 
     @field_validator("variations", mode="before")
     @classmethod
-    def _none_if_null(cls, value: Any) -> Any:
+    def _empty_list_if_null(cls, value: Any) -> Any:
         return () if value is None else value
 
     @model_validator(mode="after")
