@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from flows.run_spec import Flow, RunSpec
+
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
 
@@ -31,6 +33,12 @@ FROM_GIT = {
     "credentials_block": "{{ prefect.variables.dnnlab_credentials_block }}",  # unset: none
 }
 PREFECT_YAML = Path(__file__).resolve().parents[1] / "prefect.yaml"
+
+
+def from_git(flow: Flow, **modes: Any) -> dict[str, Any]:
+    """A `flow`'s parameters for a run in a fresh clone of the git remote with these `modes`, checked as a
+    run's are (flows/run_spec.py): a deployment that could never run fails here, not at 03:00."""
+    return RunSpec.for_flow(flow, **FROM_GIT, **modes).parameters(flow)
 
 
 @dataclass(frozen=True)
@@ -52,13 +60,13 @@ DEPLOYMENTS = (
                     "rerun what changed, and when the results changed push them (data to the DVC remote, "
                     "then a commit of dvc.lock and the metrics).",
         cron="0 3 * * *",
-        parameters={"force_fetch": True, "record": True, **FROM_GIT},
+        parameters={"force_fetch": True, **from_git("pipeline", record=True)},
     ),
     Deployment(
         name="on-demand",
         description="Run the pipeline now, in a fresh clone of the git remote: the stale stages run, "
                     "nothing is committed (`-p record=true` pushes the results like the nightly run).",
-        parameters=dict(FROM_GIT),
+        parameters=from_git("pipeline"),
     ),
     Deployment(
         name="study",
@@ -66,7 +74,7 @@ DEPLOYMENTS = (
         description="The lab's hyperparameter study, in a fresh clone of the git remote: params.yaml's study "
                     "variations as DVC experiments on the work pool's workers, pushed to the git remote and "
                     "compared in the study-run artifact.",
-        parameters={**FROM_GIT, "from_git": True, "pool": WORK_POOL},
+        parameters=from_git("study", from_git=True, pool=WORK_POOL),
     ),
 )
 

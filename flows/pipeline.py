@@ -40,6 +40,7 @@ from flows.git_workspace import (GitSource, RecordRefused, RemoteError, credenti
 from flows.processes import (CheckoutBusy, Interrupted, end_if_server_lost, interrupted_line,
                              log_without_tracebacks, one_run_per_checkout, prefect_server_for_run, signals_interrupt,
                              stop_running_commands, storage_failure_line)
+from flows.run_spec import RunSpec, RunSpecError
 from stages.core.contract import FORCE_DOWNLOAD_ENV, NETWORK_EXIT_CODE, PROGRESS_ARTIFACT_ENV, STAGE_REPORT_ENV
 from stages.core.tracking import PARENT_ENV, STAGE_FLOW, read_stage_records, stage_tag
 
@@ -392,32 +393,26 @@ def pipeline(targets: Optional[list[str]] = None, force_fetch: bool = False,
     credentials_block: a Prefect Secret block of environment variables git and DVC need for the
         remotes (e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
     """
-    if max_parallel is not None and max_parallel < 1:
-        return Failed(message=f"max_parallel = {max_parallel}: expected an integer >= 1")
-    if overrides and record:
-        return Failed(message="record commits results to git; a run with overrides is a DVC experiment "
-                              "(`dvc exp show`, `dvc exp apply`): use one or the other")
-    options = dict(targets=targets, force_fetch=force_fetch, overrides=overrides, record=record,
+    try:
+        spec = RunSpec.for_flow("pipeline", record=record, overrides=overrides, max_parallel=max_parallel, repo=repo,
+                                git_remote=git_remote, branch=branch, credentials_block=credentials_block)
+    except RunSpecError as error:
+        return Failed(message=str(error))
+    options = dict(targets=targets, force_fetch=force_fetch, overrides=spec.overrides, record=spec.record,
                    fetch_retries=fetch_retries, fetch_retry_delay_seconds=fetch_retry_delay_seconds,
-                   max_parallel=max_parallel or os.cpu_count() or 1)
-    if git_remote is None:
-        root = find_root(Path(repo or os.getcwd()).resolve())
+                   max_parallel=spec.max_parallel or os.cpu_count() or 1)
+    if not spec.from_git:
+        root = find_root(Path(spec.repo or os.getcwd()).resolve())
         # DVC's Python API, like its CLI, names stages and files relative to the working directory.
         try:
             with one_run_per_checkout(root, f"pipeline run {_run_name()}"), contextlib.chdir(root):
                 return _run_pipeline(root, **options)
         except CheckoutBusy as error:
             return Failed(message=str(error))
-    if not git_remote:  # a deployment's `{{ prefect.variables.dnnlab_git_remote }}` with no such variable
-        return Failed(message="git_remote is empty: set the Prefect variable dnnlab_git_remote to the git remote's "
-                              "URL (`prefect variable set dnnlab_git_remote URL`), then deploy or serve again")
-    if repo or overrides:
-        return Failed(message="git_remote runs in a fresh clone: it takes neither repo nor overrides "
-                              "(a variation of the params is the study's business: `flows.study`)")
     try:
-        source = GitSource(git_remote, branch or "main", credentials_env(credentials_block))
+        source = GitSource(spec.git_remote, spec.branch or "main", credentials_env(spec.credentials_block))
         with fresh_clone(source, stage_env(False), get_run_logger()) as clone, contextlib.chdir(clone):
-            return _run_pipeline(clone, remote_env=source.env, push_branch=source.branch if record else None,
+            return _run_pipeline(clone, remote_env=source.env, push_branch=source.branch if spec.record else None,
                                  in_clone=True, **options)
     except RemoteError as error:
         return Failed(message=str(error))
@@ -496,7 +491,7 @@ def _parse_set(text: str) -> tuple[str, str]:
     return key, value
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def command_line() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", action="append", dest="targets", metavar="STAGE",
@@ -522,22 +517,29 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--restore", action="store_true",
                         help="run nothing: put back the outputs dvc.lock records for every stage that lost them "
                              "(a run killed midway: DVC removes a stage's outputs before running it)")
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = command_line()
     args = parser.parse_args(argv)
     if args.restore:
         restored = restore_recorded_outputs(find_root(Path.cwd()))
         print(f"pipeline: restored the recorded outputs of {', '.join(restored) or 'no stage (none was missing)'}",
               file=sys.stderr)
         return 0
-    if args.max_parallel is not None and args.max_parallel < 1:
-        parser.error(f"--max-parallel {args.max_parallel}: expected an integer >= 1")
+    try:  # refuse modes that do not go together before Prefect starts
+        spec = RunSpec.for_flow("pipeline", flags=True, record=args.record, max_parallel=args.max_parallel,
+                                overrides=dict(args.overrides) if args.overrides else None,
+                                git_remote=args.git_remote, branch=args.branch,
+                                credentials_block=args.credentials_block)
+    except RunSpecError as error:
+        parser.error(str(error))
     try:
         with signals_interrupt(), prefect_server_for_run(), end_if_server_lost("pipeline"):
-            state = pipeline(targets=args.targets, force_fetch=args.force_fetch,
-                             overrides=dict(args.overrides) if args.overrides else None, record=args.record,
-                             fetch_retries=args.fetch_retries, fetch_retry_delay_seconds=args.fetch_retry_delay,
-                             max_parallel=args.max_parallel, notify_block=args.notify_block,
-                             git_remote=args.git_remote, branch=args.branch,
-                             credentials_block=args.credentials_block, return_state=True)
+            state = pipeline(targets=args.targets, force_fetch=args.force_fetch, fetch_retries=args.fetch_retries,
+                             fetch_retry_delay_seconds=args.fetch_retry_delay, notify_block=args.notify_block,
+                             **spec.parameters("pipeline"), return_state=True)
     except Interrupted as interrupt:
         print(interrupted_line("pipeline", interrupt, "`python -m flows.pipeline --restore` puts back their last "
                                                       "good outputs (DVC removes a stage's outputs before running "

@@ -48,6 +48,7 @@ from prefect.states import Completed, Failed, State
 from flows import dvc_adapter, pool as work_pool
 from flows.git_workspace import GitSource, RemoteError, credentials_env, fresh_clone, git_output, uncommitted_inputs
 from flows.pipeline import notify_failure, override_text, pipeline, publish_report_link, stage_env
+from flows.run_spec import DEFAULT_ATTEMPTS, DEFAULT_JOBS, RunSpec, RunSpecError
 from flows.processes import (Interrupted, end_if_server_lost, interrupted_line, log_without_tracebacks,
                              prefect_server_for_run, signals_interrupt, storage_failure_line)
 from stages.core.contract import STAGE_REPORT_ENV
@@ -63,13 +64,9 @@ PREDICTIONS = "reports/plots/synthetic/evaluation/predictions.csv"
 # curves and predictions are fresh whatever a variation changes; the lab's report.html is left out
 # (the study writes its own page; `dvc exp apply NAME && dvc repro` brings it up to date).
 TARGETS = ("evaluate",)
-# On 2 cores the default study took 110-136 s with 2 workers and 150 s with one (same machine, same hour).
-DEFAULT_JOBS = 2
 ARTIFACT_KEY = "study-run"  # table: the experiments, best val/loss first
 REPORT_ARTIFACT_KEY = "study-report"  # link: file:// URL of reports/study.html
 HEADLINE = ("val/loss", "test/relative_mse", "ood/mse_vs_truth")
-# A variation's run on the pool is resubmitted when its worker dies (Crashed), at most this many runs in all.
-DEFAULT_ATTEMPTS = 3
 
 
 class StudyError(Exception):
@@ -513,34 +510,26 @@ def study(only: Optional[list[str]] = None, jobs: int = DEFAULT_JOBS, repo: Opti
     `repo`, never in a working tree (the `study` deployment); it needs `pool`. The experiments stay at
     the git remote (`dvc exp pull origin NAME`), the results in the `study-run` artifact.
     """
-    options = dict(only=only, jobs=jobs, pool=pool, attempts=attempts, git_remote=git_remote,
-                   credentials_block=credentials_block)
-    if not from_git:
-        return _run_study(Path(repo or os.getcwd()).resolve(), branch=branch, **options)
-    if not git_remote:  # the deployment's `{{ prefect.variables.dnnlab_git_remote }}` with no such variable
-        return Failed(message="git_remote is empty: set the Prefect variable dnnlab_git_remote to the git remote's "
-                              "URL (`prefect variable set dnnlab_git_remote URL`), then deploy or serve again")
-    if not pool:
-        return Failed(message="a study from git runs its variations on a work pool (its clone goes when it ends): "
-                              "pass pool, e.g. `-p pool=dnnlab`")
     try:
-        source = GitSource(git_remote, branch or "main", credentials_env(credentials_block))
+        spec = RunSpec.for_flow("study", repo=repo, git_remote=git_remote, branch=branch,
+                                credentials_block=credentials_block, from_git=from_git, pool=pool, jobs=jobs,
+                                attempts=attempts)
+    except RunSpecError as error:
+        return Failed(message=str(error))
+    if not spec.from_git:
+        return _run_study(Path(spec.repo or os.getcwd()).resolve(), only, spec)
+    try:
+        source = GitSource(spec.git_remote, spec.branch or "main", credentials_env(spec.credentials_block))
         with fresh_clone(source, stage_env(False), get_run_logger()) as clone:
-            return _run_study(clone, branch=source.branch, in_clone=True, **options)
+            return _run_study(clone, only, spec.model_copy(update={"branch": source.branch}), in_clone=True)
     except RemoteError as error:
         return Failed(message=str(error))
 
 
-def _run_study(root: Path, only: Optional[list[str]], jobs: int, pool: Optional[str], attempts: int,
-               git_remote: Optional[str], branch: Optional[str], credentials_block: Optional[str],
-               in_clone: bool = False) -> Any:
+def _run_study(root: Path, only: Optional[list[str]], spec: RunSpec, in_clone: bool = False) -> Any:
     started = time.perf_counter()
     pooled = {"reused": [], "failed": {}, "runs": {}}
     try:
-        if not isinstance(jobs, int) or jobs < 1:
-            raise StudyError(f"jobs = {jobs!r}: expected an integer >= 1")
-        if not isinstance(attempts, int) or attempts < 1:
-            raise StudyError(f"attempts = {attempts!r}: expected an integer >= 1")
         variations = plan(root, only)
         head = head_commit(root)
         baseline = pipeline(repo=str(root), return_state=True)  # the experiments start from built outputs
@@ -549,11 +538,11 @@ def _run_study(root: Path, only: Optional[list[str]], jobs: int, pool: Optional[
         require_tracked_results(root)
         with tempfile.TemporaryDirectory(prefix="dnnlab-study-") as folder:
             stage_report = Path(folder) / "stage-reports.jsonl"
-            if pool:
-                source = GitSource(git_remote_of(root, git_remote), branch or current_branch(root),
-                                   credentials_env(credentials_block))
+            if spec.pool:
+                source = GitSource(git_remote_of(root, spec.git_remote), spec.branch or current_branch(root),
+                                   credentials_env(spec.credentials_block))
                 require_pushed(root, head, source)
-                pooled = run_on_pool(root, head, variations, pool, attempts, source, credentials_block)
+                pooled = run_on_pool(root, head, variations, spec.pool, spec.attempts, source, spec.credentials_block)
                 variations = [v for v in variations if v.name not in pooled["failed"]]
                 if not variations:
                     raise StudyError("every variation failed: " + "; ".join(
@@ -566,7 +555,7 @@ def _run_study(root: Path, only: Optional[list[str]], jobs: int, pool: Optional[
                 following = follower.submit(contextvars.copy_context().run, follow_variations, root, head,
                                             [variation.name for variation in variations], stage_report, done)
                 try:
-                    run_queue(root, jobs, stage_report)
+                    run_queue(root, spec.jobs, stage_report)
                 except BaseException:
                     _STOPPED.add(stage_report)
                     raise
@@ -603,7 +592,7 @@ def stop_study_queue(names: list[str], pooled: bool) -> list[str]:
         return []
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def command_line() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m flows.study", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", action="append", metavar="NAME",
@@ -623,25 +612,26 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="with --pool and --git-remote: run the study in a fresh clone of the git remote, "
                              "not in this checkout (what the study deployment does)")
     parser.add_argument("--json", action="store_true", help="print the experiments, report path and seconds as JSON")
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = command_line()
     args = parser.parse_args(argv)
-    try:  # refuse bad entries and unknown names before Prefect starts (the flow checks again)
-        if args.jobs < 1:
-            raise StudyError(f"--jobs {args.jobs}: expected an integer >= 1")
-        if args.attempts < 1:
-            raise StudyError(f"--attempts {args.attempts}: expected an integer >= 1")
-        if args.from_git and not (args.pool and args.git_remote):
-            raise StudyError("--from-git needs --pool and --git-remote")
+    try:  # refuse bad modes, entries and unknown names before Prefect starts (the flow checks again)
+        spec = RunSpec.for_flow("study", flags=True, jobs=args.jobs, attempts=args.attempts, pool=args.pool,
+                                git_remote=args.git_remote, credentials_block=args.credentials_block,
+                                from_git=args.from_git)
         variations = [] if args.from_git else plan(Path.cwd(), args.only)  # from git, params.yaml is the clone's
-    except StudyError as error:
+    except (RunSpecError, StudyError) as error:
         print(f"study: error: {error}", file=sys.stderr)
         return 2
     names = [variation.name for variation in variations]
     try:
         with signals_interrupt(), prefect_server_for_run(), \
                 end_if_server_lost("study", lambda: stop_study_queue(names, bool(args.pool))):
-            state = study(only=args.only, jobs=args.jobs, notify_block=args.notify_block, pool=args.pool,
-                          attempts=args.attempts, git_remote=args.git_remote,
-                          credentials_block=args.credentials_block, from_git=args.from_git, return_state=True)
+            state = study(only=args.only, notify_block=args.notify_block, **spec.parameters("study"),
+                          return_state=True)
     except Interrupted as interrupt:
         stopped = stop_study_queue(names, bool(args.pool))
         after = ("the variations' runs on the pool go on, and the study run again waits for them" if args.pool else

@@ -1,11 +1,12 @@
-"""params.schema.json: the JSON Schema of params.yaml, generated from the params models.
+"""params.schema.json: the JSON Schema of params.yaml, generated from the model the stages validate it with.
 
     python -m stages.params_schema           # rewrite params.schema.json after changing a model
     python -m stages.params_schema --check   # exit 1 if it is out of date (the tests run this check)
 
 params.yaml names it in its first line (`# yaml-language-server: $schema=params.schema.json`),
 so editors with a YAML language server complete keys, show each one's description and range,
-and underline a misspelled key as you type.
+and underline a misspelled key as you type. The model is `stages.tasks.params_model()` (fields and
+descriptions in stages/core/params.py and each task's DataParams): there is nothing to keep in step.
 """
 
 from __future__ import annotations
@@ -16,40 +17,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, create_model
-
-from stages.core.params import ModelConfig, ModelOverrides, ParamsModel, TrainConfig
-from stages.tasks import TASK_NAMES, load_task
+from stages.tasks import params_model
 
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "params.schema.json"
 
 
-class StudyEntry(ParamsModel):
-    """One variation of the study: run as a DVC experiment named after it."""
-
-    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="the experiment's name")
-    params: dict[str, Any] = Field(description="dotted params keys and their values, as `dvc exp run -S` takes them")
-
-
-class Study(ParamsModel):
-    variations: list[StudyEntry] = Field(default_factory=list)
-
-
 def params_schema() -> dict[str, Any]:
     """The whole file's schema: shared keys, one section per task module, the study."""
-    sections = {}
-    for name in TASK_NAMES:
-        task = load_task(name)
-        section = create_model(f"{name.title().replace('_', '')}Section", __base__=ParamsModel,
-                               __doc__=f"Part {task.LAB_PART} of the lab: {task.TITLE}.",
-                               data=(task.DataParams, ...), model=(ModelOverrides, ...), train=(TrainConfig, ...))
-        sections[name] = (section, ...)
-    file_model = create_model(
-        "Params", __base__=ParamsModel, __doc__="dnnlab's params.yaml (stages/core/params.py, stages/tasks/*.py)",
-        seed=(int, Field(ge=0, description="one seed for data, splits, initialisation and shuffling")),
-        model=(ModelConfig, Field(description="the dense network shared by the tasks")),
-        study=(Study, Field(default_factory=Study, description="python -m flows.study")), **sections)
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **file_model.model_json_schema()}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **params_model().model_json_schema()}
 
 
 def schema_text() -> str:

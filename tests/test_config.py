@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -79,6 +81,50 @@ def test_study_entries_are_validated_and_duplicates_collapse(raw):
         parse_params(raw)
 
 
+@pytest.mark.parametrize(("study", "line"), [
+    (5, "params.yaml: study = 5 is invalid; allowed: a mapping of keys to values"),
+    ({"variation": []}, "params.yaml: unknown key study.variation; allowed under study: variations"),
+    ({"variations": {"name": "x"}}, "params.yaml: study.variations = {'name': 'x'} is invalid; "
+                                    "allowed: a list of {name, params} entries"),
+    ({"variations": [{"name": "x"}]}, "params.yaml: study.variations[0] = {'name': 'x'} is invalid; "
+                                      "allowed: a mapping with exactly the keys name and params"),
+    ({"variations": [{"name": "x y", "params": {}}]}, "params.yaml: study.variations[0].name = 'x y' is invalid; "
+                                                      "allowed: letters, digits, '-' and '_'"),
+    ({"variations": [{"name": 7, "params": {}}]}, "params.yaml: study.variations[0].name = 7 is invalid; "
+                                                  "allowed: letters, digits, '-' and '_'"),
+    ({"variations": [{"name": "a", "params": {}}, {"name": "a", "params": {"seed": 1}}]},
+     "params.yaml: study.variations[1].name 'a' is used twice; names must be unique"),
+    ({"variations": [{"name": "a", "params": [1]}]}, "params.yaml: study.variations[0].params = [1] is invalid; "
+                                                     "allowed: a mapping of dotted params keys to values"),
+    ({"variations": [{"name": "a", "params": {}}, {"name": "b", "params": {"model.width": 0}}]},
+     "params.yaml: study.variations[1] (b): model.width = 0 is invalid; allowed: an integer >= 1"),
+])
+def test_study_messages_word_for_word(raw, study, line):
+    raw["study"] = study
+    with pytest.raises(ParamsError) as error:
+        parse_params(raw)
+    assert str(error.value) == line
+
+
+@pytest.mark.parametrize(("edit", "line"), [
+    (lambda raw: raw.update(elsewhere={}), "params.yaml: unknown key elsewhere; allowed under the top level: "
+                                           "seed, model, heart, mnist, synthetic, study"),
+    (lambda raw: raw.pop("seed"), "params.yaml: missing key seed"),
+    (lambda raw: raw.update(seed=True), "params.yaml: seed = True is invalid; allowed: an integer >= 0"),
+    (lambda raw: raw.update(mnist=None),
+     "params.yaml: mnist = None is invalid; allowed: a mapping with the keys data, model and train"),
+    (lambda raw: raw["synthetic"].update(extra=1),
+     "params.yaml: unknown key synthetic.extra; allowed under synthetic: data, model, train"),
+    (lambda raw: raw.update(study=None, mnist={"data": None, "model": None, "train": None}),
+     "params.yaml: mnist.train = None is invalid; allowed: a mapping of keys to values"),
+])
+def test_top_level_and_section_messages_word_for_word(raw, edit, line):
+    edit(raw)
+    with pytest.raises(ParamsError) as error:
+        parse_params(raw)
+    assert str(error.value) == line
+
+
 def test_invalid_yaml_names_the_line(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("seed: 1\nmodel: [unclosed\n")
@@ -151,3 +197,55 @@ def test_every_key_in_the_schema_says_what_it_is():
                     if name in ("ModelConfig", "TrainConfig") or name.endswith("DataParams")
                     if "description" not in field]
     assert undocumented == []
+
+
+@pytest.mark.parametrize(("name", "valid"), [("baseline", True), ("l2-1e-4", True), ("wide_2", True),
+                                             ("é-1", False), ("ﬁve", False), ("a.b", False), ("", False)])
+def test_the_model_and_the_schema_agree_on_study_names(raw, name, valid):
+    """One rule for both: ASCII letters, digits, '-' and '_' (a name is a git ref, a run name, a folder)."""
+    raw["study"] = {"variations": [{"name": name, "params": {}}]}
+    schema_errors = list(schema_validator().iter_errors(raw))
+    if valid:
+        assert schema_errors == [] and [v.name for v in parse_params(raw).study] == [name]
+        return
+    assert schema_errors, f"the schema accepts {name!r}"
+    with pytest.raises(ParamsError, match=r"study.variations\[0\].name = .* allowed: letters, digits"):
+        parse_params(raw)
+
+
+def test_each_choice_list_and_range_is_declared_once():
+    from typing import get_args
+
+    from stages.core.params import ACTIVATIONS, ENGINES, ModelConfig, ModelOverrides, TrainConfig
+
+    schema = json.loads((REPO_ROOT / "params.schema.json").read_text())["$defs"]
+    assert schema["TrainConfig"]["properties"]["engine"]["enum"] == list(ENGINES)
+    assert schema["ModelConfig"]["properties"]["activation"]["enum"] == list(ACTIVATIONS)
+    assert get_args(TrainConfig.model_fields["engine"].annotation) == ENGINES
+    # The overrides are ModelConfig's fields made optional: same keys, ranges and descriptions.
+    for name, field in ModelConfig.model_fields.items():
+        override = ModelOverrides.model_fields[name]
+        assert (override.metadata, override.description, override.default) == (field.metadata, field.description, None)
+    assert list(ModelOverrides.model_fields) == list(ModelConfig.model_fields)
+
+
+@pytest.mark.parametrize(("edit", "line"), [
+    (lambda raw: raw.pop("seed"), "params.yaml: missing key seed"),
+    (lambda raw: raw["synthetic"].pop("train"), "params.yaml: missing key synthetic.train"),
+    (lambda raw: raw.update(synthetic=3),
+     "params.yaml: synthetic = 3 is invalid; allowed: a mapping with the keys data, model and train"),
+    (lambda raw: raw["synthetic"]["model"].update(width=0),
+     "params.yaml: synthetic.model.width = 0 is invalid; allowed: an integer >= 1"),
+    (lambda raw: raw["synthetic"]["data"].update(n="many"), None),  # not an input of the training
+    (lambda raw: raw.pop("heart"), None),
+])
+def test_a_tasks_training_reads_only_its_inputs_with_the_same_messages(raw, edit, line):
+    from stages.core.params import training_config
+
+    edit(raw)
+    if line is None:
+        assert training_config(raw, "synthetic").model.width == raw["model"]["width"]
+        return
+    with pytest.raises(ParamsError) as error:
+        training_config(raw, "synthetic")
+    assert str(error.value) == line

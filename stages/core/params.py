@@ -3,8 +3,10 @@
 A wrong key or value fails here, before any data is touched, with one line naming the key and
 what is allowed, e.g. `params.yaml: model.width = 0 is invalid; allowed: an integer >= 1`.
 The file has a shared `model`, one section per task (`<task>.data`, `.model`, `.train`) and the
-study. A task's `data` model is declared by its task module (stages/tasks/<name>.py); this module
-takes those models as arguments, so it knows no task by name. A task's `model` section overrides
+study, and the whole of it is one model (`params_model`), whose JSON Schema is params.schema.json
+(stages/params_schema.py): the checks, the messages and what editors show come from the same fields.
+A task's `data` model is declared by its task module (stages/tasks/<name>.py); this module takes
+those models as arguments, so it knows no task by name. A task's `model` section overrides
 any `model.*` key; the resolved network config is what the stages see. At the end, the limits:
 rough memory estimates that refuse a value the machine cannot hold, naming its key.
 """
@@ -12,22 +14,38 @@ rough memory estimates that refuse a value the machine cannot hold, naming its k
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Mapping, Optional, get_args, get_origin
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator,
+                      model_validator)
 from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
 
-ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "gelu", "swish", "softplus", "leaky_relu", "linear")
-ENGINES = ("compiled", "fit")
-SECTIONS = ("data", "model", "train")  # of every task
+# The choice lists, each defined once: the models, the schema and the messages all read these.
+Activation = Literal["relu", "tanh", "sigmoid", "elu", "selu", "gelu", "swish", "softplus", "leaky_relu", "linear"]
+ACTIVATIONS = get_args(Activation)
+Engine = Literal["compiled", "fit"]
+ENGINES = get_args(Engine)
+# ASCII only: a study name becomes a DVC experiment's git ref (refs/exps/...), a Prefect run's name and a
+# folder; `é` passes str.isalnum but is a different byte sequence in NFC and NFD (macOS), so it is refused.
+STUDY_NAME = r"^[A-Za-z0-9_-]+$"
 
 
 class ParamsError(ValueError):
     """A params.yaml key or value that the stages cannot use."""
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """What a field accepts, in words, where its type does not say it (`Annotated` metadata, read by allowed_text)."""
+
+    text: str
 
 
 class ParamsModel(BaseModel):
@@ -44,9 +62,10 @@ def _increasing(value: tuple[float, float]) -> tuple[float, float]:
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 # [low, high] in YAML; a list there, so the container is lax (the numbers are not).
-Interval = Annotated[tuple[Finite, Finite], Field(strict=False),
-                     AfterValidator(_increasing)]
+Interval = Annotated[tuple[Finite, Finite], Field(strict=False), AfterValidator(_increasing),
+                     Allowed("[low, high] with low < high")]
 Share = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+Seed = Annotated[int, Field(ge=0, description="one seed for data, splits, initialisation and shuffling")]
 
 
 class ModelConfig(ParamsModel):
@@ -54,25 +73,32 @@ class ModelConfig(ParamsModel):
 
     width: int = Field(ge=1, description="units per hidden layer")
     depth: int = Field(ge=1, description="number of hidden layers")
-    activation: Literal[ACTIVATIONS] = Field(description="activation of the hidden layers")
+    activation: Activation = Field(description="activation of the hidden layers")
     l2: float = Field(ge=0, allow_inf_nan=False, description="L2 penalty on the hidden kernels")
     dropout: float = Field(ge=0, lt=1, allow_inf_nan=False, description="dropout rate after each hidden layer")
 
 
-class ModelOverrides(ParamsModel):
-    """A task's overrides of the shared `model`: any of its keys, or none."""
+def _optional(field: FieldInfo) -> tuple[Any, FieldInfo]:
+    """A ModelConfig field as an override: the same type, range and description, or null."""
+    optional = FieldInfo.merge_field_infos(field, default=None)
+    optional.annotation = Optional[field.annotation]
+    return optional.annotation, optional
 
-    width: int | None = Field(None, ge=1)
-    depth: int | None = Field(None, ge=1)
-    activation: Literal[ACTIVATIONS] | None = None
-    l2: float | None = Field(None, ge=0, allow_inf_nan=False)
-    dropout: float | None = Field(None, ge=0, lt=1, allow_inf_nan=False)
+
+# A task's overrides of the shared `model`: ModelConfig's keys, each optional, so the two cannot drift apart.
+ModelOverrides = create_model(
+    "ModelOverrides", __base__=ParamsModel, __module__=__name__,
+    __doc__="A task's overrides of the shared `model`: any of its keys, or none (null: as in `model`).",
+    **{name: _optional(field) for name, field in ModelConfig.model_fields.items()})
+
+
+SharedModel = Annotated[ModelConfig, Field(description="the dense network shared by the tasks")]
 
 
 class TrainConfig(ParamsModel):
     """How a task's network is trained (Adam)."""
 
-    engine: Literal[ENGINES] = Field(description="compiled (epoch loop in one TF function) or fit (model.fit)")
+    engine: Engine = Field(description="compiled (epoch loop in one TF function) or fit (model.fit)")
     epochs: int = Field(ge=1, description="passes over the training rows")
     batch_size: int = Field(ge=1, description="rows per gradient step")
     learning_rate: float = Field(gt=0, allow_inf_nan=False, description="Adam's step size")
@@ -105,6 +131,8 @@ class StudyVariation(ParamsModel):
 
 
 class Params(ParamsModel):
+    """params.yaml resolved, as the stages and flows use it: each task's network is the shared one with its overrides."""
+
     seed: int
     model: ModelConfig
     tasks: Mapping[str, TaskConfig]
@@ -114,6 +142,114 @@ class Params(ParamsModel):
         if name not in self.tasks:
             raise ParamsError(f"unknown task {name!r}; allowed: {', '.join(self.tasks)}")
         return self.tasks[name]
+
+
+# --- the file: one model for the whole of params.yaml (its JSON Schema is params.schema.json) ---
+
+SECTION_SHAPE = "a mapping with the keys data, model and train"  # dvc.yaml lists all three: DVC needs them
+
+
+class TaskSection(ParamsModel):
+    """A task's section; `params_model` gives each task one with the task's own `data` model."""
+
+    data: Any
+    model: ModelOverrides
+    train: TrainConfig
+
+    @field_validator("data", "model", mode="before")
+    @classmethod
+    def _empty_if_null(cls, value: Any) -> Any:
+        return {} if value is None else value  # `data:` or `model:` with nothing under it
+
+
+class StudyEntry(ParamsModel):
+    """One variation of the study: run as a DVC experiment named after it."""
+
+    name: Annotated[str, Allowed("letters, digits, '-' and '_'")] = Field(
+        pattern=STUDY_NAME, description="the experiment's name")
+    params: Annotated[dict[str, Any], Allowed("a mapping of dotted params keys to values")] = Field(
+        description="dotted params keys and their values, as `dvc exp run -S` takes them")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _exactly_name_and_params(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping) or set(value) != {"name", "params"}:
+            raise PydanticCustomError("study_entry", "not a {name, params} entry")
+        return value
+
+
+class Study(ParamsModel):
+    """Named variations of the params above (python -m flows.study)."""
+
+    variations: Annotated[tuple[Annotated[StudyEntry, Allowed("a mapping with exactly the keys name and params")], ...],
+                          Field(strict=False), Allowed("a list of {name, params} entries")] = Field(
+        default=(), description="each runs as a DVC experiment named after it; the same params twice run once")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_if_null(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    @field_validator("variations", mode="before")
+    @classmethod
+    def _empty_list_if_null(cls, value: Any) -> Any:
+        return () if value is None else value
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Study:
+        seen: set[str] = set()
+        for index, entry in enumerate(self.variations):
+            if entry.name in seen:
+                raise ParamsError(f"params.yaml: study.variations[{index}].name {entry.name!r} is used twice; "
+                                  "names must be unique")
+            seen.add(entry.name)
+        return self
+
+
+class ParamsFile(ParamsModel):
+    """The base of the whole file's model (`params_model` adds the fields); each study variation is checked
+    against the rest of the file, as `dvc exp run -S` would apply it."""
+
+    TASKS: ClassVar[tuple[tuple[str, type[BaseModel], str], ...]] = ()  # (name, data model, title) checked here
+    OTHER_TASKS: ClassVar[tuple[str, ...]] = ()  # sections that may be there, left alone
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _variations_apply(cls, raw: Any, handler: Any) -> ParamsFile:
+        file = handler(raw)
+        if isinstance(getattr(file, "study", None), Study):
+            plain = params_model(cls.TASKS, cls.OTHER_TASKS, with_study=False)
+            for index, entry in enumerate(file.study.variations):
+                try:
+                    apply_overrides(raw, entry.params, plain)
+                except ParamsError as error:
+                    raise ParamsError(f"params.yaml: study.variations[{index}] ({entry.name}): "
+                                      f"{str(error).removeprefix('params.yaml: ')}") from None
+        return file
+
+
+@functools.cache
+def _section(name: str, data_model: type[BaseModel], title: str) -> type[TaskSection]:
+    return create_model(f"{name.title().replace('_', '')}Section", __base__=TaskSection, __module__=__name__,
+                        __doc__=title, data=(data_model, ...))
+
+
+@functools.cache
+def params_model(tasks: tuple[tuple[str, type[BaseModel], str], ...], other_tasks: tuple[str, ...] = (),
+                 with_study: bool = True) -> type[ParamsFile]:
+    """The model of the whole params.yaml: `tasks` are (name, its `data` model, its title) and are checked;
+    the sections of `other_tasks` may be there and are left alone (a stage checks only the task it runs);
+    without `with_study`, so is `study`."""
+    sections = {name: (Annotated[_section(name, data, title), Allowed(SECTION_SHAPE)], ...)
+                for name, data, title in tasks}
+    others = {name: (Any, None) for name in other_tasks if name not in sections}
+    study = (Study, Field(default_factory=Study, description="python -m flows.study")) if with_study else (Any, None)
+    model = create_model(
+        "Params", __base__=ParamsFile, __module__=__name__,
+        __doc__="dnnlab's params.yaml (stages/core/params.py, stages/tasks/*.py)",
+        seed=(Seed, ...), model=(SharedModel, ...), **sections, **others, study=study)
+    model.TASKS, model.OTHER_TASKS = tasks, other_tasks
+    return model
 
 
 # --- errors: a pydantic error becomes one line naming the key, the value and what is allowed ---
@@ -129,9 +265,10 @@ def _bounds(info: FieldInfo) -> dict[str, float]:
 
 def allowed_text(info: FieldInfo) -> str:
     """What a field accepts, in words: `an integer >= 1`, `a number in [0.0, 1.0)`, `relu, tanh`."""
+    said = [item.text for item in info.metadata if isinstance(item, Allowed)]
+    if said:
+        return said[-1]
     annotation = info.annotation
-    if get_origin(annotation) is tuple:
-        return "[low, high] with low < high"
     options = tuple(option for option in getattr(annotation, "__args__", ()) if option is not type(None))
     if len(options) == 1 and getattr(options[0], "__args__", None):  # Optional[Literal[...]]
         options = options[0].__args__
@@ -149,54 +286,68 @@ def allowed_text(info: FieldInfo) -> str:
             f"{high}{')' if 'lt' in bounds or high == math.inf else ']'}")
 
 
-def _field_at(model: type[BaseModel], loc: tuple) -> tuple[FieldInfo | None, int]:
-    """The field a pydantic error location points into, and how many loc parts name it."""
-    info, depth = None, 0
-    for depth, part in enumerate(loc, start=1):
-        field = model.model_fields.get(part) if isinstance(part, str) else None
-        if field is None:
-            return info, depth - 1
-        info = field
-        annotation = field.annotation
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return info, depth
-        model = annotation
-    return info, depth
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _walk(model: type[BaseModel], loc: tuple) -> list[tuple[Any, FieldInfo]]:
+    """The (loc part, field) pairs a pydantic error location names: model fields, and items of their lists."""
+    steps: list[tuple[Any, FieldInfo]] = []
+    annotation: Any = model
+    for part in loc:
+        if isinstance(part, str) and _is_model(annotation) and part in annotation.model_fields:
+            info = annotation.model_fields[part]
+        elif isinstance(part, int) and get_origin(annotation) is tuple:
+            info = FieldInfo.from_annotation(get_args(annotation)[0])
+        else:
+            break
+        steps.append((part, info))
+        annotation = info.annotation
+    return steps
+
+
+def _key(prefix: str, loc: tuple) -> str:
+    text = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
+    return prefix + text.removeprefix(".") if text else prefix.rstrip(".")
 
 
 def _value_at(raw: Any, loc: tuple) -> Any:
     for part in loc:
-        raw = raw[part] if isinstance(raw, Mapping) and part in raw else None
+        if isinstance(raw, Mapping) and part in raw:
+            raw = raw[part]
+        elif isinstance(raw, list) and isinstance(part, int) and part < len(raw):
+            raw = raw[part]
+        else:
+            return None
     return raw
 
 
+def _first(errors: list[dict]) -> dict:
+    """The error to tell: an unknown, then a missing key of the top level first, else the first one."""
+    rank = {"extra_forbidden": 0, "missing": 1}
+    return min(errors, key=lambda error: rank.get(error["type"], 2) if len(error["loc"]) == 1 else 2)
+
+
 def params_error(error: ValidationError, model: type[BaseModel], raw: Any, prefix: str = "") -> ParamsError:
-    """The first error of a section's validation, as one line (key with `prefix`, value, what is allowed)."""
-    first = error.errors()[0]
-    info, depth = _field_at(model, first["loc"])
-    loc = first["loc"][:depth]
-    key = prefix + ".".join(str(part) for part in loc)
-    parent = prefix + ".".join(str(part) for part in first["loc"][:depth]) if depth else prefix.rstrip(".")
+    """A validation's error as one line: the key (under dotted `prefix`), its value, and what is allowed."""
+    first = _first(error.errors())
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, ParamsError):  # a check across keys (stages/core: Study, ParamsFile) says it all
+        return cause
+    steps = _walk(model, first["loc"])
+    loc = first["loc"][:len(steps)]
     if first["type"] == "extra_forbidden":
-        inner = _inner_model(model, loc) or model
-        unknown = prefix + ".".join(str(part) for part in first["loc"])
-        return ParamsError(f"params.yaml: unknown key {unknown}; allowed under "
-                           f"{parent or 'the top level'}: {', '.join(inner.model_fields) or 'no keys'}")
-    if first["type"] == "missing" and depth == len(first["loc"]):
-        return ParamsError(f"params.yaml: missing key {prefix}{'.'.join(str(part) for part in first['loc'])}")
-    if info is None or (isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)):
-        return _fail(key or "params.yaml", _value_at(raw, loc), "a mapping of keys to values")
-    allowed = (first.get("ctx") or {}).get("allowed") or allowed_text(info)
-    return _fail(key, _value_at(raw, loc), allowed)
-
-
-def _inner_model(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
-    for part in loc:
-        annotation = model.model_fields[part].annotation
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return None
-        model = annotation
-    return model
+        inner = steps[-1][1].annotation if steps and _is_model(steps[-1][1].annotation) else model
+        return ParamsError(f"params.yaml: unknown key {_key(prefix, first['loc'])}; allowed under "
+                           f"{_key(prefix, loc) or 'the top level'}: {', '.join(inner.model_fields) or 'no keys'}")
+    if first["type"] == "missing" and len(loc) == len(first["loc"]):
+        return ParamsError(f"params.yaml: missing key {_key(prefix, loc)}")
+    value = _value_at(raw, loc)
+    if not steps or _is_model(steps[-1][1].annotation):
+        said = [item.text for item in (steps[-1][1].metadata if steps else ()) if isinstance(item, Allowed)]
+        return _fail(_key(prefix, loc) or "params.yaml", value, said[-1] if said else "a mapping of keys to values")
+    allowed = (first.get("ctx") or {}).get("allowed") or allowed_text(steps[-1][1])
+    return _fail(_key(prefix, loc), value, allowed)
 
 
 def validate_section(model: type[BaseModel], raw: Any, prefix: str) -> Any:
@@ -209,136 +360,92 @@ def validate_section(model: type[BaseModel], raw: Any, prefix: str) -> Any:
         raise params_error(error, model, raw, prefix) from None
 
 
-# --- the whole file ---
-
-def _require_keys(section: Mapping[str, Any], prefix: str, allowed: tuple[str, ...], required: tuple[str, ...]) -> None:
-    for key in section:
-        if key not in allowed:
-            raise ParamsError(f"params.yaml: unknown key {prefix}{key}; allowed under "
-                              f"{prefix.rstrip('.') or 'the top level'}: {', '.join(allowed)}")
-    for key in required:
-        if key not in section:
-            raise ParamsError(f"params.yaml: missing key {prefix}{key}")
-
+# --- the whole file, resolved ---
 
 def resolved_model(shared: ModelConfig, overrides: ModelOverrides) -> ModelConfig:
     """The shared network with a task's non-null overrides: how `<task>.model` resolves."""
     return shared.model_copy(update=overrides.model_dump(exclude_none=True))
 
 
-def parse_task(raw: Mapping[str, Any], name: str, data_model: type[BaseModel], shared: ModelConfig) -> TaskConfig:
-    """One task's section: its `data` by the task's own model, `model` overrides on the shared network."""
-    section = raw.get(name)
-    if not isinstance(section, Mapping):
-        raise _fail(name, section, "a mapping with the keys data, model and train")
-    _require_keys(section, f"{name}.", SECTIONS, SECTIONS)  # dvc.yaml lists all three, so DVC needs them
-    data = validate_section(data_model, section["data"] if section["data"] is not None else {}, f"{name}.data.")
-    overrides = validate_section(ModelOverrides, section.get("model") or {}, f"{name}.model.")
-    model = resolved_model(shared, overrides)
-    train = validate_section(TrainConfig, section["train"], f"{name}.train.")
-    return TaskConfig(data=data, model=model, train=train)
-
-
-def parse_params(raw: Any, data_models: Mapping[str, type[BaseModel]], *, other_tasks: tuple[str, ...] = (),
-                 with_study: bool = True) -> Params:
-    """Validate a params mapping (as read from params.yaml): the shared keys and the tasks in `data_models`.
-
-    The sections of `other_tasks` may be there and are left alone: a stage checks only the task it runs.
-    """
-    if not isinstance(raw, Mapping):
-        raise _fail("params.yaml", raw, "a mapping of keys to values")
-    names = tuple(dict.fromkeys((*data_models, *other_tasks)))
-    _require_keys(raw, "", ("seed", "model", *names, "study"), ("seed", "model", *data_models))
-    seed = parse_seed(raw["seed"])
-    shared = validate_section(ModelConfig, raw["model"], "model.")
-    tasks = {name: parse_task(raw, name, model, shared) for name, model in data_models.items()}
-    study = parse_study(raw.get("study"), raw, data_models) if with_study else ()
-    return Params(seed=seed, model=shared, tasks=tasks, study=study)
-
-
-def parse_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise _fail("seed", seed, "an integer >= 0")
-    return seed
-
-
-def training_config(raw: Any, name: str) -> TrainingConfig:
-    """Task `name`'s TrainingConfig from a params mapping: only the keys it resolves from are read
-    (seed, model, <name>.model, <name>.train: what dvc.yaml lists for configure@<name>)."""
-    if not isinstance(raw, Mapping):
-        raise _fail("params.yaml", raw, "a mapping of keys to values")
-    for key in ("seed", "model", name):
-        if key not in raw:
-            raise ParamsError(f"params.yaml: missing key {key}")
-    section = raw[name]
-    if not isinstance(section, Mapping):
-        raise _fail(name, section, "a mapping with the keys data, model and train")
-    if "train" not in section:
-        raise ParamsError(f"params.yaml: missing key {name}.train")
-    shared = validate_section(ModelConfig, raw["model"], "model.")
-    overrides = validate_section(ModelOverrides, section.get("model") or {}, f"{name}.model.")
-    return TrainingConfig(seed=parse_seed(raw["seed"]), model=resolved_model(shared, overrides),
-                          train=validate_section(TrainConfig, section["train"], f"{name}.train."))
-
-
-def parse_study(raw: Any, base: Mapping[str, Any],
-                data_models: Mapping[str, type[BaseModel]]) -> tuple[StudyVariation, ...]:
-    """Named variations, each a set of params overrides; duplicates (same overrides) collapse."""
-    section = raw if raw is not None else {}
-    if not isinstance(section, Mapping):
-        raise _fail("study", section, "a mapping of keys to values")
-    _require_keys(section, "study.", ("variations",), ())
-    entries = section.get("variations") or []
-    if not isinstance(entries, list):
-        raise _fail("study.variations", entries, "a list of {name, params} entries")
-    variations: list[StudyVariation] = []
-    seen_names: set[str] = set()
-    seen_overrides: set[tuple] = set()
-    for index, entry in enumerate(entries):
-        where = f"study.variations[{index}]"
-        if not isinstance(entry, Mapping) or set(entry) != {"name", "params"}:
-            raise _fail(where, entry, "a mapping with exactly the keys name and params")
-        name, overrides = entry["name"], entry["params"]
-        if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
-            raise _fail(f"{where}.name", name, "letters, digits, '-' and '_'")
-        if name in seen_names:
-            raise ParamsError(f"params.yaml: {where}.name {name!r} is used twice; names must be unique")
-        if not isinstance(overrides, Mapping):
-            raise _fail(f"{where}.params", overrides, "a mapping of dotted params keys to values")
-        try:
-            apply_overrides(base, overrides, data_models)
-        except ParamsError as error:
-            raise ParamsError(f"params.yaml: {where} ({name}): {str(error).removeprefix('params.yaml: ')}") from None
-        key = tuple(sorted((k, repr(v)) for k, v in overrides.items()))
-        seen_names.add(name)
-        if key in seen_overrides:
-            continue  # the same variation listed twice runs once
-        seen_overrides.add(key)
-        variations.append(StudyVariation(name=name, overrides=tuple(overrides.items())))
+def distinct_variations(entries: tuple[StudyEntry, ...]) -> tuple[StudyVariation, ...]:
+    """The study's entries in order; one listed again with the same params runs once."""
+    seen: set[tuple] = set()
+    variations = []
+    for entry in entries:
+        key = tuple(sorted((k, repr(v)) for k, v in entry.params.items()))
+        if key not in seen:
+            seen.add(key)
+            variations.append(StudyVariation(name=entry.name, overrides=tuple(entry.params.items())))
     return tuple(variations)
 
 
-def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any],
-                    data_models: Mapping[str, type[BaseModel]]) -> dict[str, Any]:
-    """Return a copy of a params mapping with dotted-key overrides applied, validated.
+def parse_params(raw: Any, model: type[ParamsFile]) -> Params:
+    """Validate a params mapping (as read from params.yaml) by the file's `model` (params_model), resolved."""
+    file = validate_section(model, raw, "")
+    tasks = {}
+    for name, _, _ in model.TASKS:
+        section = getattr(file, name)
+        tasks[name] = TaskConfig(data=section.data, model=resolved_model(file.model, section.model),
+                                 train=section.train)
+    study = distinct_variations(file.study.variations) if isinstance(file.study, Study) else ()
+    return Params(seed=file.seed, model=file.model, tasks=tasks, study=study)
+
+
+class TrainingInputs(ParamsModel):
+    """The keys one task's training resolves from; the others are not its inputs, so they are left alone."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class TrainingSection(TrainingInputs):
+    """What configure@<task> reads of a task's section: its `model` overrides and `train`, not its `data`."""
+
+    model: ModelOverrides = Field(default_factory=ModelOverrides)
+    train: TrainConfig
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _empty_if_null(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+
+@functools.cache
+def training_model(name: str) -> type[BaseModel]:
+    """The part of params.yaml task `name`'s training resolves from (seed, model, <name>.model, <name>.train:
+    what dvc.yaml lists for configure@<name>): other keys are not its inputs, so they are left alone."""
+    return create_model(f"{name.title().replace('_', '')}Training", __base__=TrainingInputs, __module__=__name__,
+                        seed=(Seed, ...), model=(SharedModel, ...),
+                        **{name: (Annotated[TrainingSection, Allowed(SECTION_SHAPE)], ...)})
+
+
+def training_config(raw: Any, name: str) -> TrainingConfig:
+    """Task `name`'s TrainingConfig from a params mapping, validated by training_model(name)."""
+    checked = validate_section(training_model(name), raw, "")
+    section = getattr(checked, name)
+    return TrainingConfig(seed=checked.seed, model=resolved_model(checked.model, section.model), train=section.train)
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any], model: type[ParamsFile]) -> dict[str, Any]:
+    """Return a copy of a params mapping with dotted-key overrides applied, validated by `model`.
 
     Like `dvc exp run -S key=value`: the key must name an existing value or an allowed
     `<task>.model.*` override.
     """
     result = copy.deepcopy(dict(raw))
+    tasks = {name for name, _, _ in model.TASKS}
     for dotted, value in overrides.items():
         *parents, leaf = str(dotted).split(".")
         node: Any = result
         for depth, part in enumerate(parents):
             # `<task>.model` may be absent or empty: it only holds overrides of the shared `model`.
-            optional = depth == 1 and part == "model" and parents[0] in data_models
+            optional = depth == 1 and part == "model" and parents[0] in tasks
             if not isinstance(node, dict) or (part not in node and not optional):
                 raise ParamsError(f"params.yaml: unknown key {dotted}")
             node = node.setdefault(part, {}) if optional and node.get(part) is None else node[part]
         if not isinstance(node, dict):
             raise ParamsError(f"params.yaml: unknown key {dotted}")
         node[leaf] = value
-    parse_params(result, data_models, with_study=False)
+    parse_params(result, params_model(model.TASKS, model.OTHER_TASKS, with_study=False))
     return result
 
 

@@ -62,13 +62,17 @@ def raw_stage(name: str) -> str:
     return "generate" if hasattr(load_task(name), "generate") else f"fetch@{name}"
 
 
-def _data_models(tasks: Iterable[str] | None) -> dict[str, type[ParamsModel]]:
-    return {name: load_task(name).DataParams for name in (TASK_NAMES if tasks is None else tasks)}
+def params_model(tasks: Iterable[str] | None = None, *, with_study: bool = True) -> type[core_params.ParamsFile]:
+    """The model of params.yaml checking the `tasks` (default: all, and then the study) by their own `data`
+    models; the other tasks' sections are left alone. Its JSON Schema is params.schema.json."""
+    sections = tuple((name, load_task(name).DataParams, f"Part {load_task(name).LAB_PART} of the lab: "
+                      f"{load_task(name).TITLE}.") for name in (TASK_NAMES if tasks is None else tasks))
+    return core_params.params_model(sections, TASK_NAMES, with_study=with_study)
 
 
 def parse_params(raw: Any, tasks: Iterable[str] | None = None, *, with_study: bool = True) -> Params:
     """Validate a params mapping: the shared keys and the `tasks` (default: all) by their own models."""
-    return core_params.parse_params(raw, _data_models(tasks), other_tasks=TASK_NAMES, with_study=with_study)
+    return core_params.parse_params(raw, params_model(tasks, with_study=with_study))
 
 
 def load_params(path: str | Path = "params.yaml", tasks: Iterable[str] | None = None) -> Params:
@@ -78,7 +82,7 @@ def load_params(path: str | Path = "params.yaml", tasks: Iterable[str] | None = 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of a params mapping with `dvc exp run -S`-style dotted overrides applied, validated."""
-    return core_params.apply_overrides(raw, overrides, _data_models(None))
+    return core_params.apply_overrides(raw, overrides, params_model(with_study=False))
 
 
 def build_splits(name: str, params: Params, mirror: Path | None) -> dict[str, pa.Table | dict]:
