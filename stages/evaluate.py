@@ -1,11 +1,15 @@
 """Stage `evaluate@<task>`: test metrics (JSON) and plot data (CSV) of a trained model.
 
-    python -m stages.evaluate TASK --data data/processed/TASK --model models/TASK.keras
+    python -m stages.evaluate TASK --data data/processed/TASK --model models/TASK.tflite
         --curve reports/plots/TASK/learning_curve.csv --metrics reports/metrics/TASK.json
         --plots reports/plots/TASK/evaluation
 
 Metric names carry their split: `test/accuracy`, `val/loss`, `ood/mse_vs_truth`. Which metrics
 and plots is the task module's business; the last epoch's curve values are added to every task's.
+
+The metrics measure the network train@TASK exported for LiteRT (`models/TASK.tflite`), served by
+ai-edge-litert: this stage loads neither TensorFlow nor Keras. Its outputs equal the `.keras`
+model's up to float32 rounding, with the same class decisions (tests/test_export_parity.py).
 """
 
 from __future__ import annotations
@@ -13,10 +17,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from stages.core.errors import StageError, run_stage
+from stages.core.exported import load_exported
 from stages.core.io import csv_bytes, json_bytes, read_split, write_outputs
 from stages.tasks import TASK_NAMES, load_task
 
@@ -26,15 +30,6 @@ def curve_metrics(curve: pd.DataFrame) -> dict[str, float]:
     last = curve.iloc[-1]
     values = {name: float(last[name]) for name in curve.columns if name != "epoch"}
     return {**values, "train/epochs_run": int(len(curve))}
-
-
-def load_predictor(path: Path):
-    import keras
-    try:
-        model = keras.saving.load_model(path)
-    except (OSError, ValueError) as error:
-        raise StageError(f"{path}: cannot load the model ({error}); run `dvc repro` to train it") from None
-    return lambda x: np.asarray(model.predict(x, batch_size=4096, verbose=0))
 
 
 def read_curve(path: Path) -> pd.DataFrame:
@@ -48,16 +43,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("task", choices=TASK_NAMES)
     parser.add_argument("--data", type=Path, required=True, help="the task's processed folder")
-    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--model", type=Path, required=True, help="the network train exported (.tflite)")
     parser.add_argument("--curve", type=Path, required=True, help="the learning curve written by train")
     parser.add_argument("--metrics", type=Path, required=True, help="where to write the metrics JSON")
     parser.add_argument("--plots", type=Path, required=True, help="folder for the plot CSVs")
     args = parser.parse_args(argv)
 
     task = load_task(args.task)
+    predict = load_exported(args.model)
     curve = read_curve(args.curve)
     splits = {split: read_split(args.data, split) for split in task.EVALUATION_SPLITS}
-    metrics, plots = task.evaluate(load_predictor(args.model), splits)
+    metrics, plots = task.evaluate(predict, splits)
     metrics = {**curve_metrics(curve), **metrics}
     write_outputs({args.metrics: json_bytes(metrics),
                    **{args.plots / name: csv_bytes(frame) for name, frame in plots.items()}})

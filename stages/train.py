@@ -1,8 +1,10 @@
 """Stage `train@<task>`: the dense network on the task's processed train split.
 
 Reads its settings from the config file configure@<task> resolved from params.yaml. Writes the
-model (`.keras`) and the learning curve (one row per epoch: train and validation loss, and accuracy
-for the classifiers); with `--live`, dvclive's step-wise metrics as it trains.
+model (`.keras`), with `--export` the same network for an inference runtime (LiteRT `.tflite`,
+which evaluate@<task> loads: stages/core/exported.py), and the learning curve (one row per epoch:
+train and validation loss, and accuracy for the classifiers); with `--live`, dvclive's step-wise
+metrics as it trains.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 from stages.core.errors import StageError, run_stage
+from stages.core.exported import SUFFIX as EXPORT_SUFFIX
 from stages.core.io import csv_bytes, read_split, staged_path, write_outputs
 from stages.core.params import ParamsError, TrainingConfig, require_network_fits
 from stages.tasks import TASK_NAMES, load_task
@@ -76,9 +79,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, required=True, help="the task's processed folder")
     parser.add_argument("--model", type=Path, required=True, help="where to save the .keras model")
     parser.add_argument("--curve", type=Path, required=True, help="where to write learning_curve.csv")
+    parser.add_argument("--export", type=Path, help=f"where to export the network for LiteRT ({EXPORT_SUFFIX})")
     parser.add_argument("--live", type=Path, help="a folder for dvclive's step-wise metrics (one step per epoch), "
                                                   "which DVC shows while the experiment runs")
     args = parser.parse_args(argv)
+    if args.export is not None and args.export.suffix != EXPORT_SUFFIX:
+        parser.error(f"--export {args.export}: a LiteRT model's name ends in {EXPORT_SUFFIX}")
 
     config = read_config(args.config, args.task)
     task = load_task(args.task)
@@ -100,9 +106,13 @@ def main(argv: list[str] | None = None) -> None:
           f"rows, {len(curve)} epochs in {time.perf_counter() - started:.1f} s, "
           f"train/loss {last['train/loss']:.4g}, val/loss {last['val/loss']:.4g}", flush=True)
 
-    with staged_path(args.model) as temp_model:
+    with staged_path(args.model) as temp_model, \
+            (staged_path(args.export) if args.export else contextlib.nullcontext()) as temp_export:
         model.save(temp_model)
         make_reproducible(temp_model)
+        if temp_export is not None:
+            from stages.training.export import export_network
+            export_network(model, temp_export)
         write_outputs({args.curve: csv_bytes(curve)})
 
 
