@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import Field
 
+from stages.core import scores
 from stages.core.contract import MIRROR_ENV
 from stages.core.errors import StageError, download_error
 from stages.core.params import ParamsModel, Share
@@ -176,21 +177,20 @@ def features_and_target(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
 
 def evaluate(predict, splits: Mapping[str, pa.Table]) -> tuple[dict, dict[str, pd.DataFrame]]:
     """Accuracy, precision, recall, F1 and ROC AUC at threshold 0.5; the ROC curve and the confusion pairs."""
-    from sklearn import metrics as skm
-
     x_test, y_test = features_and_target(splits["test"])
     y_test = y_test.astype(int)
     probability = predict(x_test).reshape(-1)
     y_pred = (probability >= 0.5).astype(int)
+    binary = scores.binary_scores(y_test, y_pred)
     metrics = {
-        "test/accuracy": float(skm.accuracy_score(y_test, y_pred)),
-        "test/precision": float(skm.precision_score(y_test, y_pred, zero_division=0)),
-        "test/recall": float(skm.recall_score(y_test, y_pred, zero_division=0)),
-        "test/f1": float(skm.f1_score(y_test, y_pred, zero_division=0)),
-        "test/roc_auc": float(skm.roc_auc_score(y_test, probability)),
+        "test/accuracy": scores.accuracy(y_test, y_pred),
+        "test/precision": binary["precision"],
+        "test/recall": binary["recall"],
+        "test/f1": binary["f1"],
+        "test/roc_auc": scores.roc_auc(y_test, probability),
         "test/rows": int(len(y_test)),
     }
-    fpr, tpr, thresholds = skm.roc_curve(y_test, probability)
+    fpr, tpr, thresholds = scores.roc_curve(y_test, probability)
     roc = pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": np.minimum(thresholds, 1.0)})
     confusion = pd.DataFrame({"actual": y_test, "predicted": y_pred})
     return metrics, {"roc.csv": roc, "confusion.csv": confusion}

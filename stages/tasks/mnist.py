@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from stages.core import scores
 from stages.core.contract import MIRROR_ENV
 from stages.core.errors import StageError, download_error
 from stages.core.params import ParamsModel
@@ -185,14 +186,9 @@ def features_and_target(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
 def evaluate(predict, splits: Mapping[str, pa.Table]) -> tuple[dict, dict[str, pd.DataFrame]]:
     """Accuracy and macro F1; the (index, actual, predicted) rows for the report and the accuracy per digit
     (a plot, not ten more `dvc exp show` columns)."""
-    from sklearn import metrics as skm
-
     x_test, y_test = features_and_target(splits["test"])
     y_pred = predict(x_test).argmax(axis=1)
-    metrics = {
-        "test/accuracy": float(skm.accuracy_score(y_test, y_pred)),
-        "test/macro_f1": float(skm.f1_score(y_test, y_pred, average="macro")),
-    }
+    metrics = {"test/accuracy": scores.accuracy(y_test, y_pred), "test/macro_f1": scores.macro_f1(y_test, y_pred)}
     # `index` is the row in the test split: the report shows the mispredicted images.
     confusion = pd.DataFrame({"index": np.arange(len(y_test)), "actual": y_test, "predicted": y_pred})
     return metrics, {"confusion.csv": confusion, "digit_accuracy.csv": digit_accuracy(confusion)}
