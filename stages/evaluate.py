@@ -8,21 +8,65 @@ Metric names carry their split: `test/accuracy`, `val/loss`, `ood/mse_vs_truth`.
 and plots is the task module's business; the last epoch's curve values are added to every task's.
 
 The metrics measure the network train@TASK exported for LiteRT (`models/TASK.tflite`), served by
-ai-edge-litert: this stage loads neither TensorFlow nor Keras. Its outputs equal the `.keras`
-model's up to float32 rounding, with the same class decisions (tests/test_export_parity.py).
+ai-edge-litert (`load_exported`, a tenth of a second where TensorFlow takes seconds): this stage
+loads neither TensorFlow nor Keras. Its outputs equal the `.keras` model's up to float32 rounding,
+with the same class decisions (tests/test_export.py).
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import pandas as pd
 
 from stages.core.errors import StageError, run_stage
-from stages.core.exported import load_exported
 from stages.core.io import csv_bytes, json_bytes, read_split, write_outputs
 from stages.tasks import TASK_NAMES, load_task
+
+RUNTIME = "ai-edge-litert"   # serves the network train exported (stages/training/export.py)
+INSTALL = f"pip install -c requirements.lock {RUNTIME}"   # `make setup` installs it too
+
+
+def _interpreter_class():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        raise StageError(f"the LiteRT runtime is not installed; run `{INSTALL}` in the project's "
+                         "virtual environment (or `make setup`)") from None
+    return Interpreter
+
+
+def load_exported(path: str | Path) -> Callable[[np.ndarray], np.ndarray]:
+    """`predict(x)`: the exported network's outputs for the float32 rows x (a batch of any size).
+
+    A missing or damaged file, or no runtime, is a StageError saying what to do."""
+    path = Path(path)
+    interpreter_class = _interpreter_class()
+    if not path.is_file():
+        raise StageError(f"{path} is missing; run `dvc repro` to train and export the network")
+    try:
+        # One thread: the same float sums in the same order on every machine and run.
+        interpreter = interpreter_class(model_path=str(path), num_threads=1)
+    except ValueError as error:
+        raise StageError(f"{path} is not a LiteRT model ({error}); rebuild it with `dvc repro --force`") from None
+    (inputs,), (outputs,) = interpreter.get_input_details(), interpreter.get_output_details()
+    width = int(inputs["shape_signature"][-1])
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != width:
+            raise StageError(f"{path} takes rows of {width} features, not {x.shape[1:]}; "
+                             "the model and the data come from different runs: run `dvc repro`")
+        interpreter.resize_tensor_input(inputs["index"], x.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(inputs["index"], x)
+        interpreter.invoke()
+        return interpreter.get_tensor(outputs["index"])
+
+    return predict
 
 
 def curve_metrics(curve: pd.DataFrame) -> dict[str, float]:

@@ -2,7 +2,7 @@
 
 Reads its settings from the config file configure@<task> resolved from params.yaml. Writes the
 model (`.keras`), with `--export` the same network for an inference runtime (LiteRT `.tflite`,
-which evaluate@<task> loads: stages/core/exported.py), and the learning curve (one row per epoch:
+which evaluate@<task> loads: stages/training/export.py), and the learning curve (one row per epoch:
 train and validation loss, and accuracy for the classifiers); with `--live`, dvclive's step-wise
 metrics as it trains.
 """
@@ -17,10 +17,10 @@ import zipfile
 from pathlib import Path
 
 from stages.core.errors import StageError, run_stage
-from stages.core.exported import SUFFIX as EXPORT_SUFFIX
 from stages.core.io import csv_bytes, read_split, staged_path, write_outputs
 from stages.core.params import ParamsError, TrainingConfig, require_network_fits
 from stages.tasks import TASK_NAMES, load_task
+from stages.training.export import SUFFIX as EXPORT_SUFFIX
 
 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the zip format's earliest date, which Keras gives its other entries
@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     require_network_fits(args.task, config.model, config.train.batch_size, x.shape[1], task.PROBLEM.outputs)
 
     from stages.training.core import ValidationSplitError, train_network
+    from stages.training.export import export_network
     from stages.training.live import LiveLog
     print(f"train@{args.task}: {len(x)} rows, {config.train.epochs} epochs, batch {config.train.batch_size}, "
           f"engine {config.train.engine}", flush=True)
@@ -111,7 +112,6 @@ def main(argv: list[str] | None = None) -> None:
         model.save(temp_model)
         make_reproducible(temp_model)
         if temp_export is not None:
-            from stages.training.export import export_network
             export_network(model, temp_export)
         write_outputs({args.curve: csv_bytes(curve)})
 

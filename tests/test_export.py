@@ -23,7 +23,7 @@ import pytest
 
 from stages import evaluate
 from stages.core.errors import StageError
-from stages.core.exported import INSTALL, load_exported
+from stages.evaluate import INSTALL, load_exported
 from stages.core.io import read_split
 from stages.tasks import TASK_NAMES, load_task
 from tests.conftest import REPO_ROOT, repo_env
