@@ -121,8 +121,9 @@ def iteration_figures(before: str, env: dict[str, str], scratch: Path) -> dict:
     run(["git", "clone", "-q", str(REPO_ROOT), str(old)], scratch, env)
     run(["git", "checkout", "-q", before], old, env)
     point_local_remote(old, scratch / "before-remote")
+    rev = run(["git", "rev-parse", "--short", "HEAD"], old, env).stdout.strip()
     old_figures = iteration_side(old, env)
-    return {**iteration_side(lab_default_repo(scratch / "after", env), env), "before": {"rev": before, **old_figures}}
+    return {**iteration_side(lab_default_repo(scratch / "after", env), env), "before": {"rev": rev, **old_figures}}
 
 
 def print_iteration(report: dict) -> None:
