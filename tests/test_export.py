@@ -155,3 +155,13 @@ def test_no_runtime_installed_is_one_line_with_the_install_command(tmp_path, old
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert INSTALL in lines[0] and "not installed" in lines[0]
     assert snapshot(tmp_path / "out") == old_outputs
+
+
+def test_an_export_name_litert_cannot_write_is_refused_before_training(tmp_path, capsys):
+    from stages import train
+
+    argv = ["heart", "--config", str(tmp_path / "heart.json"), "--data", str(tmp_path), "--model",
+            str(tmp_path / "m.keras"), "--curve", str(tmp_path / "curve.csv"), "--export", str(tmp_path / "m.onnx")]
+    assert run_main("train", train.main, argv) == 2
+    assert "m.onnx: a LiteRT model's name ends in .tflite" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
