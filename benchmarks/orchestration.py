@@ -1,6 +1,7 @@
 """What orchestration costs and saves: the pipeline flow against plain `dvc repro`, in one run.
 
     python -m benchmarks.orchestration [--cold] [--repo PATH] [--repeats N] [--json]
+    python -m benchmarks.orchestration --iteration [--before REV] [--json]
 
 No-op (always): wall time of a fresh process on a workspace where every stage is up to date
 (median of N runs; the flow's JSON is checked to say every stage was skipped):
@@ -19,6 +20,20 @@ Cold (--cold): the whole lab at its defaults, every stage run, on the same data 
 Before each cold flow run dvc.lock and DVC's run cache are removed, so that every stage is stale
 and runs (none is restored). Per-stage seconds come from the flow's summary; training seconds
 are what the train stages report for their training alone.
+
+Iteration (--iteration, instead of the figures above): what one experiment costs beside its training,
+on the lab defaults, before (a `git clone` of this repository at --before, default `main`) and after
+(this checkout), each in its own temporary copy:
+
+  stages_s                  each stage's wall time in a cold `dvc repro -f` (from DVC's "Running
+                            stage" line to its "Updating lock file" line: the command, and DVC
+                            hashing what it wrote)
+  heart_change_s            `dvc repro` after one heart key changed (heart.model.width 64 -> 48):
+                            configure@, train@, evaluate@heart and report
+  synthetic_variation_s     `dvc exp run -S synthetic.model.width=48`: one study variation
+  train_heart_s, train_synthetic_s   the train stage's own wall time within its case
+
+The last line printed is the after side's figures, with `before` holding the same for --before.
 
 Without --repo the no-op figures use a throwaway copy with tiny epochs (`dvc repro` on the mirror
 data, about 1 minute) and --cold a throwaway copy at the lab defaults. Prefect's state (SQLite)
@@ -40,7 +55,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.conftest import build_tiny_repo, copy_source_tree, default_mirror, init_repo, repo_env
+from tests.conftest import (REPO_ROOT, build_tiny_repo, copy_source_tree, default_mirror, init_repo,
+                            point_local_remote, repo_env, run)
 from tests.servers import running_prefect_server
 
 # The train stage's own summary line (stages/train.py), not DVC's output: its training seconds.
@@ -55,6 +71,71 @@ def timed(command: list[str], repo: Path, env: dict[str, str]) -> tuple[float, s
         raise SystemExit(f"orchestration: error: {' '.join(command)} exited {result.returncode}:\n"
                          f"{result.stderr[-2000:]}")
     return seconds, result.stdout + result.stderr
+
+
+RUNNING = re.compile(r"^Running stage '([^']+)'")
+LOCKED = re.compile(r"^(Updating lock file|Ran experiment)")
+HEART_CHANGE = {"heart.model.width": 48}
+SYNTHETIC_VARIATION = ["dvc", "exp", "run", "-S", "synthetic.model.width=48"]
+
+
+def timed_stages(command: list[str], repo: Path, env: dict[str, str]) -> tuple[float, dict[str, float]]:
+    """The command's wall time, and each stage's it ran: DVC's output read as it comes, line by line."""
+    started = time.perf_counter()
+    stages: dict[str, float] = {}
+    current, since, tail = None, 0.0, []
+    with subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, bufsize=1) as process:
+        for line in process.stdout:
+            now, tail = time.perf_counter(), (tail + [line])[-40:]
+            if current and (LOCKED.match(line) or RUNNING.match(line)):
+                stages[current], current = round(now - since, 2), None
+            if match := RUNNING.match(line):
+                current, since = match.group(1), now
+    seconds = time.perf_counter() - started
+    if process.returncode != 0:
+        raise SystemExit(f"orchestration: error: {' '.join(command)} exited {process.returncode}:\n{''.join(tail)}")
+    return seconds, stages
+
+
+def iteration_side(repo: Path, env: dict[str, str]) -> dict:
+    """Cold per-stage times, then a heart change through `dvc repro`, then one synthetic `dvc exp run`."""
+    from tests.conftest import set_params
+
+    _, stages = timed_stages(["dvc", "repro", "-f"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "lab defaults built", "--allow-empty"], repo, env)
+    set_params(repo, HEART_CHANGE)
+    heart_s, heart_stages = timed_stages(["dvc", "repro"], repo, env)
+    run(["git", "checkout", "--", "."], repo, env)  # back to the lab defaults: params, lock, metrics files
+    timed(["dvc", "checkout", "-f"], repo, env)     # and the models, data and report they record
+    variation_s, variation_stages = timed_stages(SYNTHETIC_VARIATION, repo, env)
+    return {"stages_s": stages, "heart_change_s": round(heart_s, 2), "train_heart_s": heart_stages["train@heart"],
+            "heart_change_stages_s": heart_stages, "synthetic_variation_s": round(variation_s, 2),
+            "train_synthetic_s": variation_stages["train@synthetic"], "synthetic_variation_stages_s": variation_stages}
+
+
+def iteration_figures(before: str, env: dict[str, str], scratch: Path) -> dict:
+    """The iteration figures of this checkout, and under `before` those of the commit `before`."""
+    old = scratch / "before"
+    run(["git", "clone", "-q", str(REPO_ROOT), str(old)], scratch, env)
+    run(["git", "checkout", "-q", before], old, env)
+    point_local_remote(old, scratch / "before-remote")
+    rev = run(["git", "rev-parse", "--short", "HEAD"], old, env).stdout.strip()
+    old_figures = iteration_side(old, env)
+    return {**iteration_side(lab_default_repo(scratch / "after", env), env), "before": {"rev": rev, **old_figures}}
+
+
+def print_iteration(report: dict) -> None:
+    before = report["before"]
+    print(f"lab defaults, cold dvc repro -f, seconds per stage (before: {before['rev']}, after: this checkout)")
+    print(f"{'stage':<22} {'before':>8} {'after':>8}")
+    for name in report["stages_s"]:
+        print(f"{name:<22} {before['stages_s'].get(name, float('nan')):>8.2f} {report['stages_s'][name]:>8.2f}")
+    for label, case, train in (("heart change (dvc repro)", "heart_change_s", "train_heart_s"),
+                               ("synthetic variation (dvc exp run)", "synthetic_variation_s", "train_synthetic_s")):
+        print(f"{label}: before {before[case]} s (train {before[train]} s), "
+              f"after {report[case]} s (train {report[train]} s)")
 
 
 def flow_run(repo: Path, env: dict[str, str], *options: str) -> tuple[float, dict]:
@@ -129,17 +210,34 @@ def print_table(report: dict) -> None:
           f"{noop['first_temporary_server_run_s']} s)")
 
 
+def iteration_main(before: str, json_only: bool, env: dict[str, str]) -> int:
+    with tempfile.TemporaryDirectory(prefix="dnnlab-iteration-") as scratch:
+        load_before = os.getloadavg()[0]
+        report = iteration_figures(before, env, Path(scratch))
+        report["machine"] = {"cpus": os.cpu_count(), "load_1min_before": load_before,
+                             "load_1min_after": os.getloadavg()[0]}
+    if not json_only:
+        print_iteration(report)
+    print(json.dumps(report))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.orchestration", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cold", action="store_true", help="also time whole cold runs at the lab defaults")
     parser.add_argument("--repo", type=Path, help="an up-to-date, built repository copy (default: build one)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--iteration", action="store_true",
+                        help="instead: per-stage cold times, a heart change and a synthetic variation, before and after")
+    parser.add_argument("--before", default="main", help="with --iteration: the commit to compare with (default: main)")
     parser.add_argument("--json", action="store_true", help="print only the JSON")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats {args.repeats}: expected an integer >= 1")
     mirror = default_mirror()
+    if args.iteration:
+        return iteration_main(args.before, args.json, repo_env(mirror))
 
     with tempfile.TemporaryDirectory(prefix="dnnlab-orchestration-") as scratch:
         scratch_path = Path(scratch)

@@ -1,17 +1,23 @@
 """Stage `evaluate@<task>`: test metrics (JSON) and plot data (CSV) of a trained model.
 
-    python -m stages.evaluate TASK --data data/processed/TASK --model models/TASK.keras
+    python -m stages.evaluate TASK --data data/processed/TASK --model models/TASK.tflite
         --curve reports/plots/TASK/learning_curve.csv --metrics reports/metrics/TASK.json
         --plots reports/plots/TASK/evaluation
 
 Metric names carry their split: `test/accuracy`, `val/loss`, `ood/mse_vs_truth`. Which metrics
 and plots is the task module's business; the last epoch's curve values are added to every task's.
+
+The metrics measure the network train@TASK exported for LiteRT (`models/TASK.tflite`), served by
+ai-edge-litert (`load_exported`, a tenth of a second where TensorFlow takes seconds): this stage
+loads neither TensorFlow nor Keras. Its outputs equal the `.keras` model's up to float32 rounding,
+with the same class decisions (tests/test_export.py).
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -20,21 +26,54 @@ from stages.core.errors import StageError, run_stage
 from stages.core.io import csv_bytes, json_bytes, read_split, write_outputs
 from stages.tasks import TASK_NAMES, load_task
 
+RUNTIME = "ai-edge-litert"   # serves the network train exported (stages/training/export.py)
+INSTALL = f"pip install -c requirements.lock {RUNTIME}"   # `make setup` installs it too
+
+
+def _interpreter_class():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        raise StageError(f"the LiteRT runtime is not installed; run `{INSTALL}` in the project's "
+                         "virtual environment (or `make setup`)") from None
+    return Interpreter
+
+
+def load_exported(path: str | Path) -> Callable[[np.ndarray], np.ndarray]:
+    """`predict(x)`: the exported network's outputs for the float32 rows x (a batch of any size).
+
+    A missing or damaged file, or no runtime, is a StageError saying what to do."""
+    path = Path(path)
+    interpreter_class = _interpreter_class()
+    if not path.is_file():
+        raise StageError(f"{path} is missing; run `dvc repro` to train and export the network")
+    try:
+        # One thread: the same float sums in the same order on every machine and run.
+        interpreter = interpreter_class(model_path=str(path), num_threads=1)
+    except ValueError as error:
+        raise StageError(f"{path} is not a LiteRT model ({error}); rebuild it with `dvc repro --force`") from None
+    (inputs,), (outputs,) = interpreter.get_input_details(), interpreter.get_output_details()
+    width = int(inputs["shape_signature"][-1])
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != width:
+            raise StageError(f"{path} takes rows of {width} features, not {x.shape[1:]}; "
+                             "the model and the data come from different runs: run `dvc repro`")
+        interpreter.resize_tensor_input(inputs["index"], x.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(inputs["index"], x)
+        interpreter.invoke()
+        return interpreter.get_tensor(outputs["index"])
+
+    return predict
+
 
 def curve_metrics(curve: pd.DataFrame) -> dict[str, float]:
     """The last epoch's train/val values, and how many epochs ran."""
     last = curve.iloc[-1]
     values = {name: float(last[name]) for name in curve.columns if name != "epoch"}
     return {**values, "train/epochs_run": int(len(curve))}
-
-
-def load_predictor(path: Path):
-    import keras
-    try:
-        model = keras.saving.load_model(path)
-    except (OSError, ValueError) as error:
-        raise StageError(f"{path}: cannot load the model ({error}); run `dvc repro` to train it") from None
-    return lambda x: np.asarray(model.predict(x, batch_size=4096, verbose=0))
 
 
 def read_curve(path: Path) -> pd.DataFrame:
@@ -48,16 +87,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("task", choices=TASK_NAMES)
     parser.add_argument("--data", type=Path, required=True, help="the task's processed folder")
-    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--model", type=Path, required=True, help="the network train exported (.tflite)")
     parser.add_argument("--curve", type=Path, required=True, help="the learning curve written by train")
     parser.add_argument("--metrics", type=Path, required=True, help="where to write the metrics JSON")
     parser.add_argument("--plots", type=Path, required=True, help="folder for the plot CSVs")
     args = parser.parse_args(argv)
 
     task = load_task(args.task)
+    predict = load_exported(args.model)
     curve = read_curve(args.curve)
     splits = {split: read_split(args.data, split) for split in task.EVALUATION_SPLITS}
-    metrics, plots = task.evaluate(load_predictor(args.model), splits)
+    metrics, plots = task.evaluate(predict, splits)
     metrics = {**curve_metrics(curve), **metrics}
     write_outputs({args.metrics: json_bytes(metrics),
                    **{args.plots / name: csv_bytes(frame) for name, frame in plots.items()}})

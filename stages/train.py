@@ -1,8 +1,10 @@
 """Stage `train@<task>`: the dense network on the task's processed train split.
 
 Reads its settings from the config file configure@<task> resolved from params.yaml. Writes the
-model (`.keras`) and the learning curve (one row per epoch: train and validation loss, and accuracy
-for the classifiers); with `--live`, dvclive's step-wise metrics as it trains.
+model (`.keras`), with `--export` the same network for an inference runtime (LiteRT `.tflite`,
+which evaluate@<task> loads: stages/training/export.py), and the learning curve (one row per epoch:
+train and validation loss, and accuracy for the classifiers); with `--live`, dvclive's step-wise
+metrics as it trains.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from stages.core.errors import StageError, run_stage
 from stages.core.io import csv_bytes, read_split, staged_path, write_outputs
 from stages.core.params import ParamsError, TrainingConfig, require_network_fits
 from stages.tasks import TASK_NAMES, load_task
+from stages.training.export import SUFFIX as EXPORT_SUFFIX
 
 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the zip format's earliest date, which Keras gives its other entries
@@ -76,9 +79,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, required=True, help="the task's processed folder")
     parser.add_argument("--model", type=Path, required=True, help="where to save the .keras model")
     parser.add_argument("--curve", type=Path, required=True, help="where to write learning_curve.csv")
+    parser.add_argument("--export", type=Path, help=f"where to export the network for LiteRT ({EXPORT_SUFFIX})")
     parser.add_argument("--live", type=Path, help="a folder for dvclive's step-wise metrics (one step per epoch), "
                                                   "which DVC shows while the experiment runs")
     args = parser.parse_args(argv)
+    if args.export is not None and args.export.suffix != EXPORT_SUFFIX:
+        parser.error(f"--export {args.export}: a LiteRT model's name ends in {EXPORT_SUFFIX}")
 
     config = read_config(args.config, args.task)
     task = load_task(args.task)
@@ -86,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     require_network_fits(args.task, config.model, config.train.batch_size, x.shape[1], task.PROBLEM.outputs)
 
     from stages.training.core import ValidationSplitError, train_network
+    from stages.training.export import export_network
     from stages.training.live import LiveLog
     print(f"train@{args.task}: {len(x)} rows, {config.train.epochs} epochs, batch {config.train.batch_size}, "
           f"engine {config.train.engine}", flush=True)
@@ -100,9 +107,12 @@ def main(argv: list[str] | None = None) -> None:
           f"rows, {len(curve)} epochs in {time.perf_counter() - started:.1f} s, "
           f"train/loss {last['train/loss']:.4g}, val/loss {last['val/loss']:.4g}", flush=True)
 
-    with staged_path(args.model) as temp_model:
+    with staged_path(args.model) as temp_model, \
+            (staged_path(args.export) if args.export else contextlib.nullcontext()) as temp_export:
         model.save(temp_model)
         make_reproducible(temp_model)
+        if temp_export is not None:
+            export_network(model, temp_export)
         write_outputs({args.curve: csv_bytes(curve)})
 
 

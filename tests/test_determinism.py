@@ -22,8 +22,8 @@ from tests.conftest import repo_env, run, set_params
 
 MODEL = "models/synthetic.keras"
 # Everything the synthetic chain writes after the data, the model file included (the train stage
-# drops the save time and memory addresses Keras writes into it).
-OUTPUTS = [MODEL, "reports/metrics/synthetic.json", "reports/plots/synthetic/learning_curve.csv",
+# drops the save time and memory addresses Keras writes into it), and its LiteRT export.
+OUTPUTS = [MODEL, "models/synthetic.tflite", "reports/metrics/synthetic.json", "reports/plots/synthetic/learning_curve.csv",
            "reports/plots/synthetic/evaluation/predictions.csv"]
 DATA_STAGES = ["generate", "preprocess@synthetic"]  # their outputs are compared by the hashes in dvc.lock
 

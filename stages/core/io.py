@@ -8,13 +8,13 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Mapping
-
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Iterator, Mapping
 
 from stages.core.errors import StageError, storage_error
+
+if TYPE_CHECKING:  # imported where used: configure writes JSON only and loads neither
+    import pandas as pd
+    import pyarrow as pa
 
 
 def _umask_mode() -> int:
@@ -25,6 +25,10 @@ def _umask_mode() -> int:
 
 def parquet_bytes(table: pa.Table | pd.DataFrame, schema: pa.Schema | None = None) -> bytes:
     """Serialise a table to Parquet in memory, with an explicit schema when given."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     if isinstance(table, pd.DataFrame):
         table = pa.Table.from_pandas(table, schema=schema, preserve_index=False)
     elif schema is not None:
@@ -95,6 +99,9 @@ def write_outputs(outputs: Mapping[str | Path, bytes]) -> None:
 
 def read_split(folder: str | Path, split: str) -> pa.Table:
     """A processed split (`<folder>/<split>.parquet`); missing or unreadable is a StageError saying what to do."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     path = Path(folder) / f"{split}.parquet"
     try:
         return pq.read_table(path)

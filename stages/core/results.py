@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-import pandas as pd
-import pyarrow as pa
+if TYPE_CHECKING:  # annotations only: stages.tasks imports this module, configure among its users
+    import pandas as pd
+    import pyarrow as pa
 
 
 @dataclass(frozen=True)

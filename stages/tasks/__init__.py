@@ -15,16 +15,17 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Protocol
-
-import numpy as np
-import pandas as pd
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol
 
 from stages.core import params as core_params
 from stages.core.params import Params, ParamsError, ParamsModel
 from stages.core.problem import Problem
 from stages.core.results import TaskResults
+
+if TYPE_CHECKING:  # annotations only: configure, which reads no data, loads none of them
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
 
 TASK_NAMES = tuple(sorted(info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_")))
 

@@ -174,23 +174,56 @@ def features_and_target(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
 
 # --- evaluation and report ---
 
+# The scores in numpy, as scikit-learn computes them (tests/test_scores.py: equal to the last bit):
+# `import sklearn.metrics` loads scipy.stats, seconds of evaluate's start-up for a few lines of work.
+
+def _ratio(numerator: int, denominator: int) -> float:
+    return float(numerator / denominator) if denominator else 0.0  # sklearn's zero_division=0
+
+
+def binary_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Accuracy, and precision, recall and F1 of the positive class (1), 0 where undefined."""
+    true, predicted = np.asarray(y_true) == 1, np.asarray(y_pred) == 1
+    tp, true_sum, pred_sum = int(np.sum(true & predicted)), int(np.sum(true)), int(np.sum(predicted))
+    return {"accuracy": float(np.mean(np.asarray(y_true) == np.asarray(y_pred))),
+            "precision": _ratio(tp, pred_sum), "recall": _ratio(tp, true_sum),
+            "f1": _ratio(2 * tp, true_sum + pred_sum)}
+
+
+def roc_curve(y_true: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds) as sklearn.metrics.roc_curve gives them (drop_intermediate=True): one point per
+    distinct score, highest first, the points inside a straight run dropped, (0, 0) at threshold inf first."""
+    order = np.argsort(-np.asarray(score, dtype=np.float64), kind="stable")
+    score, y_true = np.asarray(score, dtype=np.float64)[order], np.asarray(y_true)[order]
+    last = np.r_[np.flatnonzero(np.diff(score)), y_true.size - 1]
+    tps = np.cumsum(y_true == 1, dtype=np.float64)[last]
+    fps, thresholds = 1 + last - tps, score[last]
+    if len(fps) > 2:
+        corners = np.flatnonzero(np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True])
+        fps, tps, thresholds = fps[corners], tps[corners], thresholds[corners]
+    tps, fps, thresholds = np.r_[0.0, tps], np.r_[0.0, fps], np.r_[np.inf, thresholds]
+    fpr = fps / fps[-1] if fps[-1] > 0 else np.full(fps.shape, np.nan)
+    tpr = tps / tps[-1] if tps[-1] > 0 else np.full(tps.shape, np.nan)
+    return fpr, tpr, thresholds
+
+
+def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
+    """The area under roc_curve (trapezoids); nan when y_true holds one class only."""
+    if len(np.unique(y_true)) != 2:
+        return float("nan")
+    fpr, tpr, _ = roc_curve(y_true, score)
+    return float(np.trapezoid(tpr, fpr))
+
+
 def evaluate(predict, splits: Mapping[str, pa.Table]) -> tuple[dict, dict[str, pd.DataFrame]]:
     """Accuracy, precision, recall, F1 and ROC AUC at threshold 0.5; the ROC curve and the confusion pairs."""
-    from sklearn import metrics as skm
-
     x_test, y_test = features_and_target(splits["test"])
     y_test = y_test.astype(int)
     probability = predict(x_test).reshape(-1)
     y_pred = (probability >= 0.5).astype(int)
-    metrics = {
-        "test/accuracy": float(skm.accuracy_score(y_test, y_pred)),
-        "test/precision": float(skm.precision_score(y_test, y_pred, zero_division=0)),
-        "test/recall": float(skm.recall_score(y_test, y_pred, zero_division=0)),
-        "test/f1": float(skm.f1_score(y_test, y_pred, zero_division=0)),
-        "test/roc_auc": float(skm.roc_auc_score(y_test, probability)),
-        "test/rows": int(len(y_test)),
-    }
-    fpr, tpr, thresholds = skm.roc_curve(y_test, probability)
+    metrics = {**{f"test/{name}": value for name, value in binary_scores(y_test, y_pred).items()},
+               "test/roc_auc": roc_auc(y_test, probability), "test/rows": int(len(y_test))}
+    fpr, tpr, thresholds = roc_curve(y_test, probability)
     roc = pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": np.minimum(thresholds, 1.0)})
     confusion = pd.DataFrame({"actual": y_test, "predicted": y_pred})
     return metrics, {"roc.csv": roc, "confusion.csv": confusion}
