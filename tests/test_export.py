@@ -12,6 +12,7 @@ softmax's exp turns the logits' small relative error into an absolute one on the
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -33,23 +34,15 @@ RTOL, ATOL = 1e-5, 1e-5
 
 # The serving example of the docs ("Scoring a raw patient row"), word for word: the ai-edge-litert
 # interpreter, numpy and pandas, and the fitted preprocessing heart writes beside its splits.
-SERVING_EXAMPLE = """
-import json
-import pandas as pd
-from ai_edge_litert.interpreter import Interpreter
-from stages.tasks import heart
+def serving_example() -> str:
+    """The docs' serving example, the block docs/pipeline.md marks with `<!-- serving-example -->`: the page
+    is its one home, and the test runs it as it stands there."""
+    page = (REPO_ROOT / "docs" / "pipeline.md").read_text()
+    match = re.search(r"<!-- serving-example -->\n```python\n(.*?)```", page, re.S)
+    assert match, "docs/pipeline.md has no serving-example block"
+    return match.group(1)
 
-preprocessing = json.load(open("data/processed/heart/preprocessing.json"))
-features = heart.encode(pd.read_csv("new_patients.csv"), preprocessing).to_numpy()  # target not needed
 
-network = Interpreter(model_path="models/heart.tflite")
-(inputs,), (outputs,) = network.get_input_details(), network.get_output_details()
-network.resize_tensor_input(inputs["index"], features.shape)   # any number of rows
-network.allocate_tensors()
-network.set_tensor(inputs["index"], features)
-network.invoke()
-probability = network.get_tensor(outputs["index"]).reshape(-1)   # of heart disease, per row
-"""
 # Run after the example in the same process: what it computed and which heavy modules it loaded.
 REPORT = """
 import sys
@@ -97,7 +90,7 @@ def test_the_serving_example_scores_raw_rows_as_keras_does_without_tensorflow(bu
     (tmp_path / "new_patients.csv").write_text(rows.to_csv(index=False))
     for folder in ("data", "models"):  # the built pipeline's outputs, as in a checkout after `dvc repro`
         (tmp_path / folder).symlink_to(built_repo / folder)
-    result = subprocess.run([sys.executable, "-c", SERVING_EXAMPLE + REPORT], cwd=tmp_path,
+    result = subprocess.run([sys.executable, "-c", serving_example() + REPORT], cwd=tmp_path,
                             env=repo_env(mirror, PYTHONPATH=str(REPO_ROOT)), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     served = json.loads(result.stdout.splitlines()[-1])
