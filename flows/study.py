@@ -67,7 +67,7 @@ TARGETS = ("evaluate",)
 DEFAULT_JOBS = 2
 ARTIFACT_KEY = "study-run"  # table: the experiments, best val/loss first
 REPORT_ARTIFACT_KEY = "study-report"  # link: file:// URL of reports/study.html
-HEADLINE = ("val/loss", "test/relative_mse", "ood/mse_vs_truth")
+HEADLINE = ("val/loss", "test/relative_mse", "ood/mse_vs_truth")  # each in synthetic.HEADLINE_METRICS: in dvc exp show
 # A variation's run on the pool is resubmitted when its worker dies (Crashed), at most this many runs in all.
 DEFAULT_ATTEMPTS = 3
 
@@ -214,9 +214,9 @@ def follow_variation(root: Path, head: str, name: str, stage_report: Path) -> St
         return Failed(message=str(error))
     if name not in found:
         return Failed(message=failure_reason(records, name))
-    shown = found[name]["metrics"]
-    metrics = {metric: shown.get(headline_name("synthetic", short))
-               for short, metric in headline_choice("synthetic").items() if metric in HEADLINE}
+    shown = found[name]["metrics"]  # the headline file's names: synthetic/val_loss for val/loss
+    columns = {metric: headline_name("synthetic", short) for short, metric in headline_choice("synthetic").items()}
+    metrics = {metric: shown.get(columns[metric]) for metric in HEADLINE}
     text = ", ".join(f"{metric} {value:.4g}" for metric, value in metrics.items() if isinstance(value, (int, float)))
     get_run_logger().info(f"{name}: {text}")
     return Completed(message=text, data=metrics)

@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+from flows import study
 from flows.dvc_adapter import metrics_diff
 from flows.pipeline import metric_rows
 from stages.tasks import TASK_NAMES, headline_choice, headline_metrics, headline_name, significant
@@ -17,6 +18,9 @@ from tests.conftest import repo_env, run
 # only where an experiment differs, the dependencies' hash columns left out.
 GLANCE = ["dvc", "exp", "show", "--no-pager", "--only-changed",
           "--keep", r"(synthetic|heart|mnist)/(?!epoch)", "--drop", r"(data|models|reports|stages)/"]
+
+
+EPOCHS = [f"{task}/epoch" for task in TASK_NAMES]  # reports/live/<task>/metrics.json
 
 
 def headline_names(tasks=TASK_NAMES) -> list[str]:
@@ -36,6 +40,8 @@ def test_headline_values_are_rounded_and_named_uniquely():
         "synthetic/rel_mse": 0.04913, "synthetic/ood_mse": 31.83, "synthetic/val_loss": 1.148}
     names = headline_names()
     assert len(names) == len(set(names))  # unique: DVC names the columns without their file's path
+    # The study follows its variations by these, in `dvc exp show`.
+    assert set(study.HEADLINE) <= set(headline_choice("synthetic").values())
 
 
 def test_exp_show_at_200_columns_shows_every_headline_metric_and_the_changed_param(workspace: Path, mirror: Path):
@@ -57,7 +63,7 @@ def test_exp_show_at_200_columns_shows_every_headline_metric_and_the_changed_par
     plain = json.loads(run(["dvc", "exp", "show", "--json"], workspace, env).stdout)
     metric_names = {name for commit in plain for data in [commit.get("data") or {}]
                     for found in (data.get("metrics") or {}).values() for name in found["data"]}
-    assert metric_names == {*headline_names(), *(f"{task}/epoch" for task in TASK_NAMES)}
+    assert metric_names == {*headline_names(), *EPOCHS}
 
 
 def test_exp_diff_and_the_metrics_artifact_list_headline_metrics_rounded_changed_first(workspace: Path, mirror: Path):
@@ -75,11 +81,11 @@ def test_exp_diff_and_the_metrics_artifact_list_headline_metrics_rounded_changed
     assert sorted(row.split()[1] for row in every.splitlines() if re.match(r"\s*reports/headline/", row)) == \
         sorted(headline_names())
 
-    # The flow's `pipeline-metrics` table, from the same real `dvc metrics diff HEAD --all`.
+    # The flow's `pipeline-metrics` table, from the same real `dvc metrics diff HEAD --all`: the headline
+    # metrics and the epochs each task ran (dvclive's one metric), changed ones first, 4 significant digits.
     table = metric_rows(metrics_diff(workspace, env))
-    assert sorted(row["metric"] for row in table) == sorted(headline_names())
-    assert [row["metric"] for row in table[:len(changed)]] and \
-        {row["metric"] for row in table[:len(changed)]} == set(changed)  # the changed ones first
-    assert all(not row["change"] for row in table[len(changed):])
+    assert sorted(row["metric"] for row in table) == sorted([*headline_names(), *EPOCHS])
+    flags = [bool(row["change"]) for row in table]
+    assert flags == sorted(flags, reverse=True) and {row["metric"] for row in table if row["change"]} >= set(changed)
     assert all(significant_digits(repr(row[key])) <= 4 for row in table for key in ("old", "new", "change")
                if isinstance(row[key], float))
