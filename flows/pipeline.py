@@ -270,9 +270,9 @@ def headline(metrics: dict) -> str:
 
     parts = []
     for name in sorted(TASK_NAMES, key=lambda name: load_task(name).LAB_PART):
-        short = next(short for short, key in headline_choice(name).items() if key == load_task(name).HEADLINE_METRIC)
-        metric = headline_name(name, short)
-        for values in metrics.values():
+        shorts = [short for short, key in headline_choice(name).items() if key == load_task(name).HEADLINE_METRIC]
+        metric = headline_name(name, shorts[0]) if shorts else None
+        for values in metrics.values() if metric else ():
             value = values.get(metric, {}).get("new")
             if isinstance(value, (int, float)):
                 parts.append(f"{metric} {value:.4g}")

@@ -8,10 +8,12 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from flows import study
 from flows.dvc_adapter import metrics_diff
 from flows.pipeline import metric_rows
-from stages.tasks import TASK_NAMES, headline_choice, headline_metrics, headline_name, significant
+from stages.tasks import TASK_NAMES, headline_choice, headline_metrics, headline_name, load_task, significant
 from tests.conftest import repo_env, run
 
 # The documented command (docs: "Compare experiments"): every headline column kept, the other columns
@@ -40,6 +42,10 @@ def test_headline_values_are_rounded_and_named_uniquely():
         "synthetic/rel_mse": 0.04913, "synthetic/ood_mse": 31.83, "synthetic/val_loss": 1.148}
     names = headline_names()
     assert len(names) == len(set(names))  # unique: DVC names the columns without their file's path
+    for task in TASK_NAMES:  # a run's one-line summary (flows.pipeline.headline) shows it
+        assert load_task(task).HEADLINE_METRIC in headline_choice(task).values(), task
+    with pytest.raises(KeyError, match=r"stages/tasks/synthetic.py HEADLINE_METRICS names ood/mse_vs_truth"):
+        headline_metrics("synthetic", {"test/relative_mse": 0.05, "val/loss": 1.1})  # evaluate: one line, exit 1
     # The study follows its variations by these, in `dvc exp show`.
     assert set(study.HEADLINE) <= set(headline_choice("synthetic").values())
 

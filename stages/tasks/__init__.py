@@ -36,7 +36,8 @@ class TaskModule(Protocol):
     LAB_PART: int                                # the report shows the tasks in this order
     PROBLEM: Problem                             # regression / binary / multiclass, output units
     HEADLINE_METRIC: str                         # the one metric a run's summary shows
-    # optional: HEADLINE_METRICS: Mapping[str, str], `dvc exp show`'s columns, short name -> metric (see headline_choice)
+    # optional: HEADLINE_METRICS: Mapping[str, str], `dvc exp show`'s columns, short name -> metric, HEADLINE_METRIC
+    # among them (see headline_choice)
     RAW_FILES: tuple[str, ...]                   # what generate/fetch writes to data/raw/<task>/
     EVALUATION_SPLITS: tuple[str, ...]           # processed splits `evaluate` takes
     REPORT_SPLITS: tuple[str, ...]               # processed splits `report_sections` takes
@@ -80,7 +81,8 @@ def headline_metrics(name: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
     chosen = headline_choice(name)
     missing = [key for key in chosen.values() if key not in metrics]
     if missing:
-        raise KeyError(f"stages/tasks/{name}.py HEADLINE_METRICS names {', '.join(missing)}, which evaluate does not write")
+        raise KeyError(f"stages/tasks/{name}.py HEADLINE_METRICS names {', '.join(missing)}, "
+                       "which evaluate does not write")
     return {headline_name(name, short): significant(metrics[key]) for short, key in chosen.items()}
 
 
