@@ -266,17 +266,17 @@ def apply_overrides(root: Path, overrides: dict[str, Any]) -> None:
 
 
 def headline(metrics: dict) -> str:
-    """`synthetic test/relative_mse 0.049, …` from a metrics diff: each task's headline metric, in lab order."""
-    from stages.tasks import TASK_NAMES, load_task
+    """`synthetic/rel_mse 0.049, …` from a metrics diff: each task's HEADLINE_METRIC, in lab order."""
+    from stages.tasks import TASK_NAMES, headline_choice, headline_name, load_task
 
     parts = []
     for name in sorted(TASK_NAMES, key=lambda name: load_task(name).LAB_PART):
-        metric = load_task(name).HEADLINE_METRIC
-        for path, values in metrics.items():
-            if Path(path).stem == name and metric in values:
-                value = values[metric].get("new")
-                if isinstance(value, (int, float)):
-                    parts.append(f"{name} {metric} {value:.4g}")
+        shorts = [short for short, key in headline_choice(name).items() if key == load_task(name).HEADLINE_METRIC]
+        metric = headline_name(name, shorts[0]) if shorts else None
+        for values in metrics.values() if metric else ():
+            value = values.get(metric, {}).get("new")
+            if isinstance(value, (int, float)):
+                parts.append(f"{metric} {value:.4g}")
     return ", ".join(parts)
 
 
@@ -285,16 +285,15 @@ def stage_rows(stages: list[StageRecord]) -> list[dict]:
 
 
 def metric_rows(metrics: dict) -> list[dict]:
-    """One row per metric of a `dvc metrics diff --json`: file, metric, old (HEAD), new (this run), change;
-    numbers to 4 significant digits (the table is read, not computed with), the changed metrics first."""
-    rows = [{"file": path, "metric": name, "old": _significant(value.get("old")),
-             "new": _significant(value.get("new")), "change": _significant(value.get("diff"))}
+    """One row per metric of a `dvc metrics diff --json` (the headline files: dvc.yaml's `metrics`): file,
+    metric, old (HEAD), new (this run), change; numbers to 4 significant digits (the table is read, not
+    computed with), the changed metrics first."""
+    from stages.tasks import significant
+
+    rows = [{"file": path, "metric": name, "old": significant(value.get("old")),
+             "new": significant(value.get("new")), "change": significant(value.get("diff"))}
             for path, values in metrics.items() for name, value in values.items()]
     return sorted(rows, key=lambda row: not row["change"])  # stable: DVC's order within each group
-
-
-def _significant(value: Any, digits: int = 4) -> Any:
-    return float(f"{value:.{digits}g}") if isinstance(value, float) else value
 
 
 def publish_summary(run_name: str, outcome: str, stages: list[StageRecord], metrics: dict,

@@ -54,10 +54,12 @@ from flows.processes import (Interrupted, end_if_server_lost, interrupted_line, 
 from stages.core.contract import STAGE_REPORT_ENV
 from stages.core.params import ParamsError, StudyVariation
 from stages.core.tracking import read_stage_records
-from stages.tasks import load_params, parse_params
+from stages.tasks import headline_choice, headline_name, load_params, parse_params
 
 REPORT = Path("reports/study.html")
-METRICS = "reports/metrics/synthetic.json"
+# `dvc exp show` has the headline metrics (HEADLINE's values); every metric is in DETAILS, in DVC's cache.
+METRICS = "reports/headline/synthetic.json"
+DETAILS = "reports/metrics/synthetic.json"
 CURVE = "reports/plots/synthetic/learning_curve.csv"
 PREDICTIONS = "reports/plots/synthetic/evaluation/predictions.csv"
 # What each experiment reproduces: every `evaluate@…` stage and what it needs, so metrics, learning
@@ -66,7 +68,7 @@ PREDICTIONS = "reports/plots/synthetic/evaluation/predictions.csv"
 TARGETS = ("evaluate",)
 ARTIFACT_KEY = "study-run"  # table: the experiments, best val/loss first
 REPORT_ARTIFACT_KEY = "study-report"  # link: file:// URL of reports/study.html
-HEADLINE = ("val/loss", "test/relative_mse", "ood/mse_vs_truth")
+HEADLINE = ("val/loss", "test/relative_mse", "ood/mse_vs_truth")  # each in synthetic.HEADLINE_METRICS: in dvc exp show
 
 
 class StudyError(Exception):
@@ -211,7 +213,9 @@ def follow_variation(root: Path, head: str, name: str, stage_report: Path) -> St
         return Failed(message=str(error))
     if name not in found:
         return Failed(message=failure_reason(records, name))
-    metrics = {metric: found[name]["metrics"].get(metric) for metric in HEADLINE}
+    shown = found[name]["metrics"]  # the headline file's names: synthetic/val_loss for val/loss
+    columns = {metric: headline_name("synthetic", short) for short, metric in headline_choice("synthetic").items()}
+    metrics = {metric: shown.get(columns[metric]) for metric in HEADLINE}
     text = ", ".join(f"{metric} {value:.4g}" for metric, value in metrics.items() if isinstance(value, (int, float)))
     get_run_logger().info(f"{name}: {text}")
     return Completed(message=text, data=metrics)
@@ -418,6 +422,18 @@ def _git_show(root: Path, rev: str, path: str) -> str:
     return result.stdout
 
 
+def _dvc_show(root: Path, rev: str, path: str) -> str:
+    """A DVC-tracked file as experiment `rev` wrote it (from the local cache, which queued runs share)."""
+    from dvc.api import read
+    from dvc.exceptions import DvcException
+
+    try:
+        return read(path, repo=str(root), rev=rev)
+    except (DvcException, OSError) as error:
+        raise StudyError(f"experiment commit {rev[:10]}: cannot read {path} from DVC's cache ({error}); "
+                         "`dvc exp apply` it and `dvc repro` to rebuild it") from None
+
+
 def read_experiments(root: Path, head: str, variations: Sequence[StudyVariation], stage_report: Path) -> list:
     """Each variation's experiment: params and metrics from `dvc exp show --json`, CSVs from its commit."""
     import io
@@ -442,7 +458,8 @@ def read_experiments(root: Path, head: str, variations: Sequence[StudyVariation]
         experiments.append(StudyExperiment(
             name=variation.name, rev=shown["rev"],
             overrides={key: _get(shown["params"], key) for key, _ in variation.overrides},
-            seed=params.seed, config=params.task("synthetic"), metrics=shown["metrics"],
+            seed=params.seed, config=params.task("synthetic"),
+            metrics=json.loads(_dvc_show(root, shown["rev"], DETAILS)),
             curve=pd.read_csv(io.StringIO(_git_show(root, shown["rev"], CURVE))),
             predictions=pd.read_csv(io.StringIO(_git_show(root, shown["rev"], PREDICTIONS)))))
     return experiments

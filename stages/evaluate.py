@@ -2,10 +2,13 @@
 
     python -m stages.evaluate TASK --data data/processed/TASK --model models/TASK.tflite
         --curve reports/plots/TASK/learning_curve.csv --metrics reports/metrics/TASK.json
-        --plots reports/plots/TASK/evaluation
+        --headline reports/headline/TASK.json --plots reports/plots/TASK/evaluation
 
 Metric names carry their split: `test/accuracy`, `val/loss`, `ood/mse_vs_truth`. Which metrics
 and plots is the task module's business; the last epoch's curve values are added to every task's.
+All of them go to --metrics (the report reads it); the few the task names in HEADLINE_METRICS go
+to --headline as `TASK/<short name>`, to 4 significant digits: the file DVC shows as metrics
+(`dvc exp show`, `dvc exp diff`, `dvc metrics diff`), narrow enough to read at a glance.
 
 The metrics measure the network train@TASK exported for LiteRT (`models/TASK.tflite`), served by
 ai-edge-litert (`load_exported`, a tenth of a second where TensorFlow takes seconds): this stage
@@ -24,7 +27,7 @@ import pandas as pd
 
 from stages.core.errors import StageError, run_stage
 from stages.core.io import csv_bytes, json_bytes, read_split, write_outputs
-from stages.tasks import TASK_NAMES, load_task
+from stages.tasks import TASK_NAMES, headline_metrics, load_task
 
 RUNTIME = "ai-edge-litert"   # serves the network train exported (stages/training/export.py)
 INSTALL = f"pip install -c requirements.lock {RUNTIME}"   # `make setup` installs it too
@@ -89,7 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, required=True, help="the task's processed folder")
     parser.add_argument("--model", type=Path, required=True, help="the network train exported (.tflite)")
     parser.add_argument("--curve", type=Path, required=True, help="the learning curve written by train")
-    parser.add_argument("--metrics", type=Path, required=True, help="where to write the metrics JSON")
+    parser.add_argument("--metrics", type=Path, required=True, help="where to write every metric (JSON)")
+    parser.add_argument("--headline", type=Path, required=True, help="where to write the headline metrics (JSON)")
     parser.add_argument("--plots", type=Path, required=True, help="folder for the plot CSVs")
     args = parser.parse_args(argv)
 
@@ -99,7 +103,11 @@ def main(argv: list[str] | None = None) -> None:
     splits = {split: read_split(args.data, split) for split in task.EVALUATION_SPLITS}
     metrics, plots = task.evaluate(predict, splits)
     metrics = {**curve_metrics(curve), **metrics}
-    write_outputs({args.metrics: json_bytes(metrics),
+    try:
+        headline = headline_metrics(args.task, metrics)
+    except KeyError as error:
+        raise StageError(error.args[0]) from None
+    write_outputs({args.metrics: json_bytes(metrics), args.headline: json_bytes(headline),
                    **{args.plots / name: csv_bytes(frame) for name, frame in plots.items()}})
     print(f"evaluate@{args.task}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()
                                                if k.startswith(("test/", "ood/")) and "digit" not in k))

@@ -39,7 +39,11 @@ def test_a_new_task_is_one_module_its_params_and_one_matrix_entry(workspace: Pat
     assert stages_run(run(["dvc", "repro"], workspace, env).stdout) == NEW_STAGES
     assert json.loads(run(["dvc", "status", "--json"], workspace, env).stdout) == {}
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], workspace, env).stdout)
-    metrics = shown[""]["data"]["reports/metrics/breast_cancer.json"]["data"]
+    # Without HEADLINE_METRICS of its own, its headline is its HEADLINE_METRIC and its validation loss.
+    assert set(shown[""]["data"]) >= {"reports/headline/breast_cancer.json"}
+    assert sorted(shown[""]["data"]["reports/headline/breast_cancer.json"]["data"]) == [
+        "breast_cancer/roc_auc", "breast_cancer/val_loss"]
+    metrics = json.loads((workspace / "reports/metrics/breast_cancer.json").read_text())
     assert metrics["test/roc_auc"] > 0.9 and metrics["train/epochs_run"] > 0
     report = (workspace / "reports/report.html").read_text()
     assert "<h2>Breast cancer classifier</h2>" in report and "<figcaption>Breast cancer: " in report

@@ -31,7 +31,7 @@ def restored_from_run_cache(output: str) -> set[str]:
 
 def outputs(repo: Path) -> dict[str, bytes]:
     """Every file the stages write (data, models, metrics, plot data, the report), by path."""
-    folders = ["data", "models", "reports/metrics", "reports/plots"]
+    folders = ["data", "models", "reports/metrics", "reports/headline", "reports/plots"]
     files = [path for folder in folders for path in (repo / folder).rglob("*") if path.is_file()]
     files += [*(repo / "reports/live").glob("*/metrics.json"), repo / "reports/report.html"]
     return {path.relative_to(repo).as_posix(): path.read_bytes() for path in files

@@ -61,12 +61,12 @@ def test_a_first_run_says_in_one_line_what_it_pulls_and_what_it_computes(workspa
     assert 0 < pushed < total and (workspace / "data/processed/heart").is_dir()
 
     assert first_run(workspace, mirror, "compare") == []  # the committed results, untouched
-    metrics = workspace / "reports/metrics/heart.json"
+    metrics = workspace / "reports/headline/heart.json"
     values = json.loads(metrics.read_text())
     name = next(iter(values))
     metrics.write_text(json.dumps({**values, name: values[name] * 1.0004}))  # the last digits of another CPU
     (line,) = first_run(workspace, mirror, "compare")
-    assert f"1 metric(s) of 1 file(s) (largest: {name} in reports/metrics/heart.json, 0.04 % relative" in line
+    assert f"1 metric(s) of 1 file(s) (largest: {name} in reports/headline/heart.json, 0.04 % relative" in line
     assert "`dvc metrics diff`" in line
 
 

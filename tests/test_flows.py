@@ -172,8 +172,8 @@ def test_stale_stages_run_as_named_child_flow_runs_then_a_second_run_skips_every
     table = next(json.loads(artifact.data) for artifact in artifacts if artifact.key == "pipeline-run")
     assert {"stage": "train@synthetic", "status": "ran"}.items() <= table[ALL_STAGES.index("train@synthetic")].items()
     assert {"stage": "train@mnist", "status": "skipped"}.items() <= table[ALL_STAGES.index("train@mnist")].items()
-    new_mse = json.loads((workspace / "reports/metrics/synthetic.json").read_text())["test/mse"]
-    assert summary["metrics"]["reports/metrics/synthetic.json"]["test/mse"]["new"] == new_mse
+    new_mse = json.loads((workspace / "reports/headline/synthetic.json").read_text())["synthetic/rel_mse"]
+    assert summary["metrics"]["reports/headline/synthetic.json"]["synthetic/rel_mse"]["new"] == new_mse
     assert summary["experiment"] is None and summary["commit"] is None
     assert dvc_is_clean(workspace, mirror) and repro_runs_nothing(workspace, mirror)
 
@@ -284,7 +284,8 @@ def test_independent_stages_run_at_once_and_leave_dvc_as_a_serial_run_does(
                 needs = {name: project.upstream(name) for name in stages}
                 project.close()
             assert overlaps and all(a not in needs[b] and b not in needs[a] for a, b in overlaps), overlaps
-    results = ["dvc.lock", *(f"reports/metrics/{name}.json" for name in ("synthetic", "heart", "mnist"))]
+    results = ["dvc.lock", *(f"reports/{kind}/{name}.json" for name in ("synthetic", "heart", "mnist")
+                             for kind in ("metrics", "headline"))]
     for path in results:
         assert (copies[1] / path).read_bytes() == (copies[2] / path).read_bytes(), path
 
@@ -330,8 +331,8 @@ def test_the_command_line_prints_one_json_summary(workspace: Path, mirror: Path,
     summary = json.loads(result.stdout)
     assert set(summary) == {"stages", "metrics", "experiment", "commit"}
     assert [(stage["name"], stage["status"]) for stage in summary["stages"]] == [(n, "skipped") for n in ALL_STAGES]
-    accuracy = json.loads((workspace / "reports/metrics/mnist.json").read_text())["test/accuracy"]
-    assert summary["metrics"]["reports/metrics/mnist.json"]["test/accuracy"] == {
+    accuracy = json.loads((workspace / "reports/headline/mnist.json").read_text())["mnist/accuracy"]
+    assert summary["metrics"]["reports/headline/mnist.json"]["mnist/accuracy"] == {
         "old": accuracy, "new": accuracy, "diff": 0}
     assert summary["experiment"] is None and summary["commit"] is None
 
@@ -419,9 +420,10 @@ def test_network_exit_code_and_headline_match_the_stages():
     from stages.core.errors import NetworkError
 
     assert NETWORK_EXIT_CODE == NetworkError.exit_code
-    metrics = {"reports/metrics/heart.json": {"test/roc_auc": {"new": 0.9012}},
-               "reports/metrics/mnist.json": {"test/accuracy": {"new": 0.98123, "old": 0.97}}}
-    assert headline(metrics) == "heart test/roc_auc 0.9012, mnist test/accuracy 0.9812"  # in lab order
+    metrics = {"reports/headline/mnist.json": {"mnist/accuracy": {"new": 0.98123, "old": 0.97},
+                                               "mnist/val_loss": {"new": 0.1}},
+               "reports/headline/heart.json": {"heart/roc_auc": {"new": 0.9012}, "heart/accuracy": {"new": 0.8}}}
+    assert headline(metrics) == "heart/roc_auc 0.9012, mnist/accuracy 0.9812"  # in lab order
 
 
 def test_an_interrupted_stage_command_stops_with_what_it_started(tmp_path: Path):

@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+from stages.tasks import significant
 from tests.conftest import TINY_EPOCHS, repo_env, run, set_params
 
 ALL_STAGES = {
@@ -55,10 +56,9 @@ def test_experiment_with_wider_model_shows_in_exp_show_and_metrics_diff(workspac
     wide = next(exp for exp in experiments if exp.get("name") == "wide")
     data = wide["revs"][0]["data"]
     assert data["params"]["params.yaml"]["data"]["model"]["width"] == 128
-    synthetic = data["metrics"]["reports/metrics/synthetic.json"]["data"]
-    assert synthetic["test/mse"] != before["test/mse"]
+    synthetic = data["metrics"]["reports/headline/synthetic.json"]["data"]
+    assert synthetic["synthetic/rel_mse"] != significant(before["test/relative_mse"])
 
     # `dvc exp run` leaves the experiment's results in the workspace: diff them against HEAD.
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], workspace, env).stdout)
-    assert "test/mse" in diff["reports/metrics/synthetic.json"]
-    assert diff["reports/metrics/synthetic.json"]["test/mse"]["new"] == synthetic["test/mse"]
+    assert diff["reports/headline/synthetic.json"]["synthetic/rel_mse"]["new"] == synthetic["synthetic/rel_mse"]

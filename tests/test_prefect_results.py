@@ -98,11 +98,11 @@ def test_a_run_publishes_tables_a_report_link_and_training_progress_and_notifies
     assert json.loads(artifacts["pipeline-run"].data) == [
         {"stage": stage["name"], "status": stage["status"], "seconds": stage["seconds"]} for stage in summary["stages"]]
     metrics = {(row["file"], row["metric"]): row for row in json.loads(artifacts["pipeline-metrics"].data)}
-    mse = json.loads((workspace / "reports/metrics/synthetic.json").read_text())["test/mse"]
-    row = metrics[("reports/metrics/synthetic.json", "test/mse")]
+    mse = json.loads((workspace / "reports/metrics/synthetic.json").read_text())["test/relative_mse"]
+    row = metrics[("reports/headline/synthetic.json", "synthetic/rel_mse")]
     assert row["new"] == float(f"{mse:.4g}")  # the artifact's 4 significant digits
     assert row["change"] == pytest.approx(row["new"] - row["old"], abs=1e-3 * max(abs(row["new"]), abs(row["old"])))
-    assert metrics[("reports/metrics/mnist.json", "test/accuracy")]["change"] == 0
+    assert metrics[("reports/headline/mnist.json", "mnist/accuracy")]["change"] == 0
     report_url = (workspace / "reports/report.html").resolve().as_uri()
     assert artifacts["pipeline-report"].data == f"[reports/report.html]({report_url})"
 

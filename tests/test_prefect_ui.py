@@ -107,8 +107,8 @@ def test_each_variation_of_the_local_queue_is_a_task_run_with_its_state_and_head
     assert variations["broken"].type.value == "FAILED"
     assert variations["broken"].message.startswith("train: error: ") and "validation_split" in variations["broken"].message
     assert variations["narrow"].type.value == "COMPLETED"
-    metrics = experiments_at_head(workspace, env)["narrow"]["data"]["metrics"]["reports/metrics/synthetic.json"]["data"]
-    assert f"val/loss {metrics['val/loss']:.4g}" in variations["narrow"].message, variations["narrow"].message
+    metrics = experiments_at_head(workspace, env)["narrow"]["data"]["metrics"]["reports/headline/synthetic.json"]["data"]
+    assert f"val/loss {metrics['synthetic/val_loss']:.4g}" in variations["narrow"].message, variations["narrow"].message
 
 
 def test_a_variation_stops_waiting_when_the_study_stops_following_the_queue(tmp_path: Path, monkeypatch):

@@ -151,7 +151,7 @@ def test_an_experiment_pushed_from_one_clone_shows_with_its_metrics_in_another(
 
     run(["dvc", "exp", "run", "-q", "-n", EXPERIMENT, "-S", "synthetic.train.epochs=3"], workspace, env)
     made = experiment_metrics(dvc_json(workspace, env, "exp", "show"), EXPERIMENT)
-    assert made["reports/metrics/synthetic.json"]["train/epochs_run"] == 3
+    assert made["reports/live/synthetic/metrics.json"]["synthetic/epoch"] == 3
     run(["dvc", "exp", "push", "origin", EXPERIMENT], workspace, env)  # git refs, and the data to the DVC remote
 
     with pytest.raises(AssertionError, match="no experiment"):

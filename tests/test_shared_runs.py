@@ -207,10 +207,10 @@ def test_record_with_an_uncommitted_params_change_is_refused_before_any_stage_ru
 
     assert state.is_completed(), state.message
     files = run(["git", "show", "--name-only", "--format=", "HEAD"], workspace, repo_env(mirror)).stdout.split()
-    assert "dvc.lock" in files and "reports/metrics/synthetic.json" in files
+    assert "dvc.lock" in files and "reports/headline/synthetic.json" in files
     assert not [name for name in files if "heart" in name or "mnist" in name]  # their chains did not run
-    changed = metric_changes(workspace, "HEAD~1", mirror)["reports/metrics/synthetic.json"]
-    assert changed["test/relative_mse"]["diff"] != 0
+    changed = metric_changes(workspace, "HEAD~1", mirror)["reports/headline/synthetic.json"]
+    assert changed["synthetic/rel_mse"]["diff"] != 0
     assert run(["git", "status", "--porcelain"], workspace, repo_env(mirror)).stdout == ""
 
 
@@ -244,8 +244,8 @@ def test_a_week_of_nightlies_records_one_commit_per_night_whose_results_changed(
             assert team.head() == before, night  # nothing changed, nothing pushed
         if night == 1:  # the first change, seen from a fresh clone
             fresh = team.clone(tmp_path / "fresh")
-            changed = metric_changes(fresh, "HEAD~1", mirror)["reports/metrics/synthetic.json"]
-            assert changed["test/relative_mse"]["diff"] != 0
+            changed = metric_changes(fresh, "HEAD~1", mirror)["reports/headline/synthetic.json"]
+            assert changed["synthetic/rel_mse"]["diff"] != 0
             assert dvc_is_clean(fresh, mirror)
 
     assert len(recorded) == 3
@@ -253,10 +253,10 @@ def test_a_week_of_nightlies_records_one_commit_per_night_whose_results_changed(
     assert [line.startswith("pipeline run ") for line in log[:6]] == [True, False] * 3
     # A week later, in a teammate's fresh clone: HEAD~3 is the first night's results, HEAD the last's.
     week = team.clone(tmp_path / "week")
-    trend = metric_changes(week, "HEAD~3", mirror)["reports/metrics/synthetic.json"]["test/relative_mse"]
-    first = json.loads(run(["git", "show", f"{recorded[0]}:reports/metrics/synthetic.json"], week, team.env).stdout)
-    last = json.loads((week / "reports/metrics/synthetic.json").read_text())
-    assert (trend["old"], trend["new"]) == (first["test/relative_mse"], last["test/relative_mse"]) != (None, None)
+    trend = metric_changes(week, "HEAD~3", mirror)["reports/headline/synthetic.json"]["synthetic/rel_mse"]
+    first = json.loads(run(["git", "show", f"{recorded[0]}:reports/headline/synthetic.json"], week, team.env).stdout)
+    last = json.loads((week / "reports/headline/synthetic.json").read_text())
+    assert (trend["old"], trend["new"]) == (first["synthetic/rel_mse"], last["synthetic/rel_mse"]) != (None, None)
 
 
 def test_a_run_from_a_missing_git_remote_or_secret_fails_in_one_line_before_anything_runs(

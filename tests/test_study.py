@@ -16,7 +16,7 @@ import yaml
 
 from flows.study import StudyError, experiments_of, failure_reason, select_variations, set_params
 from stages.core.params import StudyVariation
-from stages.tasks import load_params
+from stages.tasks import load_params, significant
 from stages.reporting.study import (StudyExperiment, answers, build_study_report, config_changes,
                                  epochs_to_reach, metrics_table_html)
 from tests.conftest import REPO_ROOT, repo_env, run
@@ -56,7 +56,7 @@ def test_overrides_become_set_params_as_users_type_them():
 def test_experiments_of_reads_the_baseline_commits_named_experiments():
     def exp(name, rev, width, metrics=True, error=None):
         data = {"params": {"params.yaml": {"data": {"synthetic": {"model": {"width": width}}}}},
-                "metrics": {"reports/metrics/synthetic.json": {"data": {"val/loss": 1.5}}} if metrics else {}}
+                "metrics": {"reports/headline/synthetic.json": {"data": {"synthetic/val_loss": 1.5}}} if metrics else {}}
         return {"name": name, "revs": [{"rev": rev, "name": name, "data": data, "error": error}]}
 
     shown = [{"rev": "workspace", "data": {}},
@@ -68,7 +68,7 @@ def test_experiments_of_reads_the_baseline_commits_named_experiments():
     assert list(found) == ["wide"]
     assert found["wide"]["rev"] == "e1"
     assert found["wide"]["params"]["synthetic"]["model"]["width"] == 128
-    assert found["wide"]["metrics"] == {"val/loss": 1.5}
+    assert found["wide"]["metrics"] == {"synthetic/val_loss": 1.5}
 
 
 def test_a_failed_experiment_is_explained_by_its_own_stage_record():
@@ -237,8 +237,9 @@ def test_two_variation_study_runs_two_experiments_and_writes_the_report(workspac
     assert set(shown) == {"baseline", "narrow"}
     narrow = shown["narrow"]["data"]
     assert narrow["params"]["params.yaml"]["data"]["synthetic"]["model"]["width"] == 16
-    assert narrow["metrics"]["reports/metrics/synthetic.json"]["data"]["val/loss"] == \
-        summary["experiments"][1]["metrics"]["val/loss"]
+    # `dvc exp show` has the headline, to 4 digits; the study read every metric from DVC's cache.
+    assert narrow["metrics"]["reports/headline/synthetic.json"]["data"]["synthetic/val_loss"] == \
+        significant(summary["experiments"][1]["metrics"]["val/loss"])
 
     page = (workspace / "reports/study.html").read_text()
     rows = re.findall(r'<tr><th scope="row">(?:<strong>)?([\w-]+)<', page)
@@ -288,13 +289,13 @@ def test_bad_entry_or_name_is_refused_with_nothing_queued(workspace: Path, mirro
 def test_results_git_does_not_track_are_refused_with_nothing_queued(workspace: Path, mirror: Path):
     # Queued experiments start from git's view: an untracked result would be rebuilt in every one of them.
     env = repo_env(mirror)
-    run(["git", "rm", "-q", "--cached", "reports/metrics/heart.json", "reports/plots/mnist/learning_curve.csv"],
+    run(["git", "rm", "-q", "--cached", "reports/headline/heart.json", "reports/plots/mnist/learning_curve.csv"],
         workspace, env)
     run(["git", "commit", "-qm", "results out of git"], workspace, env)
 
     result = study_cli(workspace, env)
     assert result.returncode != 0
-    assert re.search(r"^study: error: git does not track the pipeline results reports/metrics/heart\.json, "
+    assert re.search(r"^study: error: git does not track the pipeline results reports/headline/heart\.json, "
                      r"reports/plots/mnist/learning_curve\.csv: .*commit them first", result.stderr, re.M), \
         result.stderr[-2000:]
     assert "No experiment tasks in the queue" in run(["dvc", "queue", "status"], workspace, env).stdout

@@ -165,7 +165,7 @@ def wait_for(read, done, timeout: float, what: str):
 
 def metrics_of(repo: Path, env: dict[str, str], name: str) -> dict:
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo, env).stdout)
-    (found,) = [exp["revs"][0]["data"]["metrics"]["reports/metrics/synthetic.json"]["data"]
+    (found,) = [exp["revs"][0]["data"]["metrics"]["reports/headline/synthetic.json"]["data"]
                 for commit in shown for exp in (commit.get("experiments") or []) if exp["name"] == name]
     return found
 

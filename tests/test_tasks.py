@@ -162,7 +162,8 @@ def test_a_raw_patient_row_is_scored_with_the_preprocessing_written_beside_the_s
 def test_every_task_module_has_the_interface_and_dvc_yaml_runs_every_task():
     for name in TASK_NAMES:
         task = load_task(name)
-        for attribute in ("TITLE", "LAB_PART", "PROBLEM", "HEADLINE_METRIC", "RAW_FILES", "EVALUATION_SPLITS",
+        for attribute in ("TITLE", "LAB_PART", "PROBLEM", "HEADLINE_METRIC", "HEADLINE_METRICS", "RAW_FILES",
+                          "EVALUATION_SPLITS",
                           "REPORT_SPLITS", "PLOT_COLUMNS", "DataParams", "read_raw", "preprocess",
                           "features_and_target", "evaluate", "report_sections"):
             assert hasattr(task, attribute), f"stages/tasks/{name}.py lacks {attribute}"

@@ -37,6 +37,8 @@ class TaskModule(Protocol):
     LAB_PART: int                                # the report shows the tasks in this order
     PROBLEM: Problem                             # regression / binary / multiclass, output units
     HEADLINE_METRIC: str                         # the one metric a run's summary shows
+    # optional: HEADLINE_METRICS: Mapping[str, str], `dvc exp show`'s columns, short name -> metric, HEADLINE_METRIC
+    # among them (see headline_choice)
     RAW_FILES: tuple[str, ...]                   # what generate/fetch writes to data/raw/<task>/
     EVALUATION_SPLITS: tuple[str, ...]           # processed splits `evaluate` takes
     REPORT_SPLITS: tuple[str, ...]               # processed splits `report_sections` takes
@@ -56,6 +58,33 @@ def load_task(name: str) -> TaskModule:
     if name not in TASK_NAMES:
         raise ParamsError(f"unknown task {name!r}; the tasks are the modules in stages/tasks/: {', '.join(TASK_NAMES)}")
     return importlib.import_module(f"{__name__}.{name}")
+
+
+def significant(value: Any, digits: int = 4) -> Any:
+    """A float to `digits` significant digits (what the headline files and tables show); other values as they are."""
+    return float(f"{value:.{digits}g}") if isinstance(value, float) else value
+
+
+def headline_name(task: str, short: str) -> str:
+    """`heart/roc_auc`: unique across tasks, so `dvc exp show` names its column without the file's path."""
+    return f"{task}/{short}"
+
+
+def headline_choice(name: str) -> dict[str, str]:
+    """Short name -> metric: the task's HEADLINE_METRICS, or by default its HEADLINE_METRIC and val/loss."""
+    task = load_task(name)
+    default = {task.HEADLINE_METRIC.rsplit("/", 1)[-1]: task.HEADLINE_METRIC, "val_loss": "val/loss"}
+    return dict(getattr(task, "HEADLINE_METRICS", default))
+
+
+def headline_metrics(name: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The task's headline_choice out of evaluate's metrics, under their headline names, to 4 significant digits."""
+    chosen = headline_choice(name)
+    missing = [key for key in chosen.values() if key not in metrics]
+    if missing:
+        raise KeyError(f"stages/tasks/{name}.py HEADLINE_METRICS names {', '.join(missing)}, "
+                       "which evaluate does not write")
+    return {headline_name(name, short): significant(metrics[key]) for short, key in chosen.items()}
 
 
 def raw_stage(name: str) -> str:

@@ -30,6 +30,8 @@ TITLE = "Heart disease"
 LAB_PART = 2
 PROBLEM = Problem("binary", 1)
 HEADLINE_METRIC = "test/roc_auc"
+# What `dvc exp show` shows of this task, as `heart/<short name>`: short name -> evaluate's metric.
+HEADLINE_METRICS = {"roc_auc": "test/roc_auc", "accuracy": "test/accuracy", "val_loss": "val/loss"}
 RAW_FILES = ("heart.csv",)
 EVALUATION_SPLITS = ("test",)
 REPORT_SPLITS = ()

@@ -31,6 +31,8 @@ TITLE = "MNIST"
 LAB_PART = 3
 PROBLEM = Problem("multiclass", 10)
 HEADLINE_METRIC = "test/accuracy"
+# What `dvc exp show` shows of this task, as `mnist/<short name>`: short name -> evaluate's metric.
+HEADLINE_METRICS = {"accuracy": "test/accuracy", "val_loss": "val/loss"}
 RAW_FILES = ("x_train.npy", "y_train.npy", "x_test.npy", "y_test.npy")
 EVALUATION_SPLITS = ("test",)
 REPORT_SPLITS = ("test",)
