@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-STAGE_MAINS = ("generate", "fetch", "preprocess", "train", "evaluate", "report")
+STAGE_MAINS = ("generate", "fetch", "preprocess", "train", "evaluate", "figures", "report")
 PROJECT_PACKAGES = ("stages", "flows", "benchmarks", "tests")
 
 
@@ -38,6 +38,11 @@ def within(module: str, *packages: str) -> bool:
     return any(module == package or module.startswith(package + ".") for package in packages)
 
 
+def is_task_figures(module: str) -> bool:
+    """A task's figures module, `stages.tasks.<task>_figures`: its report sections, beside the task module."""
+    return within(module, "stages.tasks") and module.endswith("_figures")
+
+
 RULES = (
     Rule("stages never import flows, benchmarks or tests",
          lambda importer: within(importer, "stages"),
@@ -50,9 +55,11 @@ RULES = (
     Rule("stages.reporting imports only stages.core",
          lambda importer: within(importer, "stages.reporting"),
          lambda imported: within(imported, "stages.core", "stages.reporting")),
-    Rule("stages.tasks imports only stages.core",
-         lambda importer: within(importer, "stages.tasks"),
-         lambda imported: within(imported, "stages.core", "stages.tasks")),
+    Rule("stages.tasks imports only stages.core (its task modules, which every stage of a task imports)",
+         lambda importer: within(importer, "stages.tasks") and not is_task_figures(importer),
+         lambda imported: within(imported, "stages.core", "stages.tasks") and not is_task_figures(imported)),
+    Rule("a task's figures module imports only stages.core, stages.tasks and stages.reporting",
+         is_task_figures, lambda imported: within(imported, "stages.core", "stages.tasks", "stages.reporting")),
     Rule("a stage main imports only stages.tasks, training, reporting and core",
          lambda importer: importer in {f"stages.{main}" for main in STAGE_MAINS},
          lambda imported: within(imported, "stages.tasks", "stages.training", "stages.reporting", "stages.core")),
@@ -147,6 +154,8 @@ def test_a_broken_rule_is_named_with_its_file_line_and_import(tmp_path: Path):
         "stages/reporting/__init__.py": "", "stages/reporting/page.py": "from . import figures\n",
         "stages/reporting/figures.py": "",
         "stages/tasks/__init__.py": "",
+        "stages/tasks/mnist.py": "from stages.tasks import mnist_figures\n",
+        "stages/tasks/mnist_figures.py": "from stages.reporting import figures\nfrom stages.training import model\n",
         "stages/tasks/heart.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import stages.fetch\n"
                                  "else:\n    import stages.training\n",
         "stages/preprocess.py": "from stages import fetch, generate\nimport stages.tasks.heart\n",
@@ -157,8 +166,10 @@ def test_a_broken_rule_is_named_with_its_file_line_and_import(tmp_path: Path):
         RULES[1].name: ["stages/core/errors.py:2 imports flows.pipeline"],
         RULES[2].name: ["stages/training/model.py:1 imports stages.reporting.page"],
         RULES[3].name: [],
-        RULES[4].name: ["stages/tasks/heart.py:5 imports stages.training"],
-        RULES[5].name: ["stages/preprocess.py:1 imports stages.fetch",
+        RULES[4].name: ["stages/tasks/heart.py:5 imports stages.training",
+                        "stages/tasks/mnist.py:1 imports stages.tasks.mnist_figures"],
+        RULES[5].name: ["stages/tasks/mnist_figures.py:2 imports stages.training.model"],
+        RULES[6].name: ["stages/preprocess.py:1 imports stages.fetch",
                         "stages/preprocess.py:1 imports stages.generate"],
     }
 

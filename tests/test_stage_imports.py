@@ -23,7 +23,7 @@ except SystemExit as exit_:
     assert not exit_.code, exit_.code
 print(json.dumps(sorted({{name.split('.')[0] for name in sys.modules}} & {{'tensorflow', 'keras'}})))
 """
-WITHOUT_TENSORFLOW = ("generate", "fetch", "preprocess", "report")
+WITHOUT_TENSORFLOW = ("generate", "fetch", "preprocess", "figures", "report")
 
 
 @pytest.mark.parametrize("stage", [name for name in resolved_stages() if name.split("@")[0] in WITHOUT_TENSORFLOW])

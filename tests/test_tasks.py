@@ -14,7 +14,7 @@ import yaml
 
 from stages.core.errors import StageError
 from stages.core.io import parquet_bytes, write_outputs
-from stages.tasks import TASK_NAMES, heart, load_params, load_task, mnist, synthetic
+from stages.tasks import TASK_NAMES, heart, load_params, load_task, load_task_figures, mnist, synthetic
 from tests.conftest import REPO_ROOT
 
 
@@ -164,8 +164,9 @@ def test_every_task_module_has_the_interface_and_dvc_yaml_runs_every_task():
         task = load_task(name)
         for attribute in ("TITLE", "LAB_PART", "PROBLEM", "HEADLINE_METRIC", "RAW_FILES", "EVALUATION_SPLITS",
                           "REPORT_SPLITS", "PLOT_COLUMNS", "DataParams", "read_raw", "preprocess",
-                          "features_and_target", "evaluate", "report_sections"):
+                          "features_and_target", "evaluate"):
             assert hasattr(task, attribute), f"stages/tasks/{name}.py lacks {attribute}"
+        assert hasattr(load_task_figures(name), "report_sections"), f"stages/tasks/{name}_figures.py lacks report_sections"
         assert hasattr(task, "generate") != hasattr(task, "fetch"), f"{name}: generate or fetch, one of them"
     pipeline = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
     variables = {key: value for entry in pipeline["vars"] for key, value in entry.items()}

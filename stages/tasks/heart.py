@@ -24,7 +24,6 @@ from stages.core.contract import MIRROR_ENV
 from stages.core.errors import StageError, download_error
 from stages.core.params import ParamsModel, Share
 from stages.core.problem import Problem
-from stages.core.results import TaskResults
 
 TITLE = "Heart disease"
 LAB_PART = 2
@@ -194,18 +193,3 @@ def evaluate(predict, splits: Mapping[str, pa.Table]) -> tuple[dict, dict[str, p
     roc = pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": np.minimum(thresholds, 1.0)})
     confusion = pd.DataFrame({"actual": y_test, "predicted": y_pred})
     return metrics, {"roc.csv": roc, "confusion.csv": confusion}
-
-
-def report_sections(results: TaskResults, kit) -> list:
-    """ROC curve and confusion matrix (`kit`: stages.reporting.kit, see stages/tasks/synthetic.py)."""
-    roc, confusion, metrics = results.plots["roc.csv"], results.plots["confusion.csv"], results.metrics
-    counts = kit.confusion_counts(confusion, list(CLASS_NAMES))
-    return [kit.Section(
-        "Heart disease classifier",
-        f"{int(counts.values.sum())} test patients: accuracy {kit.percent(metrics, 'test/accuracy')}, "
-        f"precision {kit.metric(metrics, 'test/precision')}, recall {kit.metric(metrics, 'test/recall')}, "
-        f"ROC AUC {kit.format_value(kit.roc_auc(roc))}; "
-        f"{int(counts.loc[1, 0])} missed and {int(counts.loc[0, 1])} false alarms at threshold 0.5.",
-        (kit.image(kit.roc_figure(roc), "heart ROC curve"),
-         kit.image(kit.confusion_figure(confusion, list(CLASS_NAMES), "Heart confusion matrix",
-                                        list(CLASS_NAMES.values())), "heart confusion matrix")))]
