@@ -285,8 +285,8 @@ def test_extrapolation_figure_shades_both_sides_outside_the_domain():
 
 def test_roc_figure_puts_the_auc_in_its_title():
     roc = pd.DataFrame({"fpr": [0.0, 0.0, 0.5, 1.0], "tpr": [0.0, 0.5, 1.0, 1.0]})
-    assert heart_figures.roc_auc(roc) == pytest.approx(0.875)
-    assert "AUC = 0.875" in heart_figures.roc_figure(roc).axes[0].get_title()
+    assert figures.roc_auc(roc) == pytest.approx(0.875)
+    assert "AUC = 0.875" in figures.roc_figure(roc, "Heart ROC").axes[0].get_title()
 
 
 def test_confusion_counts_cover_every_label_even_when_absent():
@@ -314,7 +314,7 @@ def test_commands_in_the_text_show_as_code_not_as_backticks(built):
 
 
 def test_png_bytes_carry_no_software_version():
-    png = figures.figure_to_png(heart_figures.roc_figure(pd.DataFrame({"fpr": [0.0, 1.0], "tpr": [0.0, 1.0]})))
+    png = figures.figure_to_png(figures.roc_figure(pd.DataFrame({"fpr": [0.0, 1.0], "tpr": [0.0, 1.0]}), "t"))
     assert b"matplotlib" not in png.lower()
 
 

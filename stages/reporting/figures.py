@@ -1,6 +1,6 @@
 """Generic drawing helpers for the tasks' figures (stages/tasks/<task>_figures.py) and the study report:
 the style, a bare figure, PNG encoding, and the figures several tasks draw (learning curves,
-confusion matrices, image grids). What only one task draws lives with that task.
+ROC curves, confusion matrices, image grids). What only one task draws lives with that task.
 
 Figures are built on a bare Figure (no pyplot state) inside STYLE, so the global rcParams of
 whoever imports this module are left alone; PNGs carry no software version, so the same input
@@ -102,6 +102,24 @@ def learning_curve_image(name: str, title: str, curve: pd.DataFrame) -> Image:
     """A task's learning curves as the page shows them, captioned with the final and lowest losses."""
     return image(learning_curve_figure(curve, f"{title} learning curves"), f"{name} learning curves",
                  curve_caption(title, curve))
+
+
+def roc_auc(roc: pd.DataFrame) -> float:
+    """Area under the ROC curve (`fpr`, `tpr`), as scikit-learn computes it."""
+    return float(skm.auc(roc["fpr"], roc["tpr"]))
+
+
+def roc_figure(roc: pd.DataFrame, title: str) -> Figure:
+    """The ROC curve (`fpr`, `tpr`) against chance, with the AUC in the title."""
+    with matplotlib.rc_context(STYLE):
+        fig, ax = new_figure(4.2, 4)
+        ax.plot([0, 1], [0, 1], color="0.6", ls=":", label="chance")
+        ax.plot(roc["fpr"], roc["tpr"], color=FIT_COLOR, lw=2, label="network")
+        ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01),
+               title=f"{title} (AUC = {roc_auc(roc):.3f})")
+        ax.set_aspect("equal")
+        ax.legend(loc="lower right")
+    return fig
 
 
 def confusion_counts(confusion: pd.DataFrame, labels: Sequence) -> pd.DataFrame:
