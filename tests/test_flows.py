@@ -48,7 +48,7 @@ import os
 from pathlib import Path
 
 
-def dataset_download(handle, force_download=False):
+def dataset_download(handle, force_download=False, output_dir=None):
     calls = Path(os.environ["FAKE_KAGGLEHUB_CALLS"])
     count = (int(calls.read_text()) if calls.exists() else 0) + 1
     calls.write_text(str(count))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -51,10 +52,20 @@ def test_heart_through_the_network_boundary_writes_the_same_bytes(tmp_path, monk
     kaggle_folder.mkdir()
     shutil.copy(mirror / "heart" / "heart.csv", kaggle_folder / "heart.csv")
     import kagglehub
-    monkeypatch.setattr(kagglehub, "dataset_download", lambda handle, force_download=False: str(kaggle_folder))
+    asked = []
+
+    def dataset_download(handle, force_download=False, output_dir=None):
+        asked.append(output_dir)
+        return str(kaggle_folder)
+
+    monkeypatch.setattr(kagglehub, "dataset_download", dataset_download)
+    monkeypatch.delenv("KAGGLEHUB_CACHE", raising=False)
     monkeypatch.chdir(tmp_path)  # the download cache (.cache/) is relative to the repository root
     write_outputs({tmp_path / "out" / name: content for name, content in heart.fetch(None, force=False).items()})
     assert (tmp_path / "out" / "heart.csv").read_bytes() == heart_bytes
+    # The cache folder is passed to kagglehub, not left in the process environment for whoever comes next.
+    assert asked == [str(tmp_path / ".cache" / "kagglehub" / heart.KAGGLE_HANDLE)]
+    assert "KAGGLEHUB_CACHE" not in os.environ
 
 
 def test_mnist_arrays_are_checked_whatever_their_source():

@@ -11,7 +11,6 @@ can score a raw patient row (`encode`).
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -74,10 +73,11 @@ def fetch(mirror: Path | None, force: bool) -> dict[str, bytes]:
 
 
 def download(cache_dir: Path, force: bool) -> bytes:
-    os.environ["KAGGLEHUB_CACHE"] = str(cache_dir.resolve() / "kagglehub")  # pinned in the repository
+    """heart.csv through kagglehub, kept in `cache_dir` (passed to kagglehub, not set in the environment)."""
     import kagglehub
     try:
-        folder = Path(kagglehub.dataset_download(KAGGLE_HANDLE, force_download=force))
+        folder = Path(kagglehub.dataset_download(KAGGLE_HANDLE, force_download=force,
+                                                 output_dir=str(cache_dir.resolve() / "kagglehub" / KAGGLE_HANDLE)))
     except Exception as error:  # sorted by cause: only network failures are retried
         raise download_error(f"{KAGGLE_HANDLE} from Kaggle", error) from None
     return (folder / "heart.csv").read_bytes()

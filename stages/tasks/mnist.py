@@ -12,7 +12,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import os
 import zlib
 from pathlib import Path
 from typing import Mapping
@@ -57,6 +56,11 @@ ARRAY_SHA256 = {
 }
 
 
+# keras/src/datasets/mnist.py (load_data): where Keras downloads MNIST from, and the file's sha256.
+KERAS_MNIST_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
+KERAS_MNIST_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
+
+
 class DataParams(ParamsModel):
     """`mnist.data`: empty; MNIST comes with its own split."""
 
@@ -74,19 +78,18 @@ def fetch(mirror: Path | None, force: bool) -> dict[str, bytes]:
 
 
 def download(cache_dir: Path, force: bool) -> dict[str, np.ndarray]:
-    """MNIST through keras.datasets (which checks the file hash of mnist.npz), cached in the repository:
-    Keras keeps its downloads under KERAS_HOME, read when Keras is first imported (here)."""
+    """MNIST's mnist.npz as keras.datasets.mnist.load_data fetches it (same file, same hash check), kept in
+    `cache_dir`: passed to Keras' get_file, which load_data gives no way to set but KERAS_HOME."""
     keras_home = cache_dir.resolve() / "keras"
-    os.environ["KERAS_HOME"] = str(keras_home)
-    import keras
+    from keras.utils import get_file
     try:
         (keras_home / "datasets").mkdir(parents=True, exist_ok=True)  # a cache we cannot write: one line
-        if force:
-            (keras_home / "datasets" / "mnist.npz").unlink(missing_ok=True)
-        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+        path = get_file("mnist.npz", origin=KERAS_MNIST_ORIGIN, file_hash=KERAS_MNIST_SHA256, cache_dir=str(keras_home),
+                        force_download=force)
+        with np.load(path, allow_pickle=False) as npz:
+            return {name: npz[name] for name in ("x_train", "y_train", "x_test", "y_test")}
     except Exception as error:  # sorted by cause: only network failures are retried
         raise download_error("MNIST through keras.datasets", error) from None
-    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
 
 def read_mirror(mirror: Path) -> dict[str, np.ndarray]:
