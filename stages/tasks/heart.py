@@ -171,7 +171,7 @@ def features_and_target(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     return x, table.column("target").to_numpy().astype(np.float32)
 
 
-# --- evaluation and report ---
+# --- evaluation ---
 
 def evaluate(predict, splits: Mapping[str, pa.Table]) -> tuple[dict, dict[str, pd.DataFrame]]:
     """Accuracy, precision, recall, F1 and ROC AUC at threshold 0.5; the ROC curve and the confusion pairs."""

@@ -181,7 +181,7 @@ def features_and_target(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     return x, table.column("label").to_numpy().astype(np.int64)
 
 
-# --- evaluation and report ---
+# --- evaluation ---
 
 def evaluate(predict, splits: Mapping[str, pa.Table]) -> tuple[dict, dict[str, pd.DataFrame]]:
     """Accuracy and macro F1; the (index, actual, predicted) rows for the report and the accuracy per digit
