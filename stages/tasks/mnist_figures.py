@@ -13,7 +13,7 @@ from stages.core.errors import StageError
 from stages.core.results import TaskResults
 from stages.reporting.figures import confusion_counts, confusion_figure, digit_grid_figure, image
 from stages.reporting.page import Section, metric, percent
-from stages.tasks.mnist import digit_accuracy, images
+from stages.tasks import mnist
 
 SAMPLE_DIGITS = 25
 MAX_MISPREDICTED = 24
@@ -43,7 +43,7 @@ def _images_word(count: int) -> str:
 def report_sections(results: TaskResults) -> list[Section]:
     """Sample digits, the confusion matrix and the first mispredicted digits."""
     test, confusion, metrics = results.splits["test"], results.plots["confusion.csv"], results.metrics
-    digits, labels = images(test), test.column("label").to_numpy()
+    digits, labels = mnist.images(test), test.column("label").to_numpy()
     indices = confusion["index"]
     if indices.min() < 0 or indices.max() >= len(digits):
         raise StageError(f"MNIST confusion.csv refers to test rows up to {indices.max()} but the test split has "
@@ -66,7 +66,7 @@ def sample_section(digits: np.ndarray, labels: np.ndarray):
 def confusion_section(confusion: pd.DataFrame, metrics: Mapping[str, float]):
     off_diagonal = confusion_counts(confusion, list(range(10))).to_numpy() * ~np.eye(10, dtype=bool)
     actual, predicted = np.unravel_index(int(np.argmax(off_diagonal)), off_diagonal.shape)
-    per_digit = digit_accuracy(confusion).set_index("digit")["accuracy"]
+    per_digit = mnist.digit_accuracy(confusion).set_index("digit")["accuracy"]
     worst = (f"; hardest digit {per_digit.idxmin()} ({100 * per_digit.min():.2f} %)" if len(per_digit) else "")
     common = (f"; most frequent confusion {actual} → {predicted} ({_images_word(int(off_diagonal[actual, predicted]))})"
               if off_diagonal.max() > 0 else "")

@@ -67,7 +67,6 @@ def extrapolation_figure(grid: pd.DataFrame, train: pd.DataFrame | None = None) 
     return fig
 
 
-
 def extrapolation_caption(metrics: Mapping[str, float]) -> str:
     text = (f"MSE against the true function: {metric(metrics, 'domain/mse_vs_truth')} on the domain, "
             f"{metric(metrics, 'ood/mse_vs_truth')} out of domain")
@@ -88,16 +87,16 @@ def report_sections(results: TaskResults) -> list[Section]:
     low, high = format_value(float(both["x"].min())), format_value(float(both["x"].max()))
     return [
         Section("Synthetic data",
-                    f"{len(train)} train and {len(test)} test samples on x in [{low}, {high}]; "
-                    f"noise standard deviation (y − truth) {format_value(noise)}.",
-                    (image(synthetic_data_figure(train, test, domain_grid),
-                               "synthetic train and test samples and the true function"),)),
+                f"{len(train)} train and {len(test)} test samples on x in [{low}, {high}]; "
+                f"noise standard deviation (y − truth) {format_value(noise)}.",
+                (image(synthetic_data_figure(train, test, domain_grid),
+                       "synthetic train and test samples and the true function"),)),
         Section("Fitted curve vs truth",
-                    f"Test MSE {metric(metrics, 'test/mse')} (relative MSE "
-                    f"{metric(metrics, 'test/relative_mse')}); MSE against the true function "
-                    f"{metric(metrics, 'test/mse_vs_truth')} on the test points.",
-                    (image(fit_figure(domain_grid, test), "network prediction and true function on the domain"),)),
+                f"Test MSE {metric(metrics, 'test/mse')} (relative MSE "
+                f"{metric(metrics, 'test/relative_mse')}); MSE against the true function "
+                f"{metric(metrics, 'test/mse_vs_truth')} on the test points.",
+                (image(fit_figure(domain_grid, test), "network prediction and true function on the domain"),)),
         Section("Extrapolation", extrapolation_caption(metrics),
-                    (image(extrapolation_figure(grid, train),
-                               "predictions on the domain and the shaded extrapolation region"),)),
+                (image(extrapolation_figure(grid, train),
+                       "predictions on the domain and the shaded extrapolation region"),)),
     ]
