@@ -71,6 +71,20 @@ def read_config(path: Path, task: str) -> TrainingConfig:
         raise ParamsError(f"{path}: missing or not a training config; run `dvc repro configure@{task}`") from None
 
 
+@contextlib.contextmanager
+def epoch_log(task: str, live: Path | None, epochs: int):
+    """The training engine's epoch log and its subscribers: dvclive with `--live`, and the Prefect progress
+    artifact when the flow that runs this stage made one; None when neither (the engine then logs nothing)."""
+    from stages.core.tracking import training_progress
+    from stages.training.live import EpochLogs, LiveLog
+
+    with contextlib.ExitStack() as subscribed:
+        logs = [subscribed.enter_context(LiveLog(live, task))] if live else []
+        if (progress := training_progress("train", epochs)) is not None:
+            logs.append(subscribed.enter_context(progress))
+        yield EpochLogs(logs) if logs else None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("task", choices=TASK_NAMES)
@@ -93,12 +107,11 @@ def main(argv: list[str] | None = None) -> None:
 
     from stages.training.core import ValidationSplitError, train_network
     from stages.training.export import export_network
-    from stages.training.live import LiveLog
     print(f"train@{args.task}: {len(x)} rows, {config.train.epochs} epochs, batch {config.train.batch_size}, "
           f"engine {config.train.engine}", flush=True)
     started = time.perf_counter()
     try:
-        with LiveLog(args.live, args.task) if args.live else contextlib.nullcontext() as log:
+        with epoch_log(args.task, args.live, config.train.epochs) as log:
             trained = train_network(task.PROBLEM, config.model, config.train, x, y, config.seed, log=log)
     except ValidationSplitError as error:
         raise StageError(f"{args.task}.train.validation_split: {error}") from None

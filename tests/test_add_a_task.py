@@ -11,9 +11,7 @@ from tests.conftest import REPO_ROOT, repo_env, run
 from tests.test_pipeline_e2e import stages_run
 
 NEW_STAGES = {"fetch@breast_cancer", "preprocess@breast_cancer", "configure@breast_cancer", "train@breast_cancer",
-              "evaluate@breast_cancer", "report"}
-
-
+              "evaluate@breast_cancer", "figures@breast_cancer", "report"}
 PAGE = REPO_ROOT / "docs" / "add-a-task.md"
 
 
@@ -24,9 +22,10 @@ def page_block(target: str) -> str:
     return match.group(1)
 
 
-def test_a_new_task_is_one_module_its_params_and_one_matrix_entry(workspace: Path, mirror: Path):
+def test_a_new_task_is_its_modules_its_params_and_one_matrix_entry(workspace: Path, mirror: Path):
     env = repo_env(mirror)
-    (workspace / "stages/tasks/breast_cancer.py").write_text(page_block("stages/tasks/breast_cancer.py"))
+    for module in ("stages/tasks/breast_cancer.py", "stages/tasks/breast_cancer_figures.py"):
+        (workspace / module).write_text(page_block(module))
     with (workspace / "params.yaml").open("a") as params:
         params.write("\n" + page_block("params.yaml"))
     pipeline = (workspace / "dvc.yaml").read_text()

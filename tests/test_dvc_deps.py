@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from stages.tasks import TASK_NAMES
-from tests.conftest import REPO_ROOT, repo_env, run
+from tests.conftest import REPO_ROOT, TINY_EPOCHS, repo_env, run, set_params
 from tests.imports import closure_files
 from tests.test_pipeline_e2e import stages_run
 
@@ -26,13 +26,15 @@ def resolved_stages(root: Path = REPO_ROOT) -> dict[str, tuple[str, list[str]]]:
 
 
 def modules_run_by(cmd: str) -> set[str]:
-    """`python -m stages.train heart ...` runs stages.train and the heart task's module (the report: every task's)."""
+    """`python -m stages.train heart ...` runs stages.train and the heart task's module (figures@heart: and
+    the heart task's figures module; the report: no task's)."""
     words = cmd.split()
     module = words[words.index("-m") + 1]
     argument = words[words.index("-m") + 2] if len(words) > words.index("-m") + 2 else ""
-    runs_its_task = argument in TASK_NAMES and module != "stages.configure"  # configure reads params.yaml only
-    tasks = TASK_NAMES if module == "stages.report" else [argument] if runs_its_task else []
-    return {module, *(f"stages.tasks.{task}" for task in tasks)}
+    if argument not in TASK_NAMES or module == "stages.configure":  # configure reads params.yaml only
+        return {module}
+    figures = {f"stages.tasks.{argument}_figures"} if module == "stages.figures" else set()
+    return {module, f"stages.tasks.{argument}", *figures}
 
 
 def declared_code(deps: list[str], root: Path = REPO_ROOT) -> set[str]:
@@ -82,8 +84,10 @@ def stale_stages(repo: Path, env: dict[str, str]) -> set[str]:
 
 @pytest.mark.parametrize("module, stale", [
     ("stages/training/model.py", {"train@synthetic", "train@heart", "train@mnist"}),
-    ("stages/reporting/page.py", {"report"}),
-    ("stages/tasks/heart.py", {"fetch@heart", "preprocess@heart", "train@heart", "evaluate@heart", "report"}),
+    ("stages/reporting/page.py", {"figures@synthetic", "figures@heart", "figures@mnist", "report"}),
+    ("stages/reporting/lab.py", {"report"}),
+    ("stages/tasks/heart.py", {"fetch@heart", "preprocess@heart", "train@heart", "evaluate@heart", "figures@heart"}),
+    ("stages/tasks/heart_figures.py", {"figures@heart"}),
 ])
 def test_an_edited_module_makes_exactly_the_stages_that_run_it_stale(workspace: Path, mirror: Path, module, stale):
     env = repo_env(mirror)
@@ -93,3 +97,19 @@ def test_an_edited_module_makes_exactly_the_stages_that_run_it_stale(workspace: 
     assert stale_stages(workspace, env) == stale
     # They rerun, write the same bytes (the code still does the same), so nothing after them reruns.
     assert stages_run(run(["dvc", "repro"], workspace, env).stdout) == stale
+
+
+def test_a_change_to_one_task_redraws_that_tasks_figures_and_the_page_only(workspace: Path, mirror: Path):
+    """One heart key: heart's chain reruns, its figures are redrawn and the page reassembled; the other
+    tasks' figures stages do not run (their inputs did not change)."""
+    env = repo_env(mirror)
+    figures_before = {task: (workspace / f"reports/figures/{task}.json").read_bytes() for task in TASK_NAMES}
+    set_params(workspace, {"heart.train.epochs": TINY_EPOCHS["heart.train.epochs"] + 1})
+    ran = stages_run(run(["dvc", "repro"], workspace, env).stdout)
+    assert {"train@heart", "evaluate@heart", "figures@heart", "report"} <= ran
+    assert not {"figures@synthetic", "figures@mnist"} & ran, ran
+    assert (workspace / "reports/figures/heart.json").read_bytes() != figures_before["heart"]
+    assert all((workspace / f"reports/figures/{task}.json").read_bytes() == figures_before[task]
+               for task in TASK_NAMES if task != "heart")
+    report = (workspace / "reports/report.html").read_text()
+    assert f"Heart disease: {TINY_EPOCHS['heart.train.epochs'] + 1} epochs" in report

@@ -30,8 +30,8 @@ def restored_from_run_cache(output: str) -> set[str]:
 
 
 def outputs(repo: Path) -> dict[str, bytes]:
-    """Every file the stages write (data, models, metrics, plot data, the report), by path."""
-    folders = ["data", "models", "reports/metrics", "reports/headline", "reports/plots"]
+    """Every file the stages write (data, models, metrics, plot data, the tasks' figures, the report), by path."""
+    folders = ["data", "models", "reports/metrics", "reports/headline", "reports/plots", "reports/figures"]
     files = [path for folder in folders for path in (repo / folder).rglob("*") if path.is_file()]
     files += [*(repo / "reports/live").glob("*/metrics.json"), repo / "reports/report.html"]
     return {path.relative_to(repo).as_posix(): path.read_bytes() for path in files
@@ -121,7 +121,8 @@ def test_exp_run_of_the_shared_width_trains_no_mnist_and_a_revert_trains_nothing
     run(["git", "checkout", "params.yaml"], workspace, env)
     revert = run(["dvc", "repro"], workspace, env)
     assert stages_run(revert.stdout) == set(), revert.stdout
-    assert {"train@synthetic", "train@heart", "evaluate@heart", "report"} <= restored_from_run_cache(revert.stdout)
+    assert {"train@synthetic", "train@heart", "evaluate@heart", "figures@heart", "report"} <= restored_from_run_cache(
+        revert.stdout)
     assert outputs(workspace) == before  # byte-identical: what was trained before, not a retrain
     assert run(["git", "status", "--porcelain"], workspace, env).stdout == ""
 
@@ -136,7 +137,8 @@ def test_exp_run_of_the_shared_width_trains_no_mnist_and_a_revert_trains_nothing
     run(["dvc", "pull", "--run-cache"], clone, env)
     teammate = run(["dvc", "exp", "run", "--pull", "-S", "model.width=16"], clone, env)
     assert stages_run(teammate.stdout) == set(), teammate.stdout
-    assert {"train@synthetic", "train@heart", "evaluate@heart", "report"} <= restored_from_run_cache(teammate.stdout)
+    assert {"train@synthetic", "train@heart", "evaluate@heart", "figures@heart", "report"} <= restored_from_run_cache(
+        teammate.stdout)
     assert outputs(clone) == after_experiment
 
 

@@ -39,16 +39,17 @@ ALL_STAGES = [
     "generate", "fetch@heart", "fetch@mnist", "preprocess@synthetic", "preprocess@heart", "preprocess@mnist",
     "configure@synthetic", "configure@heart", "configure@mnist",
     "train@synthetic", "train@heart", "train@mnist", "evaluate@synthetic", "evaluate@heart", "evaluate@mnist",
-    "report",
+    "figures@synthetic", "figures@heart", "figures@mnist", "report",
 ]
-SYNTHETIC_CHAIN = ["generate", "preprocess@synthetic", "train@synthetic", "evaluate@synthetic", "report"]
+SYNTHETIC_CHAIN = ["generate", "preprocess@synthetic", "train@synthetic", "evaluate@synthetic", "figures@synthetic",
+                   "report"]
 
 FAKE_KAGGLEHUB = '''"""Stand-in for kagglehub in tests: the first FAKE_KAGGLEHUB_FAILURES calls fail like a dead network."""
 import os
 from pathlib import Path
 
 
-def dataset_download(handle, force_download=False):
+def dataset_download(handle, force_download=False, output_dir=None):
     calls = Path(os.environ["FAKE_KAGGLEHUB_CALLS"])
     count = (int(calls.read_text()) if calls.exists() else 0) + 1
     calls.write_text(str(count))
@@ -219,7 +220,8 @@ def test_a_permanent_fetch_failure_fails_the_run_with_the_stage_error_and_keeps_
     assert calls.read_text() == "3"  # one try and two retries
     summary = statuses(state.result(raise_on_failure=False))
     assert summary["fetch@heart"] == "failed"
-    assert {summary[name] for name in ("preprocess@heart", "train@heart", "evaluate@heart", "report")} == {"not run"}
+    assert {summary[name] for name in ("preprocess@heart", "train@heart", "evaluate@heart", "figures@heart",
+                                       "report")} == {"not run"}
     # No network for Keras either: MNIST's fetch fails on its own, and both failures are reported.
     assert summary["fetch@mnist"] == "failed" and "could not download MNIST through keras.datasets" in state.message
     assert summary["generate"] == "skipped"
@@ -246,11 +248,11 @@ def test_a_failing_stage_stops_its_chain_while_the_other_chains_complete_and_are
                              "'age,sex,cp,trestbps,chol,fbs,restecg,thalach,exang,oldpeak,slope,ca,thal,target' "
                              "(a column is missing, renamed or reordered)")
     summary = statuses(state.result(raise_on_failure=False))
-    heart_chain = ["preprocess@heart", "train@heart", "evaluate@heart", "report"]
-    assert summary["fetch@heart"] == "failed" and [summary[name] for name in heart_chain] == ["not run"] * 4
+    heart_chain = ["preprocess@heart", "train@heart", "evaluate@heart", "figures@heart", "report"]
+    assert summary["fetch@heart"] == "failed" and [summary[name] for name in heart_chain] == ["not run"] * 5
     assert {name for name, status in summary.items() if status == "ran"} == {
-        "generate", "fetch@mnist", "preprocess@synthetic", "train@synthetic", "evaluate@synthetic",
-        "preprocess@mnist", "train@mnist", "evaluate@mnist",
+        "generate", "fetch@mnist", "preprocess@synthetic", "train@synthetic", "evaluate@synthetic", "figures@synthetic",
+        "preprocess@mnist", "train@mnist", "evaluate@mnist", "figures@mnist",
         "configure@synthetic", "configure@heart", "configure@mnist"}
     fetch_run = child_runs(state.state_details.flow_run_id)["fetch@heart"]
     assert fetch_run.state.message == state.message

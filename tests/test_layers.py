@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-STAGE_MAINS = ("generate", "fetch", "preprocess", "train", "evaluate", "report")
+STAGE_MAINS = ("generate", "fetch", "preprocess", "train", "evaluate", "figures", "report")
 PROJECT_PACKAGES = ("stages", "flows", "benchmarks", "tests")
 
 
@@ -31,11 +31,20 @@ class Import:
 class Rule:
     name: str
     applies_to: Callable[[str], bool]   # the importing module's name
-    allows: Callable[[str], bool]       # an imported project module's name
+    allows: Callable[[str], bool]       # an imported module's name
+    watches: tuple[str, ...] = PROJECT_PACKAGES  # the packages whose imports the rule looks at
+
+
+INTEGRATION = "stages.core.tracking"  # the one module through which stages reach Prefect (DESIGN.md, "Layers")
 
 
 def within(module: str, *packages: str) -> bool:
     return any(module == package or module.startswith(package + ".") for package in packages)
+
+
+def is_task_figures(module: str) -> bool:
+    """A task's figures module, `stages.tasks.<task>_figures`: its report sections, beside the task module."""
+    return within(module, "stages.tasks") and module.endswith("_figures")
 
 
 RULES = (
@@ -50,9 +59,17 @@ RULES = (
     Rule("stages.reporting imports only stages.core",
          lambda importer: within(importer, "stages.reporting"),
          lambda imported: within(imported, "stages.core", "stages.reporting")),
-    Rule("stages.tasks imports only stages.core",
-         lambda importer: within(importer, "stages.tasks"),
-         lambda imported: within(imported, "stages.core", "stages.tasks")),
+    Rule("stages.tasks imports only stages.core (its task modules, which every stage of a task imports)",
+         lambda importer: within(importer, "stages.tasks") and not is_task_figures(importer),
+         lambda imported: within(imported, "stages.core", "stages.tasks") and not is_task_figures(imported)),
+    Rule("a task's figures module imports only stages.core, stages.tasks and stages.reporting",
+         is_task_figures, lambda imported: within(imported, "stages.core", "stages.tasks", "stages.reporting")),
+    Rule("only the integration module imports Prefect in stages/",
+         lambda importer: within(importer, "stages") and importer != INTEGRATION,
+         lambda imported: not within(imported, "prefect"), watches=("prefect",)),
+    Rule("nothing in stages/training or stages/tasks imports the integration",
+         lambda importer: within(importer, "stages.training", "stages.tasks"),
+         lambda imported: not within(imported, INTEGRATION)),
     Rule("a stage main imports only stages.tasks, training, reporting and core",
          lambda importer: importer in {f"stages.{main}" for main in STAGE_MAINS},
          lambda imported: within(imported, "stages.tasks", "stages.training", "stages.reporting", "stages.core")),
@@ -88,8 +105,8 @@ def _is_module(root: Path, module: str) -> bool:
     return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
-def imports_of(root: Path, path: Path) -> Iterator[Import]:
-    """The project modules a file imports (`from stages import fetch` is stages.fetch)."""
+def imports_of(root: Path, path: Path, packages: tuple[str, ...] = PROJECT_PACKAGES) -> Iterator[Import]:
+    """The modules of `packages` a file imports (`from stages import fetch` is stages.fetch)."""
     importer = module_name(root, path)
     package = importer if path.name == "__init__.py" else importer.rpartition(".")[0]
     relative = path.relative_to(root)
@@ -104,7 +121,7 @@ def imports_of(root: Path, path: Path) -> Iterator[Import]:
             targets = [f"{base}.{alias.name}" if _is_module(root, f"{base}.{alias.name}") else base
                        for alias in node.names]
         for target in dict.fromkeys(targets):
-            if within(target, *PROJECT_PACKAGES):
+            if within(target, *packages):
                 yield Import(relative, node.lineno, target)
 
 
@@ -114,7 +131,7 @@ def violations(root: Path, rule: Rule) -> list[str]:
     for path in sorted((root / "stages").rglob("*.py")):
         if not rule.applies_to(module_name(root, path)):
             continue
-        found += [f"{item.path}:{item.line} imports {item.module}" for item in imports_of(root, path)
+        found += [f"{item.path}:{item.line} imports {item.module}" for item in imports_of(root, path, rule.watches)
                   if not rule.allows(item.module)]
     return found
 
@@ -142,11 +159,15 @@ def test_a_broken_rule_is_named_with_its_file_line_and_import(tmp_path: Path):
         "flows/__init__.py": "", "flows/pipeline.py": "",
         "stages/__init__.py": "", "stages/fetch.py": "", "stages/generate.py": "",
         "stages/core/__init__.py": "", "stages/core/io.py": "from stages.core import errors\n",
+        "stages/core/tracking.py": "from prefect import flow\n",
+        "stages/training/progress.py": "from stages.core import tracking\nimport prefect.artifacts\n",
         "stages/core/errors.py": "def run():\n    from flows import pipeline\n",
         "stages/training/__init__.py": "", "stages/training/model.py": "from ..reporting import page\n",
         "stages/reporting/__init__.py": "", "stages/reporting/page.py": "from . import figures\n",
         "stages/reporting/figures.py": "",
         "stages/tasks/__init__.py": "",
+        "stages/tasks/mnist.py": "from stages.tasks import mnist_figures\n",
+        "stages/tasks/mnist_figures.py": "from stages.reporting import figures\nfrom stages.training import model\n",
         "stages/tasks/heart.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import stages.fetch\n"
                                  "else:\n    import stages.training\n",
         "stages/preprocess.py": "from stages import fetch, generate\nimport stages.tasks.heart\n",
@@ -157,8 +178,12 @@ def test_a_broken_rule_is_named_with_its_file_line_and_import(tmp_path: Path):
         RULES[1].name: ["stages/core/errors.py:2 imports flows.pipeline"],
         RULES[2].name: ["stages/training/model.py:1 imports stages.reporting.page"],
         RULES[3].name: [],
-        RULES[4].name: ["stages/tasks/heart.py:5 imports stages.training"],
-        RULES[5].name: ["stages/preprocess.py:1 imports stages.fetch",
+        RULES[4].name: ["stages/tasks/heart.py:5 imports stages.training",
+                        "stages/tasks/mnist.py:1 imports stages.tasks.mnist_figures"],
+        RULES[5].name: ["stages/tasks/mnist_figures.py:2 imports stages.training.model"],
+        RULES[6].name: ["stages/training/progress.py:2 imports prefect.artifacts"],
+        RULES[7].name: ["stages/training/progress.py:1 imports stages.core.tracking"],
+        RULES[8].name: ["stages/preprocess.py:1 imports stages.fetch",
                         "stages/preprocess.py:1 imports stages.generate"],
     }
 
@@ -167,3 +192,40 @@ def test_a_missing_stages_tasks_package_is_no_error(tmp_path: Path):
     root = write(tmp_path, {"stages/__init__.py": "", "stages/train.py": "from stages.training import model\n",
                             "stages/training/__init__.py": "", "stages/training/model.py": ""})
     assert all(violations(root, rule) == [] for rule in RULES)
+
+
+# --- no side effects on the process environment below the stage mains ---
+
+def environment_writes(root: Path, packages: tuple[str, ...]) -> list[str]:
+    """`path:line` of every `os.environ[...] = `, `os.environ.update/setdefault/pop`, `del os.environ[...]` and
+    `os.putenv` in the modules of `packages`: a task or the training engine takes its settings as arguments."""
+    found = []
+    for path in sorted((root / "stages").rglob("*.py")):
+        if not within(module_name(root, path), *packages):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            targets = (node.targets if isinstance(node, (ast.Assign, ast.Delete)) else
+                       [node.target] if isinstance(node, ast.AugAssign) else [])
+            writes = any(isinstance(target, ast.Subscript) and ast.unparse(target.value) == "os.environ"
+                         for target in targets)
+            if isinstance(node, ast.Call):
+                called = ast.unparse(node.func)
+                writes = called == "os.putenv" or called in {f"os.environ.{name}" for name in
+                                                             ("update", "setdefault", "pop", "clear", "popitem")}
+            if writes:
+                found.append(f"{path.relative_to(root)}:{node.lineno}")
+    return found
+
+
+def test_tasks_and_training_set_no_environment_variables():
+    found = environment_writes(REPO_ROOT, ("stages.tasks", "stages.training"))
+    assert not found, "set in the process environment (pass the value where it is used):\n  " + "\n  ".join(found)
+
+
+def test_the_environment_check_sees_each_kind_of_write(tmp_path: Path):
+    root = write(tmp_path, {"stages/__init__.py": "", "stages/tasks/__init__.py": "",
+                            "stages/tasks/heart.py": "import os\nos.environ['A'] = '1'\nos.environ.setdefault('B', '2')\n"
+                                                     "os.putenv('C', '3')\nx = os.environ.get('D')\n",
+                            "stages/fetch.py": "import os\nos.environ['E'] = '1'\n"})
+    assert environment_writes(root, ("stages.tasks",)) == ["stages/tasks/heart.py:2", "stages/tasks/heart.py:3",
+                                                          "stages/tasks/heart.py:4"]

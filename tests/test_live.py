@@ -244,3 +244,23 @@ def test_exp_show_shows_the_live_epoch_of_a_queued_experiment_while_it_trains(wo
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert len(set(seen_steps)) >= 2, f"live steps seen while the experiment ran: {seen_steps}"
     assert seen_steps == sorted(seen_steps) and all(20 < epoch < 200 for epoch in seen_steps)
+
+
+# --- the train stage's subscribers of the epoch log ---
+
+def test_the_train_stage_subscribes_dvclive_and_the_prefect_progress_to_one_epoch_log(tmp_path: Path, monkeypatch):
+    from stages import train
+    from stages.core.contract import PROGRESS_ARTIFACT_ENV
+
+    monkeypatch.delenv(PROGRESS_ARTIFACT_ENV, raising=False)
+    with train.epoch_log("heart", None, 10) as log:
+        assert log is None  # nothing subscribed: the engine logs nothing
+    monkeypatch.setenv(PROGRESS_ARTIFACT_ENV, "0b7ad5a8-7f47-4b8e-9d55-b0a3f8c3f0a1")
+    with pytest.raises(KeyboardInterrupt), train.epoch_log("heart", tmp_path / "live", 10) as log:
+        assert [type(subscriber).__name__ for subscriber in log.logs] == ["LiveLog", "PrefectProgress"]
+        live, progress = log.logs
+        monkeypatch.setattr(progress, "_start", lambda: None)  # no server here: see tests/test_prefect_ui.py
+        log.log_epochs([{"train/loss": 0.5, "val/loss": 0.6}, {"train/loss": 0.4, "val/loss": 0.5}])
+        assert live.live.step == 2 and progress.epoch == 2  # each subscriber got every row
+        raise KeyboardInterrupt  # leave on an error: no 100 % sent, dvclive's metrics.json put back
+    assert not (tmp_path / "live" / "metrics.json").exists()

@@ -13,7 +13,7 @@ ALL_STAGES = {
     "generate", "fetch@heart", "fetch@mnist", "preprocess@synthetic", "preprocess@heart", "preprocess@mnist",
     "configure@synthetic", "configure@heart", "configure@mnist",
     "train@synthetic", "train@heart", "train@mnist", "evaluate@synthetic", "evaluate@heart", "evaluate@mnist",
-    "report",
+    "figures@synthetic", "figures@heart", "figures@mnist", "report",
 }
 
 
@@ -43,7 +43,7 @@ def test_second_repro_runs_nothing_and_noise_change_reruns_the_synthetic_chain(w
     set_params(workspace, {"synthetic.data.noise_sigma": 0.5})
     changed = run(["dvc", "repro"], workspace, env)
     assert stages_run(changed.stdout) == {
-        "generate", "preprocess@synthetic", "train@synthetic", "evaluate@synthetic", "report"}
+        "generate", "preprocess@synthetic", "train@synthetic", "evaluate@synthetic", "figures@synthetic", "report"}
 
 
 def test_experiment_with_wider_model_shows_in_exp_show_and_metrics_diff(workspace: Path, mirror: Path):

@@ -187,9 +187,13 @@ def test_a_study_that_fails_posts_its_one_line_error(tmp_path: Path, prefect_api
 
 # --- the stage side of the progress artifact, no flow ---
 
+# As the train stage wires it: a subscriber of the engine's epoch log, only when the flow made an artifact.
 REPORT = ("import sys, time; sys.path.insert(0, sys.argv[1]); started = time.monotonic()\n"
-          "from stages.core.tracking import report_training_progress\n"
-          "for epoch in range(1, 4): report_training_progress(epoch, 3, {'val/loss': 0.5})\n"
+          "from stages.core.tracking import training_progress\n"
+          "progress = training_progress('train', 3)\n"
+          "if progress is not None:\n"
+          "    with progress:\n"
+          "        for epoch in range(1, 4): progress.log_epochs([{'val/loss': 0.5}])\n"
           "print('prefect' in sys.modules)\n")
 
 

@@ -188,7 +188,7 @@ def test_the_pipeline_flow_reports_to_a_prefect_server_that_keeps_its_runs_in_po
                      repo_env(mirror, PREFECT_API_URL=api, PREFECT_HOME=str(tmp_path / "prefect-client")))
         summary = json.loads(result.stdout.strip().splitlines()[-1])
         ran = {stage["name"] for stage in summary["stages"] if stage["status"] == "ran"}
-        assert ran == {"configure@synthetic", "train@synthetic", "evaluate@synthetic", "report"}
+        assert ran == {"configure@synthetic", "train@synthetic", "evaluate@synthetic", "figures@synthetic", "report"}
 
         [pipeline] = api_post(api, "flow_runs/filter", {"flows": {"name": {"any_": ["pipeline"]}}})
         assert pipeline["state_type"] == "COMPLETED"

@@ -1,5 +1,5 @@
-"""The report stage on tiny hand-made inputs: one self-contained page, its figures, captions and
-table, and one-line failures that leave the previous report alone."""
+"""The figures stages and the report stage on tiny hand-made inputs: one self-contained page, its
+figures, captions and table, and one-line failures that leave the previous outputs alone."""
 
 from __future__ import annotations
 
@@ -12,13 +12,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import subprocess
+import sys
+
+from stages import figures as figures_stage
 from stages import report
-from stages.reporting import figures, page
 from stages.core.errors import StageError, run_stage
 from stages.core.io import csv_bytes, parquet_bytes, write_outputs
 from stages.core.results import TaskResults
-from stages.reporting import kit
-from stages.tasks import TASK_NAMES, heart, mnist
+from stages.reporting import figures, inputs, page
+from stages.tasks import TASK_NAMES, heart, heart_figures, mnist, mnist_figures, synthetic_figures
+from tests.conftest import REPO_ROOT
 from stages.tasks.synthetic import DOMAIN_SCHEMA
 
 SECTION_TITLES = ("Synthetic data", "Learning curves", "Fitted curve vs truth", "Extrapolation",
@@ -76,19 +80,32 @@ def make_inputs(root: Path) -> dict[str, Path]:
                                "x_test": images, "y_test": np.array(MNIST_ACTUAL, np.uint8)}, mnist.DataParams(), 0)
     outputs[data / "mnist" / "test.parquet"] = parquet_bytes(tables["test"])
     write_outputs(outputs)
-    return {"metrics": metrics, "plots": plots, "data": data, "out": root / "reports" / "report.html"}
+    return {"metrics": metrics, "plots": plots, "data": data, "figures": root / "figures",
+            "out": root / "reports" / "report.html"}
+
+
+def figures_argv(paths: dict[str, Path], task: str) -> list[str]:
+    """figures@<task>'s arguments, laid out as dvc.yaml lays them out."""
+    return [task, "--metrics", str(paths["metrics"] / f"{task}.json"), "--plots", str(paths["plots"] / task),
+            "--data", str(paths["data"] / task), "--out", str(paths["figures"] / f"{task}.json")]
 
 
 def argv(paths: dict[str, Path]) -> list[str]:
-    return ["--metrics", str(paths["metrics"]), "--plots", str(paths["plots"]), "--data", str(paths["data"]),
-            "--out", str(paths["out"])]
+    return ["--metrics", str(paths["metrics"]), "--figures", str(paths["figures"]), "--out", str(paths["out"])]
+
+
+def build(paths: dict[str, Path]) -> str:
+    """Every task's figures stage, then the report stage: the page."""
+    for task in TASK_NAMES:
+        figures_stage.main(figures_argv(paths, task))
+    report.main(argv(paths))
+    return paths["out"].read_text()
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> tuple[dict[str, Path], str]:
     paths = make_inputs(tmp_path_factory.mktemp("report"))
-    report.main(argv(paths))
-    return paths, paths["out"].read_text()
+    return paths, build(paths)
 
 
 def embedded_pngs(page: str) -> list[bytes]:
@@ -140,14 +157,30 @@ def test_mispredicted_gallery_lists_exactly_the_wrong_rows_as_true_over_predicte
     assert re.findall(r"#(\d+): (\d) / (\d)", alt) == [("1", "1", "7"), ("4", "4", "9")]
 
 
-def test_same_inputs_give_byte_identical_report(built, tmp_path):
+def test_same_inputs_give_byte_identical_figures_and_report(built, tmp_path):
     paths, page = built
-    again = {**paths, "out": tmp_path / "again.html"}
-    report.main(argv(again))
-    assert again["out"].read_text() == page
+    again = {**paths, "figures": tmp_path / "figures", "out": tmp_path / "again.html"}
+    assert build(again) == page
+    for task in TASK_NAMES:
+        assert (again["figures"] / f"{task}.json").read_bytes() == (paths["figures"] / f"{task}.json").read_bytes()
 
 
-# --- failures: one line naming the file, non-zero exit, previous report untouched ---
+# --- failures: one line naming the file, non-zero exit, previous outputs untouched ---
+
+def assert_fails_in_one_line(stage: str, main, out: Path, named: str, capsys) -> None:
+    """`main` ends in one `<stage>: error:` line naming `named` and `dvc repro`; `out` keeps its old bytes."""
+    previous = b"the previous output\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(previous)
+    with pytest.raises(SystemExit) as exit_info:
+        run_stage(stage, main)
+    assert exit_info.value.code != 0
+    message = capsys.readouterr().err
+    assert message.count("\n") == 1 and message.startswith(f"{stage}: error: ")
+    assert named in message and "dvc repro" in message
+    assert out.read_bytes() == previous
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]
+
 
 @pytest.mark.parametrize("relative, damage", [
     ("metrics/heart.json", "delete"),
@@ -159,50 +192,77 @@ def test_same_inputs_give_byte_identical_report(built, tmp_path):
     ("data/synthetic/train.parquet", "delete"),
     ("data/mnist/test.parquet", "not parquet at all"),
 ])
-def test_missing_or_corrupt_input_fails_in_one_line_and_keeps_the_old_report(tmp_path, capsys, relative, damage):
+def test_a_tasks_missing_or_corrupt_input_fails_its_figures_in_one_line(tmp_path, capsys, relative, damage):
     paths = make_inputs(tmp_path)
-    target = tmp_path / relative
+    target, task = tmp_path / relative, relative.split("/")[1].removesuffix(".json")
     if damage == "delete":
         target.unlink()
     else:
         target.write_bytes(damage.encode("latin-1"))
-    previous = b"<html>the previous report</html>\n"
-    paths["out"].parent.mkdir(parents=True)
-    paths["out"].write_bytes(previous)
-
-    with pytest.raises(SystemExit) as exit_info:
-        run_stage("report", lambda: report.main(argv(paths)))
-
-    assert exit_info.value.code != 0
-    message = capsys.readouterr().err
-    assert message.count("\n") == 1 and message.startswith("report: error: ")
     # The MNIST rows check compares two files: the task names the one it cannot trust by its name.
-    assert (str(target) if "mnist/evaluation" not in relative else target.name) in message and "dvc repro" in message
-    assert paths["out"].read_bytes() == previous
-    assert sorted(p.name for p in paths["out"].parent.iterdir()) == ["report.html"]
+    named = str(target) if "mnist/evaluation" not in relative else target.name
+    assert_fails_in_one_line("figures", lambda: figures_stage.main(figures_argv(paths, task)),
+                             paths["figures"] / f"{task}.json", named, capsys)
+
+
+@pytest.mark.parametrize("relative, damage", [
+    ("figures/heart.json", "delete"),
+    ("figures/mnist.json", "{not json"),
+    ("figures/synthetic.json", '{"name": "synthetic"}'),   # not what figures@synthetic writes
+    ("metrics/heart.json", "delete"),
+])
+def test_a_missing_or_corrupt_figures_or_metrics_file_fails_the_report_in_one_line(built, tmp_path, capsys,
+                                                                                    relative, damage):
+    source, _ = built
+    paths = {**source, "figures": tmp_path / "figures", "metrics": tmp_path / "metrics",
+             "out": tmp_path / "reports" / "report.html"}
+    for folder in ("figures", "metrics"):
+        for file in source[folder].iterdir():
+            (paths[folder] / file.name).parent.mkdir(parents=True, exist_ok=True)
+            (paths[folder] / file.name).write_bytes(file.read_bytes())
+    target = tmp_path / relative
+    if damage == "delete":
+        target.unlink()
+    else:
+        target.write_text(damage)
+    assert_fails_in_one_line("report", lambda: report.main(argv(paths)), paths["out"], str(target), capsys)
+
+
+def test_the_report_assembles_and_draws_nothing(built, tmp_path):
+    """The page stage loads no plotting library: a task's figures are drawn by its own stage only."""
+    paths, page_text = built
+    out = tmp_path / "report.html"
+    probe = ("import runpy, sys; sys.argv = ['stages.report', *sys.argv[1:]]\n"
+             "try:\n    runpy.run_module('stages.report', run_name='__main__', alter_sys=True)\n"
+             "except SystemExit as e:\n    assert not e.code\n"
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'matplotlib', 'seaborn', 'sklearn'}))")
+    result = subprocess.run([sys.executable, "-c", probe, *argv({**paths, "out": out})], cwd=REPO_ROOT,
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.splitlines()[-1] == "[]"
+    assert out.read_text() == page_text
 
 
 def test_metrics_that_are_not_a_flat_object_of_numbers_are_refused(tmp_path):
     path = tmp_path / "heart.json"
     path.write_text(json.dumps({"test/accuracy": {"nested": 1}}))
     with pytest.raises(StageError, match="flat JSON object"):
-        report.read_metrics(path)
+        inputs.read_metrics(path)
 
 
 # --- the pure pieces ---
 
 def test_misprediction_figure_titles_each_digit_true_over_predicted_in_test_order():
     confusion = pd.DataFrame({"index": [5, 0, 3, 1, 2], "actual": [3, 1, 8, 2, 2], "predicted": [5, 1, 0, 2, 7]})
-    wrong = figures.mispredicted(confusion)
+    wrong = mnist_figures.mispredicted(confusion)
     assert wrong["index"].tolist() == [2, 3, 5]
-    fig = figures.misprediction_figure(np.zeros((6, 28, 28), np.uint8), wrong, columns=4)
+    fig = mnist_figures.misprediction_figure(np.zeros((6, 28, 28), np.uint8), wrong, columns=4)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles == ["2 / 7", "8 / 0", "3 / 5"]
 
 
 def test_mispredicted_stops_at_the_limit():
     confusion = pd.DataFrame({"index": range(40), "actual": [1] * 40, "predicted": [2] * 40})
-    assert figures.mispredicted(confusion)["index"].tolist() == list(range(figures.MAX_MISPREDICTED))
+    assert mnist_figures.mispredicted(confusion)["index"].tolist() == list(range(mnist_figures.MAX_MISPREDICTED))
 
 
 def test_learning_curve_has_log_epochs_and_an_accuracy_panel_only_for_classifiers():
@@ -218,7 +278,7 @@ def test_learning_curve_has_log_epochs_and_an_accuracy_panel_only_for_classifier
 def test_extrapolation_figure_shades_both_sides_outside_the_domain():
     x = np.linspace(-8, 8, 17)
     grid = pd.DataFrame({"x": x, "y_true": x, "y_pred": x, "region": np.where(np.abs(x) <= 5, "domain", "extrapolation")})
-    ax = figures.extrapolation_figure(grid).axes[0]
+    ax = synthetic_figures.extrapolation_figure(grid).axes[0]
     spans = sorted(tuple(np.round(patch.get_x() + np.array([0, patch.get_width()]), 6)) for patch in ax.patches)
     assert spans == [(-8.0, -5.0), (5.0, 8.0)]
 
@@ -226,7 +286,7 @@ def test_extrapolation_figure_shades_both_sides_outside_the_domain():
 def test_roc_figure_puts_the_auc_in_its_title():
     roc = pd.DataFrame({"fpr": [0.0, 0.0, 0.5, 1.0], "tpr": [0.0, 0.5, 1.0, 1.0]})
     assert figures.roc_auc(roc) == pytest.approx(0.875)
-    assert "AUC = 0.875" in figures.roc_figure(roc).axes[0].get_title()
+    assert "AUC = 0.875" in figures.roc_figure(roc, "Heart ROC").axes[0].get_title()
 
 
 def test_confusion_counts_cover_every_label_even_when_absent():
@@ -236,9 +296,9 @@ def test_confusion_counts_cover_every_label_even_when_absent():
 
 def test_heart_confusion_matrix_names_the_classes():
     confusion = pd.DataFrame({"actual": [0, 0, 1, 1, 1, 0], "predicted": [0, 1, 1, 1, 1, 0]})
-    (section,) = heart.report_sections(TaskResults("heart", "Heart disease", METRICS["heart"], pd.DataFrame(),
-                                                   {"roc.csv": pd.DataFrame({"fpr": [0.0, 1.0], "tpr": [0.0, 1.0]}),
-                                                    "confusion.csv": confusion}, {}), kit)
+    (section,) = heart_figures.report_sections(TaskResults(
+        "heart", "Heart disease", METRICS["heart"], pd.DataFrame(),
+        {"roc.csv": pd.DataFrame({"fpr": [0.0, 1.0], "tpr": [0.0, 1.0]}), "confusion.csv": confusion}, {}))
     assert "0 missed and 1 false alarms" in section.caption  # the caption reads the counts by class code
     fig = figures.confusion_figure(confusion, list(heart.CLASS_NAMES), "t", list(heart.CLASS_NAMES.values()))
     ax = fig.axes[0]
@@ -254,7 +314,7 @@ def test_commands_in_the_text_show_as_code_not_as_backticks(built):
 
 
 def test_png_bytes_carry_no_software_version():
-    png = figures.figure_to_png(figures.roc_figure(pd.DataFrame({"fpr": [0.0, 1.0], "tpr": [0.0, 1.0]})))
+    png = figures.figure_to_png(figures.roc_figure(pd.DataFrame({"fpr": [0.0, 1.0], "tpr": [0.0, 1.0]}), "t"))
     assert b"matplotlib" not in png.lower()
 
 

@@ -36,7 +36,8 @@ NOT_LOADED = {
     "preprocess": TENSORFLOW | DRAWING,
     "configure": TENSORFLOW | DRAWING | SCIKIT | {"pandas", "pyarrow"},
     "evaluate": TENSORFLOW | DRAWING | SCIKIT,
-    "report": TENSORFLOW,
+    "figures": TENSORFLOW,
+    "report": TENSORFLOW | DRAWING | SCIKIT,  # it assembles the figures@<task> fragments
 }
 
 

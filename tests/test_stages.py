@@ -119,7 +119,7 @@ def test_damaged_mnist_file_fails_in_one_line_and_keeps_the_old_output(tmp_path,
 def test_no_network_and_no_mirror_says_so_and_exits_with_the_retryable_code(tmp_path, capsys, monkeypatch):
     import kagglehub
 
-    def offline(handle, force_download=False):
+    def offline(handle, force_download=False, output_dir=None):
         raise ConnectionError("Failed to resolve 'www.kaggle.com'")
     monkeypatch.setattr(kagglehub, "dataset_download", offline)
     monkeypatch.delenv(MIRROR_ENV, raising=False)
@@ -150,7 +150,7 @@ def test_only_network_failures_of_a_download_are_retryable(tmp_path, capsys, mon
                                                            fragment):
     import kagglehub
 
-    def failing(handle, force_download=False):
+    def failing(handle, force_download=False, output_dir=None):
         raise raised()
     monkeypatch.setattr(kagglehub, "dataset_download", failing)
     monkeypatch.delenv(MIRROR_ENV, raising=False)
@@ -163,7 +163,7 @@ def test_only_network_failures_of_a_download_are_retryable(tmp_path, capsys, mon
 def test_a_bug_in_the_download_path_keeps_its_traceback(tmp_path, monkeypatch):
     import kagglehub
 
-    def buggy(handle, force_download=False):
+    def buggy(handle, force_download=False, output_dir=None):
         raise TypeError("unexpected keyword")
     monkeypatch.setattr(kagglehub, "dataset_download", buggy)
     monkeypatch.delenv(MIRROR_ENV, raising=False)
@@ -331,25 +331,33 @@ def test_an_unexpected_error_keeps_its_traceback():
 
 
 def test_mnist_through_the_keras_download_writes_the_same_bytes_as_from_the_mirror(tmp_path, monkeypatch, mirror):
-    """keras.utils.get_file is the network boundary: a stand-in serves mnist.npz, made from the mirror's arrays."""
+    """keras.utils.get_file is the network boundary: a stand-in serves mnist.npz, made from the mirror's arrays.
+    The cache folder is passed to it (no KERAS_HOME set), and the file asked for is the one Keras' own
+    keras.datasets.mnist.load_data asks for (same origin, same sha256)."""
+    import keras
     import numpy as np
     from keras.src.datasets import mnist as keras_mnist
 
     from stages.tasks import mnist
 
     arrays = mnist.read_mirror(mirror)
-    asked = {}
+    asked = []
 
-    def get_file(fname, origin, file_hash):
-        asked.update(fname=fname, keras_home=os.environ["KERAS_HOME"])
-        path = Path(os.environ["KERAS_HOME"]) / "datasets" / fname
+    def get_file(fname, origin, file_hash, cache_dir=None, force_download=False):
+        asked.append({"fname": fname, "origin": origin, "file_hash": file_hash, "cache_dir": cache_dir})
+        path = Path(cache_dir or tmp_path / "keras-default") / "datasets" / fname
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, **arrays)
         return str(path)
+    monkeypatch.setattr(keras.utils, "get_file", get_file)
     monkeypatch.setattr(keras_mnist, "get_file", get_file)
+    monkeypatch.delenv("KERAS_HOME", raising=False)
     monkeypatch.chdir(tmp_path)
     assert mnist.fetch(None, force=True) == mnist.fetch(mirror, force=False)
-    assert asked == {"fname": "mnist.npz", "keras_home": str(tmp_path / ".cache" / "keras")}
+    assert "KERAS_HOME" not in os.environ
+    keras_mnist.load_data()  # what Keras itself asks for
+    ours, keras_own = asked
+    assert ours == {**keras_own, "cache_dir": str(tmp_path / ".cache" / "keras")}
 
 
 # --- a full disk, and the other OS errors of writing ---

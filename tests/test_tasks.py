@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -14,7 +15,7 @@ import yaml
 
 from stages.core.errors import StageError
 from stages.core.io import parquet_bytes, write_outputs
-from stages.tasks import TASK_NAMES, heart, load_params, load_task, mnist, synthetic
+from stages.tasks import TASK_NAMES, heart, load_params, load_task, load_task_figures, mnist, synthetic
 from tests.conftest import REPO_ROOT
 
 
@@ -51,10 +52,20 @@ def test_heart_through_the_network_boundary_writes_the_same_bytes(tmp_path, monk
     kaggle_folder.mkdir()
     shutil.copy(mirror / "heart" / "heart.csv", kaggle_folder / "heart.csv")
     import kagglehub
-    monkeypatch.setattr(kagglehub, "dataset_download", lambda handle, force_download=False: str(kaggle_folder))
+    asked = []
+
+    def dataset_download(handle, force_download=False, output_dir=None):
+        asked.append(output_dir)
+        return str(kaggle_folder)
+
+    monkeypatch.setattr(kagglehub, "dataset_download", dataset_download)
+    monkeypatch.delenv("KAGGLEHUB_CACHE", raising=False)
     monkeypatch.chdir(tmp_path)  # the download cache (.cache/) is relative to the repository root
     write_outputs({tmp_path / "out" / name: content for name, content in heart.fetch(None, force=False).items()})
     assert (tmp_path / "out" / "heart.csv").read_bytes() == heart_bytes
+    # The cache folder is passed to kagglehub, not left in the process environment for whoever comes next.
+    assert asked == [str(tmp_path / ".cache" / "kagglehub" / heart.KAGGLE_HANDLE)]
+    assert "KAGGLEHUB_CACHE" not in os.environ
 
 
 def test_mnist_arrays_are_checked_whatever_their_source():
@@ -165,8 +176,9 @@ def test_every_task_module_has_the_interface_and_dvc_yaml_runs_every_task():
         for attribute in ("TITLE", "LAB_PART", "PROBLEM", "HEADLINE_METRIC", "HEADLINE_METRICS", "RAW_FILES",
                           "EVALUATION_SPLITS",
                           "REPORT_SPLITS", "PLOT_COLUMNS", "DataParams", "read_raw", "preprocess",
-                          "features_and_target", "evaluate", "report_sections"):
+                          "features_and_target", "evaluate"):
             assert hasattr(task, attribute), f"stages/tasks/{name}.py lacks {attribute}"
+        assert hasattr(load_task_figures(name), "report_sections"), f"stages/tasks/{name}_figures.py lacks report_sections"
         assert hasattr(task, "generate") != hasattr(task, "fetch"), f"{name}: generate or fetch, one of them"
     pipeline = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
     variables = {key: value for entry in pipeline["vars"] for key, value in entry.items()}

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from stages.core.contract import STAGE_REPORT_ENV
-from stages.core.tracking import dvc_stage_name, finished_text, read_stage_records
+from stages.core.contract import PROGRESS_ARTIFACT_ENV, STAGE_REPORT_ENV
+from stages.core.tracking import PrefectProgress, dvc_stage_name, finished_text, read_stage_records, training_progress
 from tests.conftest import REPO_ROOT, repo_env, run
 
 URL = "http://127.0.0.1:4299/api"
@@ -99,3 +99,29 @@ def test_the_finished_text_says_when_early_stopping_ended_training():
     assert finished_text("train@heart", 43, 200, logs) == \
         "train@heart: stopped early at epoch 43 of 200 (train/loss=0.3 val/loss=0.4123)"
     assert finished_text("train@mnist", 20, 20, {}) == "train@mnist: trained all 20 epochs"
+
+
+def test_the_progress_artifact_follows_the_engines_epoch_log_and_ends_at_100(monkeypatch):
+    """PrefectProgress is a subscriber of the epoch log: it counts the epochs from the rows it is handed and
+    keeps the newest update; leaving it normally says how training ended. (Sending: tests/test_prefect_ui.py.)"""
+    monkeypatch.setenv("DVC_STAGE", "train@heart")
+    progress = PrefectProgress("train", 200)
+    monkeypatch.setattr(progress, "_start", lambda: None)  # the sender: Prefect's client, not under test here
+    with progress:
+        progress.log_epochs([{"train/loss": 0.9, "val/loss": 1.0}])
+        progress.log_epochs([{"train/loss": 0.5, "val/loss": 0.6}, {"train/loss": 0.4, "val/loss": 0.41234}])
+        assert progress.latest == (1.5, "train@heart: epoch 3/200 train/loss=0.4 val/loss=0.4123")
+    assert progress.latest == (100.0, "train@heart: stopped early at epoch 3 of 200 (train/loss=0.4 val/loss=0.4123)")
+    failed = PrefectProgress("train", 5)
+    monkeypatch.setattr(failed, "_start", lambda: None)
+    with pytest.raises(KeyboardInterrupt), failed:
+        failed.log_epochs([{"val/loss": 1.0}])
+        raise KeyboardInterrupt
+    assert failed.latest == (20.0, "train@heart: epoch 1/5 val/loss=1")  # no 100 %: the flow says it failed
+
+
+def test_without_a_progress_artifact_there_is_no_subscriber(monkeypatch):
+    monkeypatch.delenv(PROGRESS_ARTIFACT_ENV, raising=False)
+    assert training_progress("train", 10) is None
+    monkeypatch.setenv(PROGRESS_ARTIFACT_ENV, "0b7ad5a8-7f47-4b8e-9d55-b0a3f8c3f0a1")
+    assert isinstance(training_progress("train", 10), PrefectProgress)

@@ -90,7 +90,7 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
     """Run a stage's main(); a known failure becomes one line on stderr and a non-zero exit."""
     # With a Prefect server configured the stage is a flow run there; the record tells the flow that
     # started it (if any) the exit code and one line, so no one reads them back from DVC's log text.
-    from stages.core.tracking import report_training_progress, track_stage, write_stage_record
+    from stages.core.tracking import track_stage, write_stage_record
 
     main = track_stage(name, main, (StageError, ParamsError))
     signal.signal(signal.SIGINT, signal.default_int_handler)  # past the imports: Ctrl-C is handled below
@@ -99,8 +99,6 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
         # Its outputs are in place: Ctrl-C now (while it reports and exits) would fail the stage and leave
         # new outputs that DVC never records in dvc.lock.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        # The last progress update goes out now: at exit Prefect's client can no longer start its threads.
-        report_training_progress.close()
     except (StageError, ParamsError) as error:
         _fail(name, str(error), getattr(error, "exit_code", 2))
     except KeyboardInterrupt:  # Ctrl-C, or a flow stopping its stages: nothing was renamed into place

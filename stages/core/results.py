@@ -1,4 +1,4 @@
-"""What the report stage hands each task module: its evaluated results, already read and checked."""
+"""What the figures stage hands a task's figures module: the task's evaluated results, already read and checked."""
 
 from __future__ import annotations
 

@@ -154,37 +154,53 @@ def as_stage_flow(stage: str, main: Callable[[], None], known_errors: tuple[type
 
 # --- a progress artifact the flow created, updated by the stage ---
 
-class ProgressReporter:
+def training_progress(module: str, epochs: int) -> PrefectProgress | None:
+    """A subscriber of the training engine's epoch log that updates the Prefect progress artifact the
+    flow created ($PROGRESS_ARTIFACT_ENV), or None when the flow gave none (then no Prefect import).
+
+    The train stage's main wires it next to dvclive (stages.training.live.EpochLogs); the engine knows
+    only its epoch log. Use it as a context manager: leaving it normally says training ended (100 %)."""
+    return PrefectProgress(module, epochs) if os.environ.get(PROGRESS_ARTIFACT_ENV) else None
+
+
+class PrefectProgress:
     """Sends the latest training progress to the Prefect progress artifact $PROGRESS_ARTIFACT_ENV names.
 
-    A no-op (no Prefect import) unless the flow set that variable and PREFECT_API_URL. The first
-    update goes out from the caller (Prefect's import and client set-up, once); later ones from a
-    background thread, only the newest, so a slow server never holds up training. The first failure
-    prints one `train: warning:` line and ends the updates; at exit the last update gets a few
-    seconds to arrive.
+    `log_epochs` (the engine's epoch-log interface) counts the epochs and keeps the latest curve row.
+    The first update goes out from the caller (Prefect's import and client set-up, once); later ones
+    from a background thread, only the newest, so a slow server never holds up training. The first
+    failure prints one `train: warning:` line and ends the updates. Leaving the context normally sends
+    100 % (saying so when early stopping ended training) and gives the last update a few seconds.
     """
 
-    def __init__(self, module: str = "train", exit_wait_s: float = 5.0):
-        self.module, self.exit_wait_s = module, exit_wait_s
+    def __init__(self, module: str, epochs: int, exit_wait_s: float = 5.0):
+        self.module, self.epochs, self.exit_wait_s = module, epochs, exit_wait_s
+        self.epoch, self.row = 0, {}
         self.latest: tuple[float, str] | None = None
         self.wake = threading.Condition()
         self.thread: threading.Thread | None = None
         self.closing = self.failed = False
 
-    def __call__(self, epoch: int, epochs: int, logs: dict) -> None:
-        self._send(round(100.0 * epoch / max(epochs, 1), 2),
-                   f"{dvc_stage_name(self.module)}: epoch {epoch}/{epochs} {_values(logs)}".strip())
+    def log_epochs(self, rows) -> None:
+        if not rows:
+            return
+        self.epoch, self.row = self.epoch + len(rows), dict(rows[-1])
+        self._send(round(100.0 * self.epoch / max(self.epochs, 1), 2),
+                   f"{dvc_stage_name(self.module)}: epoch {self.epoch}/{self.epochs} {_values(self.row)}".strip())
 
-    def finished(self, epoch: int, epochs: int, logs: dict) -> None:
-        """Training ended normally after `epoch` epochs: 100 %, saying so when early stopping ended it.
+    def __enter__(self) -> PrefectProgress:
+        return self
 
-        Sent now, not at exit: once the interpreter shuts down, Prefect's event worker has stopped and
-        cannot start again (`can't register atexit after shutdown`)."""
-        self._send(100.0, finished_text(dvc_stage_name(self.module), epoch, epochs, logs))
+    def __exit__(self, error_type, *exc_info) -> None:
+        """Training ended: normally, 100 % now, not at exit (once the interpreter shuts down, Prefect's event
+        worker has stopped and cannot start again: `can't register atexit after shutdown`); then the sender ends.
+        On an error the flow that made the artifact says the stage failed."""
+        if error_type is None:
+            self._send(100.0, finished_text(dvc_stage_name(self.module), self.epoch, self.epochs, self.row))
         self.close()
 
     def _send(self, progress: float, text: str) -> None:
-        if self.failed or not os.environ.get(PROGRESS_ARTIFACT_ENV):
+        if self.failed:
             return
         with self.wake:
             self.latest = (progress, text)
@@ -199,8 +215,8 @@ class ProgressReporter:
         from uuid import UUID
 
         try:
-            if not os.environ.get("PREFECT_API_URL"):  # without it Prefect would start a server of its own
-                raise RuntimeError("PREFECT_API_URL is not set")
+            if not prefect_api_url():  # without a server Prefect would start one of its own
+                raise RuntimeError("no Prefect API URL is configured")
             from prefect.artifacts import update_progress_artifact
 
             quiet_event_drain()
@@ -258,9 +274,6 @@ def finished_text(stage: str, epoch: int, epochs: int, logs: dict) -> str:
     done = f"stopped early at epoch {epoch} of {epochs}" if epoch < epochs else f"trained all {epochs} epochs"
     values = _values(logs)
     return f"{stage}: {done}" + (f" ({values})" if values else "")
-
-
-report_training_progress = ProgressReporter()  # engine.report_progress calls it: (epoch, epochs, logs)
 
 
 # --- the record a stage leaves for the flow that started it ---

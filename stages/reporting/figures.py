@@ -1,4 +1,6 @@
-"""The lab's figures: small pure functions, frames in, matplotlib Figure out, and PNG encoding.
+"""Generic drawing helpers for the tasks' figures (stages/tasks/<task>_figures.py) and the study report:
+the style, a bare figure, PNG encoding, and the figures several tasks draw (learning curves,
+ROC curves, confusion matrices, image grids). What only one task draws lives with that task.
 
 Figures are built on a bare Figure (no pyplot state) inside STYLE, so the global rcParams of
 whoever imports this module are left alone; PNGs carry no software version, so the same input
@@ -23,12 +25,11 @@ from matplotlib import ticker  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 
-from stages.reporting.page import Image  # noqa: E402
+from stages.reporting.page import Image, format_value  # noqa: E402
 
 # Pixels per inch of the PNGs, shown at their own size: at 130 the small figures (4.2 in) are ~550 px
 # wide and the tick labels ~15 px tall, readable at a laptop's 1400 px without zooming.
 DPI = 130
-MAX_MISPREDICTED = 24
 STYLE = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=0.8)}
 TRAIN_COLOR, TEST_COLOR, TRUTH_COLOR, FIT_COLOR = sns.color_palette("deep", 4)
 
@@ -49,22 +50,10 @@ def image(fig: Figure, alt: str, caption: str = "") -> Image:
     return Image(figure_to_png_base64(fig), alt, caption)
 
 
-def _figure(width: float, height: float, **subplots) -> tuple[Figure, np.ndarray | object]:
+def new_figure(width: float, height: float, **subplots) -> tuple[Figure, np.ndarray | object]:
+    """A bare constrained-layout Figure of `width` x `height` inches and its subplots (no pyplot state)."""
     fig = Figure(figsize=(width, height), layout="constrained")
     return fig, fig.subplots(**subplots)
-
-
-def synthetic_data_figure(train: pd.DataFrame, test: pd.DataFrame, truth: pd.DataFrame) -> Figure:
-    """Noisy train and test samples (`x`, `y`) over the true function (`x`, `y_true`)."""
-    with matplotlib.rc_context(STYLE):
-        fig, ax = _figure(7, 4)
-        ax.scatter(train["x"], train["y"], s=8, alpha=0.5, color=TRAIN_COLOR, label=f"train ({len(train)})")
-        ax.scatter(test["x"], test["y"], s=8, alpha=0.7, color=TEST_COLOR, label=f"test ({len(test)})")
-        truth = truth.sort_values("x")
-        ax.plot(truth["x"], truth["y_true"], color=TRUTH_COLOR, lw=2, label="true function")
-        ax.set(xlabel="x", ylabel="y", title="Synthetic data: y = f(x) + noise")
-        ax.legend(loc="upper center")
-    return fig
 
 
 class _PlainLogFormatter(ticker.LogFormatter):
@@ -79,7 +68,7 @@ def learning_curve_figure(curve: pd.DataFrame, title: str) -> Figure:
     panels = [("loss", "loss")] + ([("accuracy", "accuracy")] if "train/accuracy" in curve else [])
     curve = curve[curve["epoch"] > 0]
     with matplotlib.rc_context(STYLE):
-        fig, axes = _figure(4.2 * len(panels), 3.2, ncols=len(panels), squeeze=False)
+        fig, axes = new_figure(4.2 * len(panels), 3.2, ncols=len(panels), squeeze=False)
         for ax, (metric, label) in zip(axes[0], panels):
             for split, color in (("train", TRAIN_COLOR), ("val", TEST_COLOR)):
                 column = f"{split}/{metric}"
@@ -98,39 +87,21 @@ def learning_curve_figure(curve: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
-def fit_figure(domain_grid: pd.DataFrame, test: pd.DataFrame) -> Figure:
-    """The network's curve (`y_pred`) against the truth (`y_true`) on the training domain, with test points."""
-    grid = domain_grid.sort_values("x")
-    with matplotlib.rc_context(STYLE):
-        fig, ax = _figure(7, 4)
-        ax.scatter(test["x"], test["y"], s=8, alpha=0.4, color=TEST_COLOR, label="test samples")
-        ax.plot(grid["x"], grid["y_true"], color=TRUTH_COLOR, lw=2, label="true function")
-        ax.plot(grid["x"], grid["y_pred"], color=FIT_COLOR, lw=2, ls="--", label="network")
-        ax.set(xlabel="x", ylabel="y", title="Fitted curve vs truth on the domain")
-        ax.legend(loc="upper center")
-    return fig
+def curve_caption(title: str, curve: pd.DataFrame) -> str:
+    last = curve.iloc[-1]
+    text = f"{title}: {len(curve)} epochs; final train/val loss {format_value(last['train/loss'])} / " \
+           f"{format_value(last['val/loss'])}"
+    best = curve.loc[curve["val/loss"].idxmin()]
+    text += f" (lowest val loss {format_value(best['val/loss'])} at epoch {int(best['epoch'])})"
+    if "val/accuracy" in curve:
+        text += f"; final val accuracy {100 * float(last['val/accuracy']):.2f} %"
+    return text + "."
 
 
-def extrapolation_figure(grid: pd.DataFrame, train: pd.DataFrame | None = None) -> Figure:
-    """Truth and prediction on the whole grid; the extrapolation region (outside the domain) shaded."""
-    grid = grid.sort_values("x")
-    inside = grid.loc[grid["region"] == "domain", "x"]
-    low, high = (inside.min(), inside.max()) if len(inside) else (np.nan, np.nan)
-    outside = grid.loc[grid["region"] != "domain", "x"]
-    with matplotlib.rc_context(STYLE):
-        fig, ax = _figure(8, 4)
-        shaded = False
-        for start, stop in ((outside[outside < low].min(), low), (high, outside[outside > high].max())):
-            if np.isfinite(start) and np.isfinite(stop):
-                ax.axvspan(start, stop, color="0.85", zorder=0, label=None if shaded else "extrapolation")
-                shaded = True
-        if train is not None:
-            ax.scatter(train["x"], train["y"], s=5, alpha=0.25, color=TRAIN_COLOR, label="train samples")
-        ax.plot(grid["x"], grid["y_true"], color=TRUTH_COLOR, lw=2, label="true function")
-        ax.plot(grid["x"], grid["y_pred"], color=FIT_COLOR, lw=2, ls="--", label="network")
-        ax.set(xlabel="x", ylabel="y", title="On-domain vs out-of-domain predictions")
-        ax.legend(loc="upper center", ncols=2)
-    return fig
+def learning_curve_image(name: str, title: str, curve: pd.DataFrame) -> Image:
+    """A task's learning curves as the page shows them, captioned with the final and lowest losses."""
+    return image(learning_curve_figure(curve, f"{title} learning curves"), f"{name} learning curves",
+                 curve_caption(title, curve))
 
 
 def roc_auc(roc: pd.DataFrame) -> float:
@@ -138,10 +109,10 @@ def roc_auc(roc: pd.DataFrame) -> float:
     return float(skm.auc(roc["fpr"], roc["tpr"]))
 
 
-def roc_figure(roc: pd.DataFrame, title: str = "Heart ROC") -> Figure:
+def roc_figure(roc: pd.DataFrame, title: str) -> Figure:
     """The ROC curve (`fpr`, `tpr`) against chance, with the AUC in the title."""
     with matplotlib.rc_context(STYLE):
-        fig, ax = _figure(4.2, 4)
+        fig, ax = new_figure(4.2, 4)
         ax.plot([0, 1], [0, 1], color="0.6", ls=":", label="chance")
         ax.plot(roc["fpr"], roc["tpr"], color=FIT_COLOR, lw=2, label="network")
         ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01),
@@ -167,7 +138,7 @@ def confusion_figure(confusion: pd.DataFrame, labels: Sequence, title: str,
     share = counts.div(counts.sum(axis=1).replace(0, 1), axis=0)
     size = 2.5 + 0.45 * len(labels)
     with matplotlib.rc_context(STYLE):
-        fig, ax = _figure(size + 1, size)
+        fig, ax = new_figure(size + 1, size)
         sns.heatmap(share, annot=counts, fmt="d", cmap="Blues", vmin=0, vmax=1, square=True, ax=ax,
                     cbar_kws={"label": "share of the actual class"}, annot_kws={"fontsize": 8 if len(labels) > 5 else 10})
         ax.set(xlabel="predicted", ylabel="actual", title=title)
@@ -190,20 +161,3 @@ def digit_grid_figure(images: np.ndarray, titles: Sequence[str], columns: int = 
         if suptitle:
             fig.suptitle(suptitle)
     return fig
-
-
-def mispredicted(confusion: pd.DataFrame, limit: int = MAX_MISPREDICTED) -> pd.DataFrame:
-    """The first `limit` wrong rows of an `index, actual, predicted` frame, in test order."""
-    wrong = confusion[confusion["actual"] != confusion["predicted"]]
-    return wrong.sort_values("index", kind="stable").head(limit)
-
-
-def misprediction_title(actual, predicted) -> str:
-    return f"{actual} / {predicted}"
-
-
-def misprediction_figure(images: np.ndarray, wrong: pd.DataFrame, columns: int = 8) -> Figure:
-    """The mispredicted test images (`wrong`: rows of index, actual, predicted), titled true / predicted."""
-    titles = [misprediction_title(a, p) for a, p in zip(wrong["actual"], wrong["predicted"])]
-    return digit_grid_figure(images[wrong["index"].to_numpy()], titles, columns=columns,
-                             suptitle="Mispredicted test digits (true / predicted)", title_color="firebrick")

@@ -85,6 +85,16 @@ def format_value(value: float | int) -> str:
     return f"{value:#.4g}" if math.isfinite(value) else str(value)
 
 
+def metric(metrics: Mapping[str, float], key: str) -> str:
+    """A metric to 4 significant digits, or `n/a` when the task did not write it."""
+    return format_value(metrics[key]) if key in metrics else "n/a"
+
+
+def percent(metrics: Mapping[str, float], key: str) -> str:
+    """A share as a percentage to 2 decimals, or `n/a` when the task did not write it."""
+    return f"{100 * float(metrics[key]):.2f} %" if key in metrics else "n/a"
+
+
 # Table order: test results first, then the synthetic grid's, then the last epoch's.
 _SPLITS = {"test": "Test", "domain": "On-domain", "ood": "Out-of-domain", "train": "Train", "val": "Validation"}
 _WORDS = {"mse": "MSE", "roc": "ROC", "auc": "AUC", "f1": "F1", "vs": "vs"}

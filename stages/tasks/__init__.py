@@ -2,9 +2,11 @@
 
 A task module is everything one task is: where its raw data comes from (`generate` from params,
 or `fetch` from the network or a mirror) and how it is checked, how it becomes Parquet splits,
-its features and target, its metrics and plot data, and its part of the report. The stages are
-generic over the modules found here. Adding a task is one module, its section in params.yaml and
-its name in dvc.yaml's `vars: tasks` (README: "Add your own task").
+its features and target, its metrics and plot data. Its part of the report (sections, captions and
+the figures only it draws) is the module beside it, `<task>_figures.py`, which only the task's
+`figures@<task>` stage imports: a figure's change redraws that task's figures, not its training.
+The stages are generic over the modules found here. Adding a task is its two modules, its section
+in params.yaml and its name in dvc.yaml's `vars: tasks` (README: "Add your own task").
 
 The modules are found by listing this package, not by importing it: a stage that runs one task
 imports only that task's module, so dvc.yaml can make each task's stages depend on its own module.
@@ -27,7 +29,9 @@ if TYPE_CHECKING:  # annotations only: configure, which reads no data, loads non
     import pandas as pd
     import pyarrow as pa
 
-TASK_NAMES = tuple(sorted(info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_")))
+FIGURES_SUFFIX = "_figures"  # `<task>_figures.py`: the task's report sections, beside its module
+TASK_NAMES = tuple(sorted(info.name for info in pkgutil.iter_modules(__path__)
+                          if not info.name.startswith("_") and not info.name.endswith(FIGURES_SUFFIX)))
 
 
 class TaskModule(Protocol):
@@ -41,7 +45,7 @@ class TaskModule(Protocol):
     # among them (see headline_choice)
     RAW_FILES: tuple[str, ...]                   # what generate/fetch writes to data/raw/<task>/
     EVALUATION_SPLITS: tuple[str, ...]           # processed splits `evaluate` takes
-    REPORT_SPLITS: tuple[str, ...]               # processed splits `report_sections` takes
+    REPORT_SPLITS: tuple[str, ...]               # processed splits its figures module's report_sections takes
     PLOT_COLUMNS: Mapping[str, tuple[str, ...]]  # evaluate's plot CSVs and their columns
     DataParams: type[ParamsModel]                # its `<task>.data` section of params.yaml
 
@@ -50,7 +54,12 @@ class TaskModule(Protocol):
     def preprocess(self, raw: Any, data: Any, seed: int) -> dict[str, pa.Table | dict]: ...
     def features_and_target(self, table: pa.Table) -> tuple[np.ndarray, np.ndarray]: ...
     def evaluate(self, predict, splits: Mapping[str, pa.Table]) -> tuple[dict, dict[str, pd.DataFrame]]: ...
-    def report_sections(self, results: TaskResults, kit) -> list: ...
+
+
+class TaskFiguresModule(Protocol):
+    """What a task's figures module (`stages/tasks/<task>_figures.py`) defines."""
+
+    def report_sections(self, results: TaskResults) -> list: ...  # stages.reporting.page.Section, in page order
 
 
 def load_task(name: str) -> TaskModule:
@@ -85,6 +94,12 @@ def headline_metrics(name: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
         raise KeyError(f"stages/tasks/{name}.py HEADLINE_METRICS names {', '.join(missing)}, "
                        "which evaluate does not write")
     return {headline_name(name, short): significant(metrics[key]) for short, key in chosen.items()}
+
+
+def load_task_figures(name: str) -> TaskFiguresModule:
+    """The task's figures module `stages/tasks/<name>_figures.py` (its report sections)."""
+    load_task(name)
+    return importlib.import_module(f"{__name__}.{name}{FIGURES_SUFFIX}")
 
 
 def raw_stage(name: str) -> str:

@@ -11,7 +11,6 @@ can score a raw patient row (`encode`).
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -24,7 +23,6 @@ from stages.core.contract import MIRROR_ENV
 from stages.core.errors import StageError, download_error
 from stages.core.params import ParamsModel, Share
 from stages.core.problem import Problem
-from stages.core.results import TaskResults
 
 TITLE = "Heart disease"
 LAB_PART = 2
@@ -77,10 +75,11 @@ def fetch(mirror: Path | None, force: bool) -> dict[str, bytes]:
 
 
 def download(cache_dir: Path, force: bool) -> bytes:
-    os.environ["KAGGLEHUB_CACHE"] = str(cache_dir.resolve() / "kagglehub")  # pinned in the repository
+    """heart.csv through kagglehub, kept in `cache_dir` (passed to kagglehub, not set in the environment)."""
     import kagglehub
     try:
-        folder = Path(kagglehub.dataset_download(KAGGLE_HANDLE, force_download=force))
+        folder = Path(kagglehub.dataset_download(KAGGLE_HANDLE, force_download=force,
+                                                 output_dir=str(cache_dir.resolve() / "kagglehub" / KAGGLE_HANDLE)))
     except Exception as error:  # sorted by cause: only network failures are retried
         raise download_error(f"{KAGGLE_HANDLE} from Kaggle", error) from None
     return (folder / "heart.csv").read_bytes()
@@ -174,7 +173,7 @@ def features_and_target(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     return x, table.column("target").to_numpy().astype(np.float32)
 
 
-# --- evaluation and report ---
+# --- evaluation ---
 
 # The scores in numpy, as scikit-learn computes them (tests/test_scores.py: equal to the last bit):
 # `import sklearn.metrics` loads scipy.stats, seconds of evaluate's start-up for a few lines of work.
@@ -229,18 +228,3 @@ def evaluate(predict, splits: Mapping[str, pa.Table]) -> tuple[dict, dict[str, p
     roc = pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": np.minimum(thresholds, 1.0)})
     confusion = pd.DataFrame({"actual": y_test, "predicted": y_pred})
     return metrics, {"roc.csv": roc, "confusion.csv": confusion}
-
-
-def report_sections(results: TaskResults, kit) -> list:
-    """ROC curve and confusion matrix (`kit`: stages.reporting.kit, see stages/tasks/synthetic.py)."""
-    roc, confusion, metrics = results.plots["roc.csv"], results.plots["confusion.csv"], results.metrics
-    counts = kit.confusion_counts(confusion, list(CLASS_NAMES))
-    return [kit.Section(
-        "Heart disease classifier",
-        f"{int(counts.values.sum())} test patients: accuracy {kit.percent(metrics, 'test/accuracy')}, "
-        f"precision {kit.metric(metrics, 'test/precision')}, recall {kit.metric(metrics, 'test/recall')}, "
-        f"ROC AUC {kit.format_value(kit.roc_auc(roc))}; "
-        f"{int(counts.loc[1, 0])} missed and {int(counts.loc[0, 1])} false alarms at threshold 0.5.",
-        (kit.image(kit.roc_figure(roc), "heart ROC curve"),
-         kit.image(kit.confusion_figure(confusion, list(CLASS_NAMES), "Heart confusion matrix",
-                                        list(CLASS_NAMES.values())), "heart confusion matrix")))]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import os
 import zlib
 from pathlib import Path
 from typing import Mapping
@@ -25,7 +24,6 @@ from stages.core.contract import MIRROR_ENV
 from stages.core.errors import StageError, download_error
 from stages.core.params import ParamsModel
 from stages.core.problem import Problem
-from stages.core.results import TaskResults
 
 TITLE = "MNIST"
 LAB_PART = 3
@@ -40,7 +38,6 @@ PLOT_COLUMNS = {"confusion.csv": ("index", "actual", "predicted"), "digit_accura
 
 PIXELS = 28 * 28
 SCHEMA = pa.schema([("image", pa.binary(PIXELS)), ("label", pa.uint8())])
-SAMPLE_DIGITS = 25
 # The four published IDX files: name -> (file, sha256 of the .gz, header bytes, shape).
 IDX_FILES = {
     "x_train": ("train-images-idx3-ubyte.gz",
@@ -61,6 +58,11 @@ ARRAY_SHA256 = {
 }
 
 
+# keras/src/datasets/mnist.py (load_data): where Keras downloads MNIST from, and the file's sha256.
+KERAS_MNIST_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
+KERAS_MNIST_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
+
+
 class DataParams(ParamsModel):
     """`mnist.data`: empty; MNIST comes with its own split."""
 
@@ -78,19 +80,18 @@ def fetch(mirror: Path | None, force: bool) -> dict[str, bytes]:
 
 
 def download(cache_dir: Path, force: bool) -> dict[str, np.ndarray]:
-    """MNIST through keras.datasets (which checks the file hash of mnist.npz), cached in the repository:
-    Keras keeps its downloads under KERAS_HOME, read when Keras is first imported (here)."""
+    """MNIST's mnist.npz as keras.datasets.mnist.load_data fetches it (same file, same hash check), kept in
+    `cache_dir`: passed to Keras' get_file, which load_data gives no way to set but KERAS_HOME."""
     keras_home = cache_dir.resolve() / "keras"
-    os.environ["KERAS_HOME"] = str(keras_home)
-    import keras
+    from keras.utils import get_file
     try:
         (keras_home / "datasets").mkdir(parents=True, exist_ok=True)  # a cache we cannot write: one line
-        if force:
-            (keras_home / "datasets" / "mnist.npz").unlink(missing_ok=True)
-        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+        path = get_file("mnist.npz", origin=KERAS_MNIST_ORIGIN, file_hash=KERAS_MNIST_SHA256, cache_dir=str(keras_home),
+                        force_download=force)
+        with np.load(path, allow_pickle=False) as npz:
+            return {name: npz[name] for name in ("x_train", "y_train", "x_test", "y_test")}
     except Exception as error:  # sorted by cause: only network failures are retried
         raise download_error("MNIST through keras.datasets", error) from None
-    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
 
 def read_mirror(mirror: Path) -> dict[str, np.ndarray]:
@@ -182,7 +183,7 @@ def features_and_target(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     return x, table.column("label").to_numpy().astype(np.int64)
 
 
-# --- evaluation and report ---
+# --- evaluation ---
 
 def evaluate(predict, splits: Mapping[str, pa.Table]) -> tuple[dict, dict[str, pd.DataFrame]]:
     """Accuracy and macro F1; the (index, actual, predicted) rows for the report and the accuracy per digit
@@ -209,60 +210,3 @@ def digit_accuracy(confusion: pd.DataFrame) -> pd.DataFrame:
     right = confusion["actual"] == confusion["predicted"]
     accuracy = right.groupby(confusion["actual"]).mean()
     return pd.DataFrame({"digit": accuracy.index.astype(int), "accuracy": accuracy.to_numpy(dtype=float)})
-
-
-def _images_word(count: int) -> str:
-    return f"{count} image" if count == 1 else f"{count} images"
-
-
-def report_sections(results: TaskResults, kit) -> list:
-    """Sample digits, the confusion matrix and the first mispredicted digits (`kit`: stages.reporting.kit)."""
-    test, confusion, metrics = results.splits["test"], results.plots["confusion.csv"], results.metrics
-    digits, labels = images(test), test.column("label").to_numpy()
-    indices = confusion["index"]
-    if indices.min() < 0 or indices.max() >= len(digits):
-        raise StageError(f"MNIST confusion.csv refers to test rows up to {indices.max()} but the test split has "
-                         f"{len(digits)}; run `dvc repro` so both come from the same data")
-    return [sample_section(digits, labels, kit), confusion_section(confusion, metrics, kit),
-            mispredicted_section(digits, confusion, kit)]
-
-
-def sample_section(digits: np.ndarray, labels: np.ndarray, kit):
-    shown = min(SAMPLE_DIGITS, len(digits))
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=10)
-    return kit.Section(
-        "Sample digits",
-        f"The first {shown} of {len(digits)} test images with their labels "
-        f"(test set: {counts.min()} to {counts.max()} images per digit).",
-        (kit.image(kit.digit_grid_figure(digits[:shown], [str(label) for label in labels[:shown]], columns=5),
-                   "the first test digits with their labels"),))
-
-
-def confusion_section(confusion: pd.DataFrame, metrics: Mapping[str, float], kit):
-    off_diagonal = kit.confusion_counts(confusion, list(range(10))).to_numpy() * ~np.eye(10, dtype=bool)
-    actual, predicted = np.unravel_index(int(np.argmax(off_diagonal)), off_diagonal.shape)
-    per_digit = digit_accuracy(confusion).set_index("digit")["accuracy"]
-    worst = (f"; hardest digit {per_digit.idxmin()} ({100 * per_digit.min():.2f} %)" if len(per_digit) else "")
-    common = (f"; most frequent confusion {actual} → {predicted} ({_images_word(int(off_diagonal[actual, predicted]))})"
-              if off_diagonal.max() > 0 else "")
-    return kit.Section(
-        "MNIST confusion matrix",
-        f"Test accuracy {kit.percent(metrics, 'test/accuracy')}, macro F1 {kit.metric(metrics, 'test/macro_f1')}"
-        f"{worst}{common}.",
-        (kit.image(kit.confusion_figure(confusion, list(range(10)), "MNIST confusion matrix"), "MNIST confusion matrix"),))
-
-
-def mispredicted_section(digits: np.ndarray, confusion: pd.DataFrame, kit):
-    total, wrong_count = len(confusion), int((confusion["actual"] != confusion["predicted"]).sum())
-    wrong = kit.mispredicted(confusion)
-    gallery = ()
-    if len(wrong):
-        titles = ", ".join(f"#{i}: {kit.misprediction_title(a, p)}"
-                           for i, a, p in zip(wrong["index"], wrong["actual"], wrong["predicted"]))
-        gallery = (kit.image(kit.misprediction_figure(digits, wrong, columns=8),
-                             f"mispredicted test digits, true / predicted: {titles}"),)
-    return kit.Section(
-        "Mispredicted digits",
-        f"{wrong_count} of {total} test images mispredicted ({100 * wrong_count / max(total, 1):.2f} %)"
-        + (f"; the first {len(wrong)} in test order, each titled true / predicted." if len(wrong) else "."),
-        gallery)

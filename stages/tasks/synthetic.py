@@ -23,7 +23,6 @@ from stages.core.errors import StageError
 from stages.core.io import parquet_bytes
 from stages.core.params import Interval, ParamsModel, Share, require_memory
 from stages.core.problem import Problem
-from stages.core.results import TaskResults
 
 TITLE = "Synthetic regression"
 LAB_PART = 1
@@ -137,41 +136,3 @@ def evaluate(predict, splits: Mapping[str, pa.Table]) -> tuple[dict, dict[str, p
         "ood/mse_vs_truth": float(squared_error[grid_frame["region"] == "extrapolation"].mean()),
     }
     return metrics, {"predictions.csv": grid_frame}
-
-
-def extrapolation_caption(metrics: Mapping[str, float], kit) -> str:
-    text = (f"MSE against the true function: {kit.metric(metrics, 'domain/mse_vs_truth')} on the domain, "
-            f"{kit.metric(metrics, 'ood/mse_vs_truth')} out of domain")
-    inside, outside = metrics.get("domain/mse_vs_truth"), metrics.get("ood/mse_vs_truth")
-    if inside and outside is not None:
-        text += f" ({float(outside) / float(inside):.3g}× larger)"
-    return text + "."
-
-
-def report_sections(results: TaskResults, kit) -> list:
-    """The data and truth, the fit on the domain, and the extrapolation.
-
-    `kit` is stages.reporting.kit, passed in by the report stage so that this module (which the
-    generate, preprocess, train and evaluate stages import too) depends on no plotting code."""
-    columns = ["x", "y", "y_true"]
-    train, test = (results.splits[name].select(columns).to_pandas() for name in ("train", "test"))
-    grid, metrics = results.plots["predictions.csv"], results.metrics
-    domain_grid = grid[grid["region"] == "domain"]
-    both = pd.concat([train, test])
-    noise = float(np.std(both["y"] - both["y_true"]))
-    low, high = kit.format_value(float(both["x"].min())), kit.format_value(float(both["x"].max()))
-    return [
-        kit.Section("Synthetic data",
-                    f"{len(train)} train and {len(test)} test samples on x in [{low}, {high}]; "
-                    f"noise standard deviation (y − truth) {kit.format_value(noise)}.",
-                    (kit.image(kit.synthetic_data_figure(train, test, domain_grid),
-                               "synthetic train and test samples and the true function"),)),
-        kit.Section("Fitted curve vs truth",
-                    f"Test MSE {kit.metric(metrics, 'test/mse')} (relative MSE "
-                    f"{kit.metric(metrics, 'test/relative_mse')}); MSE against the true function "
-                    f"{kit.metric(metrics, 'test/mse_vs_truth')} on the test points.",
-                    (kit.image(kit.fit_figure(domain_grid, test), "network prediction and true function on the domain"),)),
-        kit.Section("Extrapolation", extrapolation_caption(metrics, kit),
-                    (kit.image(kit.extrapolation_figure(grid, train),
-                               "predictions on the domain and the shaded extrapolation region"),)),
-    ]

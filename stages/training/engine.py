@@ -28,7 +28,8 @@ def _metrics(problem: Problem) -> list[str]:
 
 
 class _EpochEnd(keras.callbacks.Callback):
-    """fit's per-epoch hook: the progress display, and the epoch's curve row to the log (if any)."""
+    """fit's per-epoch hook: the progress display, and the epoch's curve row to the log (if any: dvclive,
+    the Prefect progress artifact, whatever the train stage subscribed)."""
 
     def __init__(self, epochs: int, log: EpochLog | None = None):
         super().__init__()
@@ -41,7 +42,6 @@ class _EpochEnd(keras.callbacks.Callback):
             self.log.log_epochs([{CURVE_NAMES[name]: value for name, value in logs.items() if name in CURVE_NAMES}])
 
     def on_train_end(self, logs=None):  # Keras calls it only when fit ends normally (early stopping included)
-        self.progress.finish()
         self.progress.close()
 
 
@@ -346,7 +346,6 @@ def _run_in_calls(run_epochs, data: list[tf.Tensor], problem: Problem, seed: int
             progress.update(epoch, dict(zip(_logged(problem), last_row)), stopped=stopped)
             if stopped:
                 break
-        progress.finish()
     finally:
         progress.close()
     return np.concatenate(history)

@@ -24,9 +24,22 @@ from stages.core.io import write_outputs
 
 
 class EpochLog(Protocol):
-    """Where an engine sends the curve rows of the epochs it ran (names as in the learning curve)."""
+    """Where an engine sends the curve rows of the epochs it ran (names as in the learning curve): the
+    engine's one interface to the outside. dvclive (LiveLog) and the Prefect progress artifact
+    (stages.core.tracking.PrefectProgress) subscribe to it, wired by the train stage (EpochLogs)."""
 
     def log_epochs(self, rows: Sequence[Mapping[str, float]]) -> None: ...
+
+
+class EpochLogs:
+    """Several subscribers of the epoch log as one: each gets every row, in the order given."""
+
+    def __init__(self, logs: Sequence[EpochLog]):
+        self.logs = tuple(logs)
+
+    def log_epochs(self, rows: Sequence[Mapping[str, float]]) -> None:
+        for log in self.logs:
+            log.log_epochs(rows)
 
 
 def _live_class():

@@ -2,8 +2,8 @@
 
 Lines (a log, Prefect, DVC capturing the output): one every PROGRESS_INTERVAL_S and one at the
 end, so 2000 epochs stay readable. A terminal: tqdm's bar (tqdm comes with DVC), updated as the
-epochs come in, with the latest losses after it. Either tells the Prefect progress artifact (when the
-flow gave one) how far training is, and `finish()` that it ended (early or not).
+epochs come in, with the latest losses after it. The terminal only: dvclive and the Prefect progress
+artifact subscribe to the engine's epoch log (stages.training.live.EpochLog), wired by the train stage.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ import os
 import sys
 import time
 from typing import Mapping, TextIO
-
-from stages.core.tracking import report_training_progress
 
 PROGRESS_INTERVAL_S = 2.0
 
@@ -28,19 +26,12 @@ class ProgressLines:
 
     def __init__(self, epochs: int, interval_s: float = PROGRESS_INTERVAL_S, file: TextIO | None = None):
         self.epochs, self.interval_s, self.file, self.last = epochs, interval_s, file, time.monotonic()
-        self.seen: tuple[int, Mapping[str, float]] = (0, {})
 
     def update(self, epoch: int, logs: Mapping[str, float], stopped: bool = False) -> None:
-        self.seen = (epoch, logs)
         now = time.monotonic()
         if now - self.last >= self.interval_s or stopped or epoch == self.epochs:
             self.last = now
             report_progress(epoch, self.epochs, logs, self.file)
-            report_training_progress(epoch, self.epochs, logs)  # a Prefect progress artifact, when the flow gave one
-
-    def finish(self) -> None:
-        """Training ended normally (not on an error): the artifact goes to 100 %."""
-        report_training_progress.finished(self.seen[0], self.epochs, dict(self.seen[1]))
 
     def close(self) -> None:
         pass
@@ -57,21 +48,10 @@ class ProgressBar:
         sized = _columns(file) > 0
         self.bar = tqdm(total=epochs, unit="epoch", file=file, dynamic_ncols=sized,
                         ncols=None if sized else 100, nrows=None if sized else 24)
-        self.last = time.monotonic()
-        self.seen: tuple[int, Mapping[str, float]] = (0, {})
 
     def update(self, epoch: int, logs: Mapping[str, float], stopped: bool = False) -> None:
-        self.seen = (epoch, logs)
         self.bar.set_postfix({k: f"{float(v):.4g}" for k, v in sorted(logs.items())}, refresh=False)
         self.bar.update(epoch - self.bar.n)
-        now = time.monotonic()
-        if now - self.last >= PROGRESS_INTERVAL_S or stopped or epoch == self.bar.total:
-            self.last = now
-            report_training_progress(epoch, self.bar.total, logs)
-
-    def finish(self) -> None:
-        """Training ended normally (not on an error): the artifact goes to 100 %."""
-        report_training_progress.finished(self.seen[0], self.bar.total, dict(self.seen[1]))
 
     def close(self) -> None:
         self.bar.close()

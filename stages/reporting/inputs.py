@@ -1,0 +1,49 @@
+"""Reading the evaluate stages' outputs for the report: metrics JSON and plot CSVs, checked, each
+problem one StageError naming the file and `dvc repro`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from stages.core.errors import StageError
+
+REBUILD = "run `dvc repro` to rebuild it"
+
+
+def read_metrics(path: Path) -> dict[str, float]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StageError(f"{path} is missing; run `dvc repro` to build it") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise StageError(f"{path} is not valid JSON ({error}); {REBUILD}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                             for v in data.values()):
+        raise StageError(f"{path} is not a flat JSON object of numbers; {REBUILD}")
+    return data
+
+
+def read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path)
+    except FileNotFoundError:
+        raise StageError(f"{path} is missing; run `dvc repro` to build it") from None
+    except (ValueError, UnicodeDecodeError) as error:  # pandas' ParserError and EmptyDataError are ValueErrors
+        raise StageError(f"{path} is not readable CSV ({str(error).splitlines()[0]}); {REBUILD}") from None
+    return check_columns(frame, columns, path)
+
+
+def check_columns(frame: pd.DataFrame, columns: Sequence[str], path: Path) -> pd.DataFrame:
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise StageError(f"{path} lacks column(s) {', '.join(missing)}; {REBUILD}")
+    numeric = [column for column in columns if column != "region"]
+    if len(frame) == 0:
+        raise StageError(f"{path} has no rows; {REBUILD}")
+    if not all(pd.api.types.is_numeric_dtype(frame[column]) for column in numeric):
+        raise StageError(f"{path} has non-numeric values in {', '.join(numeric)}; {REBUILD}")
+    return frame
