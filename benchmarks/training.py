@@ -108,8 +108,8 @@ def fit_one_execution_per_epoch(jit_compile: bool):
 
 def benchmark_engines() -> dict:
     """The lab's engines, and the baselines only benchmarks run."""
-    from stages.training.engine import ENGINES
-    return {**ENGINES, LAB_FIT: train_as_the_lab_writes_it,
+    from stages.training.engine import ENGINE_TRAINERS
+    return {**ENGINE_TRAINERS, LAB_FIT: train_as_the_lab_writes_it,
             KERAS_SPE: fit_one_execution_per_epoch(jit_compile=False),
             KERAS_SPE_XLA: fit_one_execution_per_epoch(jit_compile=True)}
 

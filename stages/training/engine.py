@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from typing import Callable
 
 import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from stages.core.params import TrainConfig
+from stages.core.params import ENGINES, Engine, TrainConfig
 from stages.core.problem import Problem
 from stages.training.live import EpochLog
 from stages.training.model import LOSS
@@ -361,13 +362,16 @@ def _logged(problem: Problem) -> tuple[str, ...]:
     return CURVE_COLUMNS if problem.is_classifier else CURVE_COLUMNS[:2]
 
 
-ENGINES = {"compiled": train_compiled, "fit": train_with_fit}
+# The training function of each engine params.yaml may name: the names are stages.core.params.Engine's, the
+# one list of them (checked here, so that a new engine cannot be named without a function, or the reverse).
+ENGINE_TRAINERS: dict[Engine, Callable[..., pd.DataFrame]] = {"compiled": train_compiled, "fit": train_with_fit}
+assert set(ENGINE_TRAINERS) == set(ENGINES), f"Engine {ENGINES} and ENGINE_TRAINERS {tuple(ENGINE_TRAINERS)} disagree"
 
 
 def train_model(model: keras.Model, problem: Problem, config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray,
                 x_val: np.ndarray, y_val: np.ndarray, seed: int, *, log: EpochLog | None = None) -> pd.DataFrame:
     """Train with the engine `config.engine` names (each epoch's curve row to `log`); return the learning curve."""
-    engine = ENGINES.get(config.engine)
-    if engine is None:
+    engine = ENGINE_TRAINERS.get(config.engine)
+    if engine is None:  # a config built in code, past params.yaml's check
         raise ValueError(f"unknown training engine {config.engine!r}; allowed: {', '.join(ENGINES)}")
     return engine(model, problem, config, x_train, y_train, x_val, y_val, seed, log=log)
