@@ -107,7 +107,8 @@ def test_the_serving_example_scores_raw_rows_as_keras_does_without_tensorflow(bu
 
 def evaluate_args(folder: Path, model: Path) -> list[str]:
     return ["heart", "--data", str(folder / "processed"), "--model", str(model), "--curve", str(folder / "curve.csv"),
-            "--metrics", str(folder / "out" / "heart.json"), "--plots", str(folder / "out" / "evaluation")]
+            "--metrics", str(folder / "out" / "heart.json"), "--headline", str(folder / "out" / "headline.json"),
+            "--plots", str(folder / "out" / "evaluation")]
 
 
 @pytest.fixture
