@@ -286,3 +286,22 @@ def test_ctrl_c_while_a_stage_still_imports_is_one_line_and_exit_130(tmp_path: P
     assert stage.wait(timeout=30) == 130, "".join(lines) + rest
     said = [line for line in rest.splitlines() if not line.startswith("import time:")]
     assert said == ["train: error: interrupted while starting; its outputs are as they were"], rest
+
+
+def test_ctrl_c_inside_a_finalizer_leaves_no_traceback_and_other_errors_keep_theirs(monkeypatch, capsys):
+    """A stage's Ctrl-C can land inside an object's __del__ (TensorFlow frees its functions whenever the
+    collector runs), where Python drops it with a traceback: run_stage's hook drops only that traceback."""
+    from stages.core.errors import _without_interrupts_in_finalizers
+
+    class Finalized:
+        def __init__(self, error: BaseException):
+            self.error = error
+
+        def __del__(self):
+            raise self.error
+
+    monkeypatch.setattr(sys, "unraisablehook", _without_interrupts_in_finalizers)
+    Finalized(KeyboardInterrupt())
+    assert capsys.readouterr().err == ""
+    Finalized(ValueError("a bug in a finalizer"))
+    assert "ValueError: a bug in a finalizer" in capsys.readouterr().err

@@ -118,7 +118,7 @@ def test_a_served_nightly_run_works_in_its_own_clone_and_pushes_data_then_one_co
         files = run(["git", "show", "--name-only", "--format=", recorded], team.remote, team.env).stdout.split()
         assert files == ["dvc.lock"]
         message = run(["git", "log", "-1", "--format=%B", recorded], team.remote, team.env).stdout
-        assert message.startswith(f"pipeline run {first.name}: synthetic test/relative_mse ")
+        assert message.startswith(f"pipeline run {first.name}: synthetic/rel_mse ")
         assert tree_digest(user) == before  # nobody's working tree is touched
 
         second = run_deployment("pipeline/nightly", timeout=400, poll_interval=1)
@@ -209,8 +209,9 @@ def test_record_with_an_uncommitted_params_change_is_refused_before_any_stage_ru
     files = run(["git", "show", "--name-only", "--format=", "HEAD"], workspace, repo_env(mirror)).stdout.split()
     assert "dvc.lock" in files and "reports/headline/synthetic.json" in files
     assert not [name for name in files if "heart" in name or "mnist" in name]  # their chains did not run
-    changed = metric_changes(workspace, "HEAD~1", mirror)["reports/headline/synthetic.json"]
-    assert changed["synthetic/rel_mse"]["diff"] != 0
+    # Its headline metrics (4 significant digits) moved; which of them depends on the epoch's draw.
+    changed = metric_changes(workspace, "HEAD~1", mirror).get("reports/headline/synthetic.json", {})
+    assert changed and all(value["diff"] != 0 for value in changed.values()), changed
     assert run(["git", "status", "--porcelain"], workspace, repo_env(mirror)).stdout == ""
 
 

@@ -94,6 +94,7 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
 
     main = track_stage(name, main, (StageError, ParamsError))
     signal.signal(signal.SIGINT, signal.default_int_handler)  # past the imports: Ctrl-C is handled below
+    sys.unraisablehook = _without_interrupts_in_finalizers
     try:
         main()
         # Its outputs are in place: Ctrl-C now (while it reports and exits) would fail the stage and leave
@@ -112,6 +113,14 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
             raise
         _fail(name, storage_line(os_error), 2)
     write_stage_record(name, 0, "")
+
+
+def _without_interrupts_in_finalizers(unraisable) -> None:
+    """Ctrl-C that lands inside an object's __del__ (TensorFlow frees its functions whenever the collector
+    runs) is dropped by Python with a traceback on stderr; the stage then goes on, and the flow stopping it
+    interrupts it again or finds it finished. Only that traceback goes; any other stays."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
 
 
 # What the machine did to a write or a read, not what the code did: a full disk or quota, a file too large
