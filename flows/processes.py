@@ -337,23 +337,58 @@ def one_run_per_checkout(root: Path, what: str) -> Iterator[None]:
 # --- a lost Prefect server: the run ends, in one line ---
 
 SERVER_CHECK_S = 5.0  # how often the server is asked
-SERVER_MISSES = 3  # unanswered in a row: lost (10-15 s; a restarting server answers again within that)
+# How long without an answer makes the server lost, by how it fails to answer. Refused: nothing listens on
+# its port any more (killed, stopped); a restarting server listens again within that. Silent (timeouts,
+# errors): it may only be slow, as a server on a loaded machine is; lost if that lasts (still within 60 s).
+LOST_AFTER_S = {"refused": 15.0, "silent": 45.0}
 
 
-def server_answers(api_url: str) -> bool:
+def server_state(api_url: str) -> str:
+    """"up" (the health check answered), "refused" (nothing listens there) or "silent" (no answer in time,
+    an error, or no route)."""
+    import urllib.error
     import urllib.request
 
     try:
         with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=SERVER_CHECK_S):
-            return True
-    except OSError:
-        return False
+            return "up"
+    except urllib.error.HTTPError:
+        return "silent"  # it answered, with an error: there, but not well
+    except urllib.error.URLError as error:
+        return "refused" if isinstance(error.reason, ConnectionRefusedError) else "silent"
+    except ConnectionRefusedError:
+        return "refused"
+    except OSError:  # timeouts, resets
+        return "silent"
+
+
+def server_lost(state: str, unanswered_s: float) -> bool:
+    """Whether a server that last answered `unanswered_s` ago, and now fails as `state` says, is lost."""
+    return state != "up" and unanswered_s >= LOST_AFTER_S[state]
+
+
+def stop_own_children(grace_s: float = STOP_GRACE_S) -> None:
+    """Interrupt every process this one started, and theirs, and kill what is left after `grace_s`: before
+    this process ends without running its cleanup, so that nothing it started outlives it (or holds its
+    output streams open)."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.send_signal(signal.SIGINT)
+    _, alive = psutil.wait_procs(children, timeout=grace_s)
+    for child in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+    psutil.wait_procs(alive, timeout=grace_s)
 
 
 @contextlib.contextmanager
 def end_if_server_lost(program: str, also_stop: Callable[[], list[str]] = list) -> Iterator[None]:
     """For the block, ask the Prefect server every few seconds whether it is there; once it is lost, stop the
-    running commands and end the process in one line naming the server (exit 1).
+    running commands and everything else this process started, and end the process in one line naming the
+    server (exit 1).
 
     Without the server Prefect can record nothing (a run's states, its logs), and its client retries every
     call for minutes before the run fails with connection tracebacks. The stages do not need it, but a
@@ -366,17 +401,21 @@ def end_if_server_lost(program: str, also_stop: Callable[[], list[str]] = list) 
     done = threading.Event()
 
     def watch() -> None:
-        misses = 0
+        answered = time.monotonic()
         while not done.wait(SERVER_CHECK_S):
-            misses = 0 if server_answers(api_url) else misses + 1
-            if misses >= SERVER_MISSES and not done.is_set():
+            state = server_state(api_url)
+            if state == "up":
+                answered = time.monotonic()
+            elif server_lost(state, time.monotonic() - answered) and not done.is_set():
+                unanswered_s = time.monotonic() - answered
                 stop_running_commands()
                 stopped = [*stopped_commands(), *also_stop()]
-                print(f"{program}: error: lost the Prefect server at {api_url} ({SERVER_MISSES} checks "
-                      f"{SERVER_CHECK_S:.0f} s apart unanswered): stopped {', '.join(stopped) or 'nothing'}; stages "
-                      "that finished are committed by DVC, stopped ones' outputs come back with `python -m "
-                      "flows.pipeline --restore`; run again "
-                      "once the server is back", file=sys.stderr, flush=True)
+                stop_own_children()
+                print(f"{program}: error: lost the Prefect server at {api_url} (no answer for {unanswered_s:.0f} s, "
+                      f"{'connection refused' if state == 'refused' else 'no reply'}): stopped "
+                      f"{', '.join(stopped) or 'nothing'}; stages that finished are committed by DVC, stopped "
+                      "ones' outputs come back with `python -m flows.pipeline --restore`; run again once the "
+                      "server is back", file=sys.stderr, flush=True)
                 os._exit(1)  # the main thread is in Prefect's client, retrying for minutes: nothing left to record
 
     thread = threading.Thread(target=watch, name="prefect-server-watch", daemon=True)

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,7 +34,8 @@ from prefect.client.schemas.filters import (  # noqa: E402
 from flows.deployments import DEPLOYMENTS, FROM_GIT, PREFECT_YAML, prefect_yaml_text, runner_deployments  # noqa: E402
 from flows.dvc_adapter import DvcProject  # noqa: E402
 from flows.pipeline import NETWORK_EXIT_CODE, failure_line, headline, pipeline  # noqa: E402
-from flows.processes import stream_command  # noqa: E402
+from flows import processes  # noqa: E402
+from flows.processes import server_lost, server_state, stream_command  # noqa: E402
 
 ALL_STAGES = [
     "generate", "fetch@heart", "fetch@mnist", "preprocess@synthetic", "preprocess@heart", "preprocess@mnist",
@@ -462,3 +464,69 @@ def test_an_interrupted_stage_command_stops_with_what_it_started(tmp_path: Path)
     while running(log.child_pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert log.child_pid and not running(log.child_pid), "the command's child outlived the interrupted flow run"
+
+
+def test_a_server_is_judged_lost_by_how_it_fails_to_answer(monkeypatch):
+    """Refused connections (nothing listens: killed) make a server lost after 15 s; no reply (a server only
+    slow on a loaded machine, as a study's was) only after 45 s; an answer never."""
+    import http.server
+    import socket
+    import threading
+
+    monkeypatch.setattr(processes, "SERVER_CHECK_S", 0.5)  # the health check's timeout
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    assert server_state(f"http://127.0.0.1:{closed_port}/api") == "refused"
+
+    with socket.socket() as mute:  # accepts connections (the kernel's backlog) and never replies
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(8)
+        assert server_state(f"http://127.0.0.1:{mute.getsockname()[1]}/api") == "silent"
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/api/health" else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert server_state(f"http://127.0.0.1:{server.server_address[1]}/api") == "up"
+        assert server_state(f"http://127.0.0.1:{server.server_address[1]}/elsewhere") == "silent"  # a 404
+    finally:
+        server.shutdown()
+
+    assert not server_lost("refused", 14.9) and server_lost("refused", 15.0)
+    assert not server_lost("silent", 44.9) and server_lost("silent", 45.0)
+    assert not server_lost("up", 600.0)
+
+
+def test_a_process_that_ends_itself_stops_everything_it_started_first(tmp_path: Path):
+    """What the lost-server watch does before os._exit: every child and grandchild ends, even one that ignores
+    Ctrl-C, so nothing the flow started outlives it or holds its output open."""
+    import psutil
+
+    script = tmp_path / "ends_itself.py"
+    script.write_text(
+        "import os, subprocess, sys\n"
+        "from flows.processes import stop_own_children\n"
+        "stubborn = 'import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(300)'\n"
+        "grandparent = ('import subprocess, sys, time; '\n"
+        "               f'subprocess.Popen([sys.executable, \"-c\", {stubborn!r}]); time.sleep(300)')\n"
+        "subprocess.Popen([sys.executable, '-c', grandparent])\n"
+        "import time; time.sleep(2)\n"
+        "import psutil\n"
+        "print(' '.join(str(p.pid) for p in psutil.Process().children(recursive=True)), flush=True)\n"
+        "stop_own_children(grace_s=2)\n"
+        "os._exit(1)\n")
+    ended = subprocess.run([sys.executable, str(script)], cwd=REPO_ROOT, capture_output=True, text=True,
+                           timeout=60, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    started = [int(pid) for pid in ended.stdout.split()]
+    assert ended.returncode == 1 and len(started) == 2, ended.stderr
+    time.sleep(0.5)
+    assert not [pid for pid in started if psutil.pid_exists(pid)
+                and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
