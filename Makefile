@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 .PHONY: setup pipeline test benchmark docs
 
 $(INSTALLED): pyproject.toml requirements.lock
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --clear $(VENV)  # from scratch: a set-up cut short (Ctrl-C in pip) leaves a broken one
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[test]'
 	touch $(INSTALLED)
