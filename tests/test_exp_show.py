@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -50,9 +51,19 @@ def test_headline_values_are_rounded_and_named_uniquely():
     assert set(study.HEADLINE) <= set(headline_choice("synthetic").values())
 
 
-def test_exp_show_at_200_columns_shows_every_headline_metric_and_the_changed_param(workspace: Path, mirror: Path):
+@pytest.fixture(scope="module")
+def narrow(built_repo: Path, mirror: Path, tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """A copy of the built repo that ran one experiment, `-S model.width=8` (its results in the workspace),
+    and its environment: the tests below only read it."""
+    workspace = Path(shutil.copytree(built_repo, tmp_path_factory.mktemp("narrow") / "repo", symlinks=True))
     env = repo_env(mirror, COLUMNS="200")
     run(["dvc", "exp", "run", "-n", "narrow", "-S", "model.width=8"], workspace, env)
+    yield workspace, env
+    shutil.rmtree(workspace.parent, ignore_errors=True)
+
+
+def test_exp_show_at_200_columns_shows_every_headline_metric_and_the_changed_param(narrow):
+    workspace, env = narrow
 
     table = run(GLANCE, workspace, env).stdout
     print(table)
@@ -72,9 +83,8 @@ def test_exp_show_at_200_columns_shows_every_headline_metric_and_the_changed_par
     assert metric_names == {*headline_names(), *EPOCHS}
 
 
-def test_exp_diff_and_the_metrics_artifact_list_headline_metrics_rounded_changed_first(workspace: Path, mirror: Path):
-    env = repo_env(mirror, COLUMNS="200")
-    run(["dvc", "exp", "run", "-n", "narrow", "-S", "model.width=8"], workspace, env)
+def test_exp_diff_and_the_metrics_artifact_list_headline_metrics_rounded_changed_first(narrow):
+    workspace, env = narrow
 
     # `dvc exp diff`: the workspace (the experiment's results) against HEAD, changed metrics only.
     diff = run(["dvc", "exp", "diff"], workspace, env).stdout
@@ -95,3 +105,20 @@ def test_exp_diff_and_the_metrics_artifact_list_headline_metrics_rounded_changed
     assert flags == sorted(flags, reverse=True) and {row["metric"] for row in table if row["change"]} >= set(changed)
     assert all(significant_digits(repr(row[key])) <= 4 for row in table for key in ("old", "new", "change")
                if isinstance(row[key], float))
+
+
+def test_the_experiment_shows_in_exp_show_json_and_metrics_diff_with_its_param_and_new_results(narrow):
+    workspace, env = narrow
+    before = json.loads(run(["git", "show", "HEAD:reports/headline/synthetic.json"], workspace, env).stdout)
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], workspace, env).stdout)
+    experiments = [exp for commit in shown for exp in (commit.get("experiments") or [])]
+    data = next(exp for exp in experiments if exp.get("name") == "narrow")["revs"][0]["data"]
+    assert data["params"]["params.yaml"]["data"]["model"]["width"] == 8
+    synthetic = data["metrics"]["reports/headline/synthetic.json"]["data"]
+    assert synthetic["synthetic/rel_mse"] != before["synthetic/rel_mse"]
+
+    # `dvc exp run` leaves the experiment's results in the workspace: diff them against HEAD.
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], workspace, env).stdout)
+    assert diff["reports/headline/synthetic.json"]["synthetic/rel_mse"] == {
+        "old": before["synthetic/rel_mse"], "new": synthetic["synthetic/rel_mse"],
+        "diff": diff["reports/headline/synthetic.json"]["synthetic/rel_mse"]["diff"]}
