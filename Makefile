@@ -6,8 +6,10 @@ INSTALLED := $(VENV)/.installed
 
 .PHONY: setup pipeline test benchmark docs
 
+# A venv whose pip cannot start (a set-up cut short during pip's own upgrade) is made again from scratch;
+# a working one is updated in place.
 $(INSTALLED): pyproject.toml requirements.lock
-	$(PYTHON) -m venv --clear $(VENV)  # from scratch: a set-up cut short (Ctrl-C in pip) leaves a broken one
+	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[test]'
 	touch $(INSTALLED)

@@ -354,11 +354,9 @@ def server_state(api_url: str) -> str:
             return "up"
     except urllib.error.HTTPError:
         return "silent"  # it answered, with an error: there, but not well
-    except urllib.error.URLError as error:
+    except urllib.error.URLError as error:  # urllib wraps a failed connection in it
         return "refused" if isinstance(error.reason, ConnectionRefusedError) else "silent"
-    except ConnectionRefusedError:
-        return "refused"
-    except OSError:  # timeouts, resets
+    except OSError:  # timeouts, resets while reading the answer
         return "silent"
 
 
@@ -403,11 +401,10 @@ def end_if_server_lost(program: str, also_stop: Callable[[], list[str]] = list) 
     def watch() -> None:
         answered = time.monotonic()
         while not done.wait(SERVER_CHECK_S):
-            state = server_state(api_url)
+            state, unanswered_s = server_state(api_url), time.monotonic() - answered
             if state == "up":
                 answered = time.monotonic()
-            elif server_lost(state, time.monotonic() - answered) and not done.is_set():
-                unanswered_s = time.monotonic() - answered
+            elif server_lost(state, unanswered_s) and not done.is_set():
                 stop_running_commands()
                 stopped = [*stopped_commands(), *also_stop()]
                 stop_own_children()

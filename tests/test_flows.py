@@ -522,8 +522,10 @@ def test_a_process_that_ends_itself_stops_everything_it_started_first(tmp_path: 
         "grandparent = ('import subprocess, sys, time; '\n"
         "               f'subprocess.Popen([sys.executable, \"-c\", {stubborn!r}]); time.sleep(300)')\n"
         "subprocess.Popen([sys.executable, '-c', grandparent])\n"
-        "import time; time.sleep(2)\n"
-        "import psutil\n"
+        "import psutil, time\n"
+        "deadline = time.monotonic() + 30\n"
+        "while len(psutil.Process().children(recursive=True)) < 2 and time.monotonic() < deadline:\n"
+        "    time.sleep(0.1)\n"
         "print(' '.join(str(p.pid) for p in psutil.Process().children(recursive=True)), flush=True)\n"
         "stop_own_children(grace_s=2)\n"
         "os._exit(1)\n")
