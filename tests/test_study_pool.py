@@ -265,6 +265,15 @@ def test_a_pool_study_survives_a_dead_worker_reports_a_failure_and_a_rerun_train
     assert metrics_of(fresh, env, "narrow") == metrics_of(workspace, env, "narrow-serial")
 
 
+def still_there(read, gone):
+    """`read()` of a process, or `gone` if it ended meanwhile (a child that exits while the test looks at the
+    worker's children: a git or dvc command, or a zombie not yet reaped)."""
+    try:
+        return read()
+    except psutil.NoSuchProcess:  # ZombieProcess too
+        return gone
+
+
 def local_exp_refs(repo: Path, env: dict[str, str]) -> dict[str, str]:
     refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo, env).stdout.split()
     return {ref.rsplit("/", 1)[1]: ref for ref in refs}
@@ -293,11 +302,11 @@ def test_a_variation_run_its_worker_stops_ends_what_it_started_in_one_line(works
     try:
         def training() -> list[psutil.Process]:
             return [p for p in psutil.Process(worker.pid).children(recursive=True)
-                    if "stages.train" in " ".join(p.cmdline()) and time.time() - p.create_time() > 10]
+                    if "stages.train" in " ".join(still_there(p.cmdline, [])) and time.time() - p.create_time() > 10]
 
         (stage,) = wait_for(training, bool, 300, "the variation training on the worker")
         flow_run = next(p for p in psutil.Process(worker.pid).children()
-                        if p.environ().get("PREFECT__FLOW_RUN_ID"))
+                        if still_there(p.environ, {}).get("PREFECT__FLOW_RUN_ID"))
         started = flow_run.children(recursive=True)
         clone = Path(stage.cwd())
         flow_run.send_signal(signal.SIGTERM)
