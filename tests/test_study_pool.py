@@ -301,8 +301,10 @@ def test_a_variation_run_its_worker_stops_ends_what_it_started_in_one_line(works
                              cwd=workspace, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         def training() -> list[psutil.Process]:
+            # The Python process itself: where DVC's shell does not exec its command (dash, when SHELL is
+            # unset, as in CI), a `sh -c "python -m stages.train …"` parent carries the same words.
             return [p for p in psutil.Process(worker.pid).children(recursive=True)
-                    if "stages.train" in " ".join(still_there(p.cmdline, [])) and time.time() - p.create_time() > 10]
+                    if still_there(p.cmdline, [])[1:3] == ["-m", "stages.train"] and time.time() - p.create_time() > 10]
 
         (stage,) = wait_for(training, bool, 300, "the variation training on the worker")
         flow_run = next(p for p in psutil.Process(worker.pid).children()
