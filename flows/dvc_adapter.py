@@ -29,10 +29,11 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
-from flows.processes import stream_command
+from flows.processes import stop_process_tree_of, stream_command
 
 
 class DvcError(Exception):
@@ -458,8 +459,6 @@ def stop_queue_entries(root: Path, names: Sequence[str], timeout_s: float = 10.0
     and wait for the killed runs to end and, once nothing else is queued, for the idle workers to end.
     The queue's workers and runs live in sessions of their own (DVC daemonizes them), so nothing else
     stops them. The names stopped or removed."""
-    import time
-
     from dvc.repo import Repo
 
     wanted, stopped = set(names), []
@@ -490,16 +489,70 @@ def stop_queue_entries(root: Path, names: Sequence[str], timeout_s: float = 10.0
 
 
 def _queue_workers_alive(queue: Any) -> bool:
-    """Whether a worker DVC spawned for its queue still runs (dvc_task's record of it: `dvc-exp-worker-N.json`
-    in the queue's folder, as `LocalCeleryQueue._spawn_worker` names them)."""
+    return bool(_queue_workers(queue))
+
+
+def _queue_workers(queue: Any) -> list:
+    """The workers DVC spawned for its queue that still run, as psutil processes (dvc_task's record of each:
+    `dvc-exp-worker-N.json` in the queue's folder, as `LocalCeleryQueue._spawn_worker` names them)."""
     import psutil
     from dvc_task.proc.process import ProcessInfo
 
-    def alive(record: Path) -> bool:
+    workers = []
+    for record in Path(queue.wdir).glob("dvc-exp-worker-*.json"):
         try:
             info = ProcessInfo.load(str(record))
-        except (OSError, ValueError):  # it removed its record while we looked: ended
-            return False
-        return info.returncode is None and psutil.pid_exists(info.pid)
+            if info.returncode is None:
+                workers.append(psutil.Process(info.pid))
+        except (OSError, ValueError, psutil.NoSuchProcess):  # it ended (and removed its record) while we looked
+            pass
+    return workers
 
-    return any(alive(record) for record in Path(queue.wdir).glob("dvc-exp-worker-*.json"))
+
+QUEUE_HANG_GRACE_S = 60.0  # the last experiment's end to the follower's: a second or two when it does not hang
+
+
+def follow_queue(root: Path, jobs: int, names: Sequence[str], env: dict[str, str], log: Any, label: str,
+                 grace_s: float = QUEUE_HANG_GRACE_S) -> tuple[int, list[str], bool]:
+    """`dvc exp run --run-all -j N`, its lines sent to `log` as they come: (exit code, stderr lines, hung).
+
+    DVC's follower can hang once every experiment has ended: seen once in about five CI runs, both
+    experiments done in `dvc queue status` and the follower and one idle worker still running an hour
+    later. So once none of `names` has been queued or running for `grace_s`, the follower is stopped
+    (the experiments' results are DVC's already: the worker records them before it marks them done),
+    the idle workers too, and `hung` is True."""
+    wanted = set(names)
+    drained_since: list[float] = []  # when the queue was first seen without any of `names`
+
+    def hung() -> bool:
+        try:
+            busy = wanted & set(busy_queue_entries(root))
+        except Exception:  # the queue's state unreadable for a moment: ask again later
+            return False
+        if busy:
+            drained_since.clear()
+            return False
+        drained_since[:] = drained_since or [time.monotonic()]
+        return time.monotonic() - drained_since[0] >= grace_s
+
+    returncode, _, stderr = stream_command(dvc_command(*run_queue_args(jobs)), root, env, log, label, give_up=hung)
+    gave_up = bool(drained_since) and time.monotonic() - drained_since[0] >= grace_s
+    if gave_up:
+        stop_idle_queue_workers(root)
+    return returncode, stderr, gave_up
+
+
+def stop_idle_queue_workers(root: Path, wait_s: float = 15.0) -> None:
+    """Once nothing is queued or running, the queue's workers end by themselves after 10 s idle; stop those
+    still running `wait_s` later (with what they started), so that none outlives the study."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        queue = repo.experiments.celery_queue
+        if any(queue.iter_active()) or any(queue.iter_queued()):
+            return
+        deadline = time.monotonic() + wait_s
+        while _queue_workers(queue) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        for worker in _queue_workers(queue):
+            stop_process_tree_of(worker)

@@ -77,8 +77,11 @@ def line_level(line: str) -> str:
 
 
 def stream_command(command: list[str], cwd: Path, env: dict[str, str], log: Any,
-                   label: Optional[str] = None) -> tuple[int, list[str], list[str]]:
+                   label: Optional[str] = None,
+                   give_up: Optional[Callable[[], bool]] = None) -> tuple[int, list[str], list[str]]:
     """Run a command, sending each line it prints to `log` as it comes, at the level `line_level` gives.
+    `give_up`, asked every GIVE_UP_POLL_S while the command runs: once it says True, the command is
+    stopped as an interrupt would stop it, and its exit code returned (for a command known to hang).
 
     The command stays in this process's group, as in a terminal: Ctrl-C reaches it there (DVC stops its
     stage and releases its locks), and a kill of the group (a closed terminal, an OOM kill) takes it
@@ -100,9 +103,18 @@ def stream_command(command: list[str], cwd: Path, env: dict[str, str], log: Any,
         threading.Thread(target=pump, args=(stream, name), daemon=True).start()
     captured: dict[str, list[str]] = {"stdout": [], "stderr": []}
     open_streams = 2
+    next_ask = time.monotonic() + GIVE_UP_POLL_S
     try:
         while open_streams:
-            name, line = lines.get()
+            if give_up is not None and time.monotonic() >= next_ask:
+                next_ask = time.monotonic() + GIVE_UP_POLL_S
+                if give_up():
+                    stop_process_tree(process)
+                    return process.wait(), captured["stdout"], captured["stderr"]
+            try:
+                name, line = lines.get(timeout=GIVE_UP_POLL_S if give_up is not None else None)
+            except queue.Empty:
+                continue
             if line is None:
                 open_streams -= 1
                 continue
@@ -125,6 +137,7 @@ _lock = threading.Lock()
 _running: dict[subprocess.Popen, str] = {}
 _stopped: list[str] = []
 STOP_GRACE_S = 8.0  # Ctrl-C to SIGKILL: a stage ends at once, DVC takes seconds to release its locks after it
+GIVE_UP_POLL_S = 5.0
 
 
 def stop_running_commands(grace_s: float = STOP_GRACE_S) -> list[str]:
@@ -371,14 +384,28 @@ def stop_own_children(grace_s: float = STOP_GRACE_S) -> None:
     output streams open)."""
     import psutil
 
-    children = psutil.Process().children(recursive=True)
-    for child in children:
+    stop_processes(psutil.Process().children(recursive=True), grace_s)
+
+
+def stop_process_tree_of(process: Any, grace_s: float = STOP_GRACE_S) -> None:
+    """`stop_process_tree` for a psutil process this one did not start (a daemon found by its pid)."""
+    import psutil
+
+    with contextlib.suppress(psutil.NoSuchProcess):
+        stop_processes([process, *process.children(recursive=True)], grace_s)
+
+
+def stop_processes(processes: list, grace_s: float = STOP_GRACE_S) -> None:
+    """Interrupt psutil processes as Ctrl-C would, and kill what is left after `grace_s`."""
+    import psutil
+
+    for member in processes:
         with contextlib.suppress(psutil.NoSuchProcess):
-            child.send_signal(signal.SIGINT)
-    _, alive = psutil.wait_procs(children, timeout=grace_s)
-    for child in alive:
+            member.send_signal(signal.SIGINT)
+    _, alive = psutil.wait_procs(processes, timeout=grace_s)
+    for member in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
-            child.kill()
+            member.kill()
     psutil.wait_procs(alive, timeout=grace_s)
 
 

@@ -179,14 +179,19 @@ def queue_experiment(root: Path, variation: StudyVariation) -> None:
 
 
 @task(name="run queue")
-def run_queue(root: Path, jobs: int, stage_report: Path) -> None:
+def run_queue(root: Path, jobs: int, names: list[str], stage_report: Path) -> None:
     """`dvc exp run --run-all -j N`: start N queue workers and follow every experiment's log to its end.
 
     The workers inherit STAGE_REPORT_ENV: every stage of every experiment appends its record there."""
     env = {**stage_env(False), STAGE_REPORT_ENV: str(stage_report)}
-    returncode, _, stderr = dvc_adapter.stream_dvc(root, dvc_adapter.run_queue_args(jobs), env, get_run_logger(),
-                                                   "the experiment queue (`dvc exp run --run-all`)")
-    if returncode != 0:
+    log = get_run_logger()
+    returncode, stderr, hung = dvc_adapter.follow_queue(root, jobs, names, env, log,
+                                                        "the experiment queue (`dvc exp run --run-all`)")
+    if hung:
+        log.warning(f"every experiment of the study had ended in DVC's queue, but `dvc exp run --run-all` "
+                    f"was still following them {dvc_adapter.QUEUE_HANG_GRACE_S:.0f} s later (a DVC hang): "
+                    "stopped it and the queue's idle workers; the results are read from the experiments")
+    elif returncode != 0:
         raise StudyError(f"`dvc exp run --run-all` exited {returncode}: {dvc_adapter.error_line(stderr, 'no output')}")
 
 
@@ -572,7 +577,7 @@ def _run_study(root: Path, only: Optional[list[str]], spec: RunSpec, in_clone: b
                 following = follower.submit(contextvars.copy_context().run, follow_variations, root, head,
                                             [variation.name for variation in variations], stage_report, done)
                 try:
-                    run_queue(root, spec.jobs, stage_report)
+                    run_queue(root, spec.jobs, [variation.name for variation in variations], stage_report)
                 except BaseException:
                     _STOPPED.add(stage_report)
                     raise

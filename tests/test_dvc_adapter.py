@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import subprocess
+import threading
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
@@ -233,8 +237,71 @@ def test_queued_experiments_run_with_the_queue_runners_environment_and_their_nam
     built(root, env)
     seen = tmp_path / "seen.txt"
     dvc_adapter.queue_experiment(root, ["probe"], ["n=2"], "exp-a")  # a changed param: the stage runs
-    dvc_adapter.run_dvc(root, dvc_adapter.run_queue_args(1), {**env, STAGE_REPORT_ENV: str(seen)})
+    returncode, _, hung = dvc_adapter.follow_queue(root, 1, ["exp-a"], {**env, STAGE_REPORT_ENV: str(seen)},
+                                                   logging.getLogger("queue"), "the queue")
+    assert (returncode, hung) == (0, False)
     assert seen.read_text().split() == ["exp-a"]
+
+
+def test_a_queue_follower_still_following_after_its_experiments_ended_is_stopped_with_the_idle_workers(
+        tmp_path: Path, env, monkeypatch):
+    """DVC's `dvc exp run --run-all` once went on following a queue whose experiments had all ended (in one
+    CI run of about five; its idle worker lived on too). Here the follower is frozen (SIGSTOP) once its
+    worker runs the experiment, so it can neither print nor end, as in that hang: `grace_s` after the
+    experiment has left the queue, the follower is stopped, the idle worker too, and the result is DVC's."""
+    probe = {"stages": {"probe": {"cmd": "sleep 2; echo x > probe.txt", "params": ["n"], "outs": ["probe.txt"]}}}
+    root = make_repo(tmp_path / "probe", probe, env, params={"n": 1})
+    monkeypatch.chdir(root)
+    built(root, env)
+    dvc_adapter.queue_experiment(root, ["probe"], ["n=2"], "exp-a")
+    frozen: list[psutil.Process] = []
+
+    def freeze_the_follower_once_the_experiment_runs() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not frozen:
+            followers = [p for p in psutil.Process().children() if "--run-all" in p.cmdline()]
+            if followers and ("exp-a" in dvc_adapter.running_queue_entries(root)
+                              or not dvc_adapter.busy_queue_entries(root)):
+                followers[0].suspend()
+                frozen.append(followers[0])
+            time.sleep(0.2)
+        # Bounded: without the fix the follower would be waited on forever. (Polled, not psutil's wait(),
+        # which would reap the follower's exit status before the follow_queue's Popen does.)
+        deadline = time.monotonic() + 120
+        while frozen and running(frozen[0]) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if frozen and running(frozen[0]):
+            frozen[0].kill()
+
+    freezer = threading.Thread(target=freeze_the_follower_once_the_experiment_runs)
+    freezer.start()
+    returncode, _, hung = dvc_adapter.follow_queue(root, 1, ["exp-a"], env, logging.getLogger("queue"),
+                                                   "the queue", grace_s=3)
+    freezer.join()
+
+    assert frozen and hung and returncode != 0
+    assert not running(frozen[0])
+    assert "exp-a" in {exp["name"] for commit in dvc_adapter.show_experiments(root, env)
+                       for exp in commit.get("experiments") or []}
+    assert queue_workers_in(root) == []
+
+
+def running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def queue_workers_in(root: Path) -> list[str]:
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if "queue-worker" in process.cmdline() and process.cwd() == str(root):
+                found.append(" ".join(process.cmdline()))
+        except psutil.Error:  # it ended while we looked
+            pass
+    return found
 
 
 def test_restore_puts_back_the_outputs_dvc_lock_records_for_stages_that_lost_them(tiny: Path, env):
