@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
 
 PIPELINE = "flows/pipeline.py:pipeline"
-STUDY = "flows/study.py:study"
+STUDY = "flows/study/flow.py:study"
 WORK_POOL = "dnnlab"  # a process work pool: `prefect work-pool create dnnlab --type process`
 TAGS = ("dnnlab",)
 # Scheduled and triggered runs work in a fresh clone of the git remote, never in a working tree.
@@ -80,7 +80,7 @@ DEPLOYMENTS = (
 
 
 def _flow(entrypoint: str):
-    """The flow object an entrypoint (`flows/study.py:study`) names."""
+    """The flow object an entrypoint (`flows/study/flow.py:study`) names."""
     path, name = entrypoint.split(":")
     module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
     return getattr(module, name)

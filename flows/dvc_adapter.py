@@ -303,6 +303,11 @@ def apply_param_overrides(params_file: Path, overrides: list[str]) -> None:
     apply_overrides(params_file, overrides)
 
 
+def override_text(key: str, value: Any) -> str:
+    """`key=value` in the grammar of `dvc exp run -S` (strings pass through as typed on a command line)."""
+    return f"{key}={value if isinstance(value, str) else json.dumps(value)}"
+
+
 def parse_param_overrides(overrides: list[str]) -> dict[str, Any]:
     """`key=value` texts, typed as `dvc exp run -S` reads them (Hydra's grammar, which DVC uses):
     `model.l2=1e-4` is the number 0.0001, `synthetic.data.domain=[-3,3]` a list."""

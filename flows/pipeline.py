@@ -33,16 +33,17 @@ from prefect import flow, get_run_logger, task
 from prefect.states import Failed, State
 
 from flows.dvc_adapter import (DvcError, DvcProject, apply_param_overrides, error_line, find_root, metrics_diff,
-                               parse_param_overrides, repro_args, restore_recorded_outputs, save_experiment,
-                               stream_dvc)
+                               override_text, parse_param_overrides, repro_args, restore_recorded_outputs,
+                               save_experiment, stream_dvc)
 from flows.git_workspace import (GitSource, RecordRefused, RemoteError, credentials_env, fresh_clone, record_results,
                                  require_committed_inputs)
+from flows.notices import notify_failure, publish_report_link
 from flows.processes import (CheckoutBusy, Interrupted, end_if_server_lost, interrupted_line,
                              log_without_tracebacks, one_run_per_checkout, prefect_server_for_run, signals_interrupt,
-                             stop_running_commands, storage_failure_line)
+                             stage_env, stop_running_commands, storage_failure_line)
 from flows.run_spec import RunSpec, RunSpecError
-from stages.core.contract import FORCE_DOWNLOAD_ENV, NETWORK_EXIT_CODE, PROGRESS_ARTIFACT_ENV, STAGE_REPORT_ENV
-from stages.core.tracking import PARENT_ENV, STAGE_FLOW, read_stage_records, stage_tag
+from stages.core.contract import NETWORK_EXIT_CODE, PROGRESS_ARTIFACT_ENV, STAGE_REPORT_ENV
+from stages.core.tracking import STAGE_FLOW, read_stage_records, stage_tag
 
 RETRIED_STAGES = ("fetch",)  # the stages with network I/O
 PROGRESS_STAGES = ("train",)  # the stages that update a progress artifact (stages.core.tracking)
@@ -73,17 +74,6 @@ class StageRecord:
 
 
 # --- running one stage: a subprocess whose lines go to the Prefect run logger ---
-
-def stage_env(force_download: bool) -> dict[str, str]:
-    env = dict(os.environ)
-    env[PARENT_ENV] = "1"
-    env["PYTHONUNBUFFERED"] = "1"
-    # The stages' `python -m stages.…` must find this interpreter's packages, however we were started.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    if force_download:
-        env[FORCE_DOWNLOAD_ENV] = "1"
-    return env
-
 
 def failure_line(stage: str, returncode: int, records: list[dict], stderr: list[str]) -> tuple[str, int]:
     """The failed stage's one-line error and exit code, as the stage itself recorded them (run_stage);
@@ -239,11 +229,6 @@ def stop_stages_if_interrupted() -> Any:
 
 # --- overrides (a DVC experiment), record, summary ---
 
-def override_text(key: str, value: Any) -> str:
-    """`key=value` in the grammar of `dvc exp run -S` (strings pass through as typed on a command line)."""
-    return f"{key}={value if isinstance(value, str) else json.dumps(value)}"
-
-
 def apply_overrides(root: Path, overrides: dict[str, Any]) -> None:
     """Check overrides against the params models (one line naming a bad key), then edit params.yaml
     with DVC's own `-S` code; restore it if that fails."""
@@ -313,48 +298,6 @@ def publish_summary(run_name: str, outcome: str, stages: list[StageRecord], metr
     if report and Path(report).exists():
         publish_report_link(REPORT_ARTIFACT_KEY, Path(report), os.path.relpath(report),  # the cwd is the root
                             f"The report of pipeline run `{run_name}`")
-
-
-def publish_report_link(key: str, path: Path, link_text: str, description: str) -> None:
-    """A link artifact to a report file (a file:// URL: open it on the machine that ran the flow)."""
-    from prefect.artifacts import create_link_artifact
-
-    create_link_artifact(key=key, link=path.resolve().as_uri(), link_text=link_text, description=description)
-
-
-# --- an opt-in failure notification ---
-
-def notify_failure(flow: Any, flow_run: Any, state: State) -> None:
-    """on_failure hook: send the run's name and its one-line error through the Prefect notification
-    block the run's `notify_block` parameter names (`<block-type>/<name>`); nothing if it names none."""
-    name = (flow_run.parameters or {}).get("notify_block")
-    if not name:
-        return
-    from prefect.blocks.core import Block
-    from prefect.utilities.urls import url_for
-
-    failed = failed_child_runs(flow_run.id) if flow.name == "pipeline" else []  # its children are its stages
-    where = f" at stage{'s' if len(failed) > 1 else ''} {', '.join(failed)}" if failed else ""  # stages fail in parallel
-    lines = [f"{flow.name} run {flow_run.name} failed{where}: {state.message or 'no message'}"]
-    if link := url_for(flow_run):
-        lines.append(link)
-    Block.load(name).notify(body="\n".join(lines), subject=f"dnnlab: {flow.name} run {flow_run.name} failed")
-
-
-def failed_child_runs(flow_run_id: Any) -> list[str]:
-    """The names of a flow run's failed child flow runs (its failed stages), oldest first."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterParentFlowRunId, FlowRunFilterState,
-                                                FlowRunFilterStateType)
-    from prefect.client.schemas.objects import StateType
-    from prefect.client.schemas.sorting import FlowRunSort
-
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]),
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.FAILED]))),
-            sort=FlowRunSort.START_TIME_ASC)
-    return [run.name for run in runs]
 
 
 def _run_name() -> str:

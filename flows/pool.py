@@ -1,7 +1,7 @@
 """A study's variations as flow runs on a Prefect process work pool, on any machine with a worker.
 
 The study registers (or updates) the deployment `variation/<pool>`: the `variation` flow of
-flows/study.py, its code cloned from the git remote by each run (so a worker needs the venv, not
+flows/study/on_pool.py, its code cloned from the git remote by each run (so a worker needs the venv, not
 a checkout), tagged VARIATION_TAG. Each variation is one flow run of it, created with an
 idempotency key of (commit, variation, overrides, attempt): creating it again returns the same run
 (a study started twice at one commit, or a parent that died and was started again, waits for the
@@ -24,7 +24,7 @@ from datetime import timedelta
 from typing import Any, Callable, Optional
 
 VARIATION_FLOW = "variation"
-VARIATION_ENTRYPOINT = "flows/study.py:variation"
+VARIATION_ENTRYPOINT = "flows/study/on_pool.py:variation"
 VARIATION_TAG = "dnnlab-variation"  # the zombie automation watches only these runs
 HEARTBEAT_SECONDS = 30  # Prefect's minimum; its default (180 s) would make the automation crash live runs
 SILENCE_SECONDS = 75  # no heartbeat for this long: Crashed (two beats missed, and slack for a busy machine)

@@ -19,7 +19,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
+from stages.core.contract import FORCE_DOWNLOAD_ENV
 from stages.core.errors import storage_error, storage_line
+from stages.core.tracking import PARENT_ENV
 
 
 # What a line says about itself decides its level, not the stream it came on: the stages and DVC
@@ -191,6 +193,21 @@ def stop_process_group(process: subprocess.Popen, grace_s: float = 10.0) -> None
             process.wait(timeout=grace_s)
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+
+
+# --- the stages' environment ---
+
+def stage_env(force_download: bool) -> dict[str, str]:
+    """The environment of a flow's stage commands: this one, marked as a flow's child (the stages report
+    to its run), unbuffered, this interpreter first on PATH; `force_download`: fetch stages download again."""
+    env = dict(os.environ)
+    env[PARENT_ENV] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    # The stages' `python -m stages.…` must find this interpreter's packages, however we were started.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    if force_download:
+        env[FORCE_DOWNLOAD_ENV] = "1"
+    return env
 
 
 # --- interrupts: Ctrl-C (SIGINT) and SIGTERM end a flow's command line in one line ---

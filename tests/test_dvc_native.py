@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from flows.dvc_adapter import apply_param_overrides, push_run_cache
-from flows.pipeline import override_text
+from flows.dvc_adapter import override_text
 from stages.core.params import ModelConfig, training_config
 from stages.tasks import TASK_NAMES
 from tests.conftest import point_local_remote, repo_env, run, set_params

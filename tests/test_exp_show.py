@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from flows import study
+from flows.study import results as study
 from flows.dvc_adapter import metrics_diff
 from flows.pipeline import metric_rows
 from stages.tasks import TASK_NAMES, headline_choice, headline_metrics, headline_name, load_task, significant

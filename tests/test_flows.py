@@ -405,7 +405,7 @@ def test_prefect_yaml_and_flows_serve_define_the_same_deployments(tmp_path: Path
     assert served["nightly"] == ("flows/pipeline.py:pipeline", {"force_fetch": True, "record": True, **from_git},
                                  [("0 3 * * *", "UTC", True)])
     assert served["on-demand"] == ("flows/pipeline.py:pipeline", from_git, [])
-    assert served["study"] == ("flows/study.py:study", {**from_git, "from_git": True, "pool": "dnnlab"}, [])
+    assert served["study"] == ("flows/study/flow.py:study", {**from_git, "from_git": True, "pool": "dnnlab"}, [])
     assert yaml.safe_load(PREFECT_YAML.read_text())["deployments"][0]["work_pool"] == {"name": "dnnlab"}
 
 

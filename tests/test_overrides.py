@@ -11,7 +11,7 @@ import yaml
 
 from flows.dvc_adapter import apply_param_overrides, parse_param_overrides
 from flows.pipeline import apply_overrides as flow_overrides
-from flows.study import set_params
+from flows.study.plan import set_params
 from stages.core.params import ParamsError, StudyVariation
 from stages.tasks import apply_overrides, load_params, parse_params
 from tests.conftest import REPO_ROOT

@@ -30,7 +30,8 @@ from prefect.client.schemas.filters import (  # noqa: E402
 
 from flows.pipeline import metric_rows, pipeline  # noqa: E402
 from flows.processes import line_level  # noqa: E402
-from flows.study import experiment_rows, study  # noqa: E402
+from flows.study.flow import study  # noqa: E402
+from flows.study.results import experiment_rows  # noqa: E402
 from tests.test_flows import child_runs, eventually  # noqa: E402
 
 BLOCK = "custom-webhook/dnnlab-test-alerts"

@@ -112,7 +112,7 @@ def test_each_variation_of_the_local_queue_is_a_task_run_with_its_state_and_head
 
 
 def test_a_variation_stops_waiting_when_the_study_stops_following_the_queue(tmp_path: Path, monkeypatch):
-    from flows import study
+    from flows.study import local_queue as study
 
     report = tmp_path / "stage-reports.jsonl"
     polls = iter([["narrow"]] * 3)  # still running at the first polls (then a bounded fake: no hang if broken)

@@ -69,18 +69,18 @@ def test_the_deployments_are_run_specs_and_prefect_yaml_is_theirs():
 
 def test_the_clis_refuse_bad_modes_before_prefect_starts(capsys, monkeypatch):
     import flows.pipeline
-    import flows.study
+    import flows.study.flow
 
     def no_server():
         raise AssertionError("the CLI started Prefect for a run it should have refused")
 
     monkeypatch.setattr(flows.pipeline, "prefect_server_for_run", no_server)
-    monkeypatch.setattr(flows.study, "prefect_server_for_run", no_server)
+    monkeypatch.setattr(flows.study.flow, "prefect_server_for_run", no_server)
     with pytest.raises(SystemExit) as exit_:
         flows.pipeline.main(["--record", "--set", "model.width=8"])
     assert exit_.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "python -m flows.pipeline: error: record commits results to git; a run with overrides is a DVC experiment "
         "(`dvc exp show`, `dvc exp apply`): use one or the other")
-    assert flows.study.main(["--from-git", "--pool", "p"]) == 2
+    assert flows.study.flow.main(["--from-git", "--pool", "p"]) == 2
     assert capsys.readouterr().err.strip() == "study: error: --from-git needs --pool and --git-remote"

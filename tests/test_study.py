@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from flows.study import StudyError, experiments_of, failure_reason, select_variations, set_params
+from flows.study.plan import StudyError, select_variations, set_params
+from flows.study.results import experiments_of, failure_reason
 from stages.core.params import StudyVariation
 from stages.tasks import load_params, significant
 from stages.reporting.study import (StudyExperiment, answers, build_study_report, config_changes,

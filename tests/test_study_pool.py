@@ -18,7 +18,7 @@ import psutil
 
 from flows.pool import (HEARTBEAT_SECONDS, SILENCE_SECONDS, VARIATION_TAG, ZOMBIE_AUTOMATION, ensure_zombie_automation,
                         failure_text, idempotency_key, verdict, zombie_automation)
-from flows.study import main as study_main, study
+from flows.study.flow import main as study_main, study
 from tests.conftest import repo_env, run
 from tests.pool_setup import add_remotes, create_pool, kill_machine, start_worker, worker_env
 from tests.servers import free_port, start_prefect_server
