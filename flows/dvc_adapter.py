@@ -514,7 +514,7 @@ def _queue_workers(queue: Any) -> list:
     return workers
 
 
-QUEUE_HANG_GRACE_S = 60.0  # the last experiment's end to the follower's: a second or two when it does not hang
+QUEUE_HANG_GRACE_S = 15.0  # the last experiment's end to the follower's: a second or two when it does not hang
 
 
 def follow_queue(root: Path, jobs: int, names: Sequence[str], env: dict[str, str], log: Any, label: str,
@@ -524,8 +524,8 @@ def follow_queue(root: Path, jobs: int, names: Sequence[str], env: dict[str, str
     DVC's follower can hang once every experiment has ended: seen once in about five CI runs, both
     experiments done in `dvc queue status` and the follower and one idle worker still running an hour
     later. So once none of `names` has been queued or running for `grace_s`, the follower is stopped
-    (the experiments' results are DVC's already: the worker records them before it marks them done),
-    the idle workers too, and `hung` is True."""
+    (the experiments' results are DVC's already: the worker records them before it marks them done)
+    and `hung` is True. Either way, the queue's idle workers are not left behind."""
     wanted = set(names)
     drained_since: list[float] = []  # when the queue was first seen without any of `names`
 
@@ -542,22 +542,18 @@ def follow_queue(root: Path, jobs: int, names: Sequence[str], env: dict[str, str
 
     returncode, _, stderr = stream_command(dvc_command(*run_queue_args(jobs)), root, env, log, label, give_up=hung)
     gave_up = bool(drained_since) and time.monotonic() - drained_since[0] >= grace_s
-    if gave_up:
-        stop_idle_queue_workers(root)
+    stop_idle_queue_workers(root)
     return returncode, stderr, gave_up
 
 
-def stop_idle_queue_workers(root: Path, wait_s: float = 15.0) -> None:
-    """Once nothing is queued or running, the queue's workers end by themselves after 10 s idle; stop those
-    still running `wait_s` later (with what they started), so that none outlives the study."""
+def stop_idle_queue_workers(root: Path) -> None:
+    """Once nothing is queued or running, stop the queue's workers (Ctrl-C: Celery's warm shutdown) rather
+    than wait the 15 s or more they take to end by themselves, or forever when one hangs."""
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
         queue = repo.experiments.celery_queue
         if any(queue.iter_active()) or any(queue.iter_queued()):
             return
-        deadline = time.monotonic() + wait_s
-        while _queue_workers(queue) and time.monotonic() < deadline:
-            time.sleep(0.5)
         for worker in _queue_workers(queue):
             stop_process_tree_of(worker)

@@ -84,6 +84,8 @@ def stream_command(command: list[str], cwd: Path, env: dict[str, str], log: Any,
     """Run a command, sending each line it prints to `log` as it comes, at the level `line_level` gives.
     `give_up`, asked every GIVE_UP_POLL_S while the command runs: once it says True, the command is
     stopped as an interrupt would stop it, and its exit code returned (for a command known to hang).
+    Once the command has exited, its lines are read for DRAIN_S more, not until its streams close: a
+    daemon it started may hold them open for as long as it lives.
 
     The command stays in this process's group, as in a terminal: Ctrl-C reaches it there (DVC stops its
     stage and releases its locks), and a kill of the group (a closed terminal, an OOM kill) takes it
@@ -104,17 +106,22 @@ def stream_command(command: list[str], cwd: Path, env: dict[str, str], log: Any,
     for stream, name in ((process.stdout, "stdout"), (process.stderr, "stderr")):
         threading.Thread(target=pump, args=(stream, name), daemon=True).start()
     captured: dict[str, list[str]] = {"stdout": [], "stderr": []}
-    open_streams = 2
+    open_streams, exited_at = 2, None
     next_ask = time.monotonic() + GIVE_UP_POLL_S
     try:
         while open_streams:
-            if give_up is not None and time.monotonic() >= next_ask:
-                next_ask = time.monotonic() + GIVE_UP_POLL_S
+            now = time.monotonic()
+            if process.poll() is not None:
+                exited_at = exited_at or now
+                if now - exited_at > DRAIN_S:  # a daemon it started holds its streams open (DVC's queue workers)
+                    break
+            elif give_up is not None and now >= next_ask:
+                next_ask = now + GIVE_UP_POLL_S
                 if give_up():
                     stop_process_tree(process)
                     return process.wait(), captured["stdout"], captured["stderr"]
             try:
-                name, line = lines.get(timeout=GIVE_UP_POLL_S if give_up is not None else None)
+                name, line = lines.get(timeout=POLL_S)
             except queue.Empty:
                 continue
             if line is None:
@@ -140,6 +147,8 @@ _running: dict[subprocess.Popen, str] = {}
 _stopped: list[str] = []
 STOP_GRACE_S = 8.0  # Ctrl-C to SIGKILL: a stage ends at once, DVC takes seconds to release its locks after it
 GIVE_UP_POLL_S = 5.0
+POLL_S = 1.0  # how often a streamed command is checked on between its lines
+DRAIN_S = 2.0  # a command's last lines, read after it exited
 
 
 def stop_running_commands(grace_s: float = STOP_GRACE_S) -> list[str]:

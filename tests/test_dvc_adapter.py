@@ -237,10 +237,13 @@ def test_queued_experiments_run_with_the_queue_runners_environment_and_their_nam
     built(root, env)
     seen = tmp_path / "seen.txt"
     dvc_adapter.queue_experiment(root, ["probe"], ["n=2"], "exp-a")  # a changed param: the stage runs
-    returncode, _, hung = dvc_adapter.follow_queue(root, 1, ["exp-a"], {**env, STAGE_REPORT_ENV: str(seen)},
-                                                   logging.getLogger("queue"), "the queue")
+    # DVC_NO_ANALYTICS: else a stopped worker forks a short-lived copy of itself to send DVC's usage report.
+    queue_env = {**env, STAGE_REPORT_ENV: str(seen), "DVC_NO_ANALYTICS": "1"}
+    returncode, _, hung = dvc_adapter.follow_queue(root, 1, ["exp-a"], queue_env, logging.getLogger("queue"),
+                                                   "the queue")
     assert (returncode, hung) == (0, False)
     assert seen.read_text().split() == ["exp-a"]
+    assert queue_workers_in(root) == []  # stopped once idle, not left to end by themselves (15 s or more)
 
 
 def test_a_queue_follower_still_following_after_its_experiments_ended_is_stopped_with_the_idle_workers(
@@ -275,8 +278,8 @@ def test_a_queue_follower_still_following_after_its_experiments_ended_is_stopped
 
     freezer = threading.Thread(target=freeze_the_follower_once_the_experiment_runs)
     freezer.start()
-    returncode, _, hung = dvc_adapter.follow_queue(root, 1, ["exp-a"], env, logging.getLogger("queue"),
-                                                   "the queue", grace_s=3)
+    returncode, _, hung = dvc_adapter.follow_queue(root, 1, ["exp-a"], {**env, "DVC_NO_ANALYTICS": "1"},
+                                                   logging.getLogger("queue"), "the queue", grace_s=3)
     freezer.join()
 
     assert frozen and hung and returncode != 0

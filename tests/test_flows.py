@@ -470,6 +470,35 @@ def test_an_interrupted_stage_command_stops_with_what_it_started(tmp_path: Path)
     assert log.child_pid and not running(log.child_pid), "the command's child outlived the interrupted flow run"
 
 
+def test_a_command_ends_when_it_exits_though_a_daemon_it_started_holds_its_output_open(tmp_path: Path):
+    """`dvc exp run --run-all` starts DVC's queue workers, which keep its stdout and stderr open while they
+    live (minutes, when one hangs): the command's end is its exit, not the end of its streams."""
+    import psutil
+
+    command = [sys.executable, "-c", "import subprocess, sys; "
+               "daemon = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], start_new_session=True); "
+               "print(daemon.pid, flush=True); print('the last line', flush=True)"]
+
+    class Lines:
+        def __init__(self):
+            self.lines = []
+
+        def info(self, line: str) -> None:
+            self.lines.append(line)
+
+    log = Lines()
+    started = time.monotonic()
+    returncode, stdout, _ = stream_command(command, tmp_path, dict(os.environ), log)
+    took = time.monotonic() - started
+    daemon = psutil.Process(int(stdout[0]))
+    try:
+        assert daemon.is_running()  # it still holds the streams
+        assert returncode == 0 and stdout[1] == "the last line" and log.lines == stdout
+        assert took < 30, took  # the exit and DRAIN_S (typically 3 s), not the daemon's 60 s
+    finally:
+        daemon.kill()
+
+
 def test_a_server_is_judged_lost_by_how_it_fails_to_answer(monkeypatch):
     """Refused connections (nothing listens: killed) make a server lost after 15 s; no reply (a server only
     slow on a loaded machine, as a study's was) only after 45 s; an answer never."""
