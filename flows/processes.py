@@ -146,7 +146,7 @@ _lock = threading.Lock()
 _running: dict[subprocess.Popen, str] = {}
 _stopped: list[str] = []
 STOP_GRACE_S = 8.0  # Ctrl-C to SIGKILL: a stage ends at once, DVC takes seconds to release its locks after it
-GIVE_UP_POLL_S = 5.0
+GIVE_UP_POLL_S = 5.0  # how often a command's `give_up` is asked (it may ask DVC: half a second)
 POLL_S = 1.0  # how often a streamed command is checked on between its lines
 DRAIN_S = 2.0  # a command's last lines, read after it exited
 
