@@ -16,9 +16,9 @@ the results back with `dvc exp show --json` (params, metrics) and from each expe
 
 With `--pool NAME` the variations run on a Prefect process work pool instead of DVC's queue, on
 any machine with a worker (`prefect worker start --pool NAME`): each is a run of the `variation`
-flow below, which trains it in its own clone of the git remote at the study's commit and pushes
-its data and its experiment; the study waits for them (flows/pool.py: resubmitting the runs of
-dead workers), `dvc exp pull`s them and writes the same report. Variations whose experiment is
+flow (on_pool.py), which trains it in its own clone of the git remote at the study's commit and
+pushes its data and its experiment; the study waits for them (flows/pool.py: resubmitting the runs
+of dead workers), `dvc exp pull`s them and writes the same report. Variations whose experiment is
 already at the git remote are reused, not trained; a variation that fails is one line of the
 result while the others finish.
 

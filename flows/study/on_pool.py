@@ -1,4 +1,4 @@
-"""The study on a Prefect process work pool: each variation a run of the `variation` flow below, on any
+"""The study on a Prefect process work pool: each variation a run of the `variation` flow here, on any
 machine with a worker, trained in its own clone of the git remote and pushed; the study checks the
 remotes first, waits for the runs (flows/pool.py) and pulls their experiments."""
 
