@@ -271,8 +271,10 @@ def restore_recorded_outputs(root: Path, stage_names: Optional[Sequence[str]] = 
     """Put back the outputs dvc.lock records for these stages (their last good run) from the local cache, as
     DVC's run cache restores a stage (dvc/stage/cache.py: `StageCache.restore`: a stage made from the lock
     entry, whose outputs all count as cached, git-tracked metrics and plots included). DVC removes a
-    stage's outputs before running it, so a stage stopped midway has none. Without names: every stage
-    with an output missing (a killed run's). The stages restored."""
+    stage's outputs before running it, so a stage stopped midway has none; one stopped after its command
+    wrote them but before DVC recorded them has new ones that dvc.lock does not describe. Without names:
+    every stage with an output missing or unlike its record (an interrupted or killed run's). The stages
+    restored."""
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
     from dvc.stage.serialize import to_single_stage_lockfile
@@ -281,7 +283,8 @@ def restore_recorded_outputs(root: Path, stage_names: Optional[Sequence[str]] = 
     with contextlib.chdir(root), Repo(str(root)) as repo, repo.lock:
         stages = {stage.addressing: stage for stage in repo.index.stages}
         if stage_names is None:
-            stage_names = [name for name, stage in stages.items() if any(not out.exists for out in stage.outs)]
+            stage_names = [name for name, stage in stages.items()
+                           if any(not out.exists or (out.hash_info and out.changed_checksum()) for out in stage.outs)]
         for name in stage_names:
             stage = stages.get(name)
             if stage is None or not stage.outs or not all(out.hash_info for out in stage.outs):
@@ -289,7 +292,7 @@ def restore_recorded_outputs(root: Path, stage_names: Optional[Sequence[str]] = 
             try:
                 recorded = repo.stage_cache._create_stage(to_single_stage_lockfile(stage), wdir=stage.wdir)
                 if recorded.outs_cached():
-                    recorded.checkout()
+                    recorded.checkout(force=True)  # over an unrecorded output, without DVC's "remove it?" prompt
                     restored.append(name)
             except DvcException:  # an object gone from the cache (`dvc gc`): the rerun rebuilds it
                 continue

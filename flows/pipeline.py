@@ -458,7 +458,8 @@ def command_line() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print the run's summary as one JSON object")
     parser.add_argument("--restore", action="store_true",
                         help="run nothing: put back the outputs dvc.lock records for every stage that lost them "
-                             "(a run killed midway: DVC removes a stage's outputs before running it)")
+                             "(a run killed midway: DVC removes a stage's outputs before running it) or holds "
+                             "outputs DVC never recorded (a stage stopped while DVC recorded them)")
     return parser
 
 
@@ -467,8 +468,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.restore:
         restored = restore_recorded_outputs(find_root(Path.cwd()))
-        print(f"pipeline: restored the recorded outputs of {', '.join(restored) or 'no stage (none was missing)'}",
-              file=sys.stderr)
+        which = ", ".join(restored) or "no stage (none was missing or unrecorded)"
+        print(f"pipeline: restored the recorded outputs of {which}", file=sys.stderr)
         return 0
     try:  # refuse modes that do not go together before Prefect starts
         spec = RunSpec.for_flow("pipeline", flags=True, record=args.record, max_parallel=args.max_parallel,

@@ -317,3 +317,9 @@ def test_restore_puts_back_the_outputs_dvc_lock_records_for_stages_that_lost_the
     assert (tiny / "b.txt").read_bytes() == recorded
     assert run(["dvc", "status", "--json"], tiny, env).stdout.strip() == "{}"
     assert dvc_adapter.restore_recorded_outputs(tiny) == []  # nothing missing: nothing touched
+
+    # A stage stopped after its command wrote new outputs, before DVC recorded them: put back as recorded.
+    (tiny / "b.txt").write_text("written by a run that DVC never recorded\n")
+    assert dvc_adapter.restore_recorded_outputs(tiny) == ["b"]
+    assert (tiny / "b.txt").read_bytes() == recorded
+    assert run(["dvc", "status", "--json"], tiny, env).stdout.strip() == "{}"
