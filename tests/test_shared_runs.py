@@ -253,10 +253,10 @@ def test_nightlies_record_one_commit_per_night_whose_results_changed(
     log = run(["git", "log", "--format=%s", "main"], team.remote, team.env).stdout.splitlines()
     assert [line.startswith("pipeline run ") for line in log[:4]] == [True, False] * 2
     # Later, in a teammate's fresh clone: HEAD~2 is the first recorded night's results, HEAD the last's.
-    week = team.clone(tmp_path / "week")
-    trend = metric_changes(week, "HEAD~2", mirror)["reports/headline/synthetic.json"]["synthetic/rel_mse"]
-    first = json.loads(run(["git", "show", f"{recorded[0]}:reports/headline/synthetic.json"], week, team.env).stdout)
-    last = json.loads((week / "reports/headline/synthetic.json").read_text())
+    later = team.clone(tmp_path / "later")
+    trend = metric_changes(later, "HEAD~2", mirror)["reports/headline/synthetic.json"]["synthetic/rel_mse"]
+    first = json.loads(run(["git", "show", f"{recorded[0]}:reports/headline/synthetic.json"], later, team.env).stdout)
+    last = json.loads((later / "reports/headline/synthetic.json").read_text())
     assert (trend["old"], trend["new"]) == (first["synthetic/rel_mse"], last["synthetic/rel_mse"]) != (None, None)
 
 
