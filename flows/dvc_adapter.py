@@ -531,6 +531,7 @@ def follow_queue(root: Path, jobs: int, names: Sequence[str], env: dict[str, str
     and `hung` is True. Either way, the queue's idle workers are not left behind."""
     wanted = set(names)
     drained_since: list[float] = []  # when the queue was first seen without any of `names`
+    gave_up: list[bool] = []  # set once hung() has said so: stream_command then stopped the follower
 
     def hung() -> bool:
         try:
@@ -541,12 +542,13 @@ def follow_queue(root: Path, jobs: int, names: Sequence[str], env: dict[str, str
             drained_since.clear()
             return False
         drained_since[:] = drained_since or [time.monotonic()]
-        return time.monotonic() - drained_since[0] >= grace_s
+        if time.monotonic() - drained_since[0] >= grace_s:
+            gave_up.append(True)
+        return bool(gave_up)
 
     returncode, _, stderr = stream_command(dvc_command(*run_queue_args(jobs)), root, env, log, label, give_up=hung)
-    gave_up = bool(drained_since) and time.monotonic() - drained_since[0] >= grace_s
     stop_idle_queue_workers(root)
-    return returncode, stderr, gave_up
+    return returncode, stderr, bool(gave_up)
 
 
 def stop_idle_queue_workers(root: Path) -> None:
