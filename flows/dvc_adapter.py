@@ -46,9 +46,32 @@ def _first_line(error: BaseException) -> str:
 
 # --- the `dvc` command line ---
 
+# `python -m dvc`, with Ctrl-C counted once. DVC handles a KeyboardInterrupt in its command: it stops its
+# stage, releases its locks and logs one line. An interrupted flow also signals the commands it started (they may
+# not share its terminal), so a second SIGINT often follows the terminal's; it would land in DVC's clean-up or its
+# usage report, outside DVC's handling, and end in a traceback. So the first SIGINT interrupts and the rest are
+# ignored; one that arrives outside DVC's command (importing, or after its error line) ends it with 130.
+_DVC_INTERRUPTED_ONCE = """\
+import signal, sys
+
+def once(signum, frame):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+signal.signal(signal.SIGINT, once)
+try:
+    from dvc.cli import main
+    sys.argv[0] = "dvc"  # DVC writes its command line into its locks, and names it in "is busy" errors
+    code = main(sys.argv[1:])
+except KeyboardInterrupt:
+    code = 130
+sys.exit(code)
+"""
+
+
 def dvc_command(*args: str) -> list[str]:
-    """`dvc ARGS` with this interpreter's DVC, however the flow was started."""
-    return [sys.executable, "-m", "dvc", *args]
+    """`dvc ARGS` with this interpreter's DVC, however the flow was started, interrupted once by Ctrl-C."""
+    return [sys.executable, "-c", _DVC_INTERRUPTED_ONCE, *args]
 
 
 def error_line(lines: Sequence[str], fallback: str, first: bool = False) -> str:

@@ -5,9 +5,12 @@ DVC upgrade that changes them fails here rather than in a flow run. requirements
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -323,3 +326,29 @@ def test_restore_puts_back_the_outputs_dvc_lock_records_for_stages_that_lost_the
     assert dvc_adapter.restore_recorded_outputs(tiny) == ["b"]
     assert (tiny / "b.txt").read_bytes() == recorded
     assert run(["dvc", "status", "--json"], tiny, env).stdout.strip() == "{}"
+
+
+def test_ctrl_c_pressed_again_and_again_stops_dvc_in_one_line_with_its_lock_released(tmp_path: Path, env):
+    """The terminal's Ctrl-C and an interrupted flow's own SIGINT reach DVC one after the other: DVC stops
+    its stage on the first, and the rest must not cut its clean-up short with a traceback."""
+    root = make_repo(tmp_path / "slow", {"stages": {"slow": {"cmd": "echo started; sleep 60", "outs": ["s.txt"]}}},
+                     env)
+    dvc = subprocess.Popen(dvc_adapter.dvc_command("repro", "slow"), cwd=root, env=env, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    for line in dvc.stdout:
+        if line.strip() == "started":  # the stage runs
+            break
+    signals = 0
+    while dvc.poll() is None and signals < 300:  # one every 10 ms, as long as DVC runs (at most 3 s)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(dvc.pid, signal.SIGINT)
+        signals += 1
+        time.sleep(0.01)
+    said = dvc.stdout.read()
+    assert dvc.wait(timeout=30) != 0
+    assert "Traceback" not in said, said
+    assert said.strip().splitlines()[-1].startswith("ERROR: "), said
+    assert signals > 3  # DVC did not end at the first one: the later ones landed in its clean-up
+    status = subprocess.run(dvc_adapter.dvc_command("status"), cwd=root, env=env, capture_output=True, text=True)
+    assert status.returncode == 0, status.stderr  # no lock of the stopped run is left
+
