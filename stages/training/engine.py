@@ -59,7 +59,7 @@ def train_with_fit(model: keras.Model, problem: Problem, config: TrainConfig, x_
     repeats the first one's order. The pipeline gives every epoch a fresh order, the same orders `train_compiled` takes.
     """
     callbacks = compile_for_fit(model, problem, config, seed, log=log, **compile_options)
-    x_train, y_train, x_val, y_val = _as_training_arrays(problem, x_train, y_train, x_val, y_val)
+    x_train, y_train, x_val, y_val = as_training_arrays(problem, x_train, y_train, x_val, y_val)
     batch_size = min(config.batch_size, len(x_train))
     batches = epoch_batches(x_train, y_train, seed, config.epochs, batch_size)
     history = model.fit(batches, epochs=config.epochs, steps_per_epoch=math.ceil(len(x_train) / batch_size),
@@ -92,7 +92,7 @@ def epoch_batches(x: np.ndarray, y: np.ndarray, seed: int, epochs: int, batch_si
             .map(lambda rows: (tf.gather(x, rows), tf.gather(y, rows))))
 
 
-def _as_training_arrays(problem: Problem, x_train, y_train, x_val, y_val) -> tuple[np.ndarray, ...]:
+def as_training_arrays(problem: Problem, x_train, y_train, x_val, y_val) -> tuple[np.ndarray, ...]:
     """Features as float32; targets float32, or int64 class labels for the multiclass problem."""
     target_dtype = np.int64 if problem.kind == "multiclass" else np.float32
     return (np.asarray(x_train, dtype=np.float32), np.asarray(y_train, dtype=target_dtype),
@@ -125,7 +125,7 @@ XLA_MIN_STEPS = 10_000
 ORDER_BUFFER_ENTRIES = 1 << 22  # row indices passed per call (16 MB): 2000 synthetic epochs, 50 of MNIST
 
 
-def _on_device(array: np.ndarray) -> tf.Tensor:
+def on_device(array: np.ndarray) -> tf.Tensor:
     """Copy an array once to where the compiled function runs (the GPU when TensorFlow sees one)."""
     device = "/GPU:0" if tf.config.list_logical_devices("GPU") else "/CPU:0"
     with tf.device(device):
@@ -142,7 +142,7 @@ def shuffled_order(seed: int, epoch: int, rows: int) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _without_graph_rewrites():
+def without_graph_rewrites():
     """Grappler, TensorFlow's graph optimizer, takes ~0.15 s (on this CPU) to rewrite the epoch
     function when it first runs: more than a short run's whole training, and its rewrites gain
     these small loops nothing measurable. It reads its switch when a function is instantiated and
@@ -190,12 +190,12 @@ def train_compiled(model: keras.Model, problem: Problem, config: TrainConfig, x_
     """
     keras.utils.set_random_seed(seed)
     epochs_graph = _EpochsGraph(model, problem, config, rows=len(x_train))
-    x_train, y_train, x_val, y_val = _as_training_arrays(problem, x_train, y_train, x_val, y_val)
+    x_train, y_train, x_val, y_val = as_training_arrays(problem, x_train, y_train, x_val, y_val)
     if jit_compile is None:
         jit_compile = config.epochs * epochs_graph.steps_per_epoch >= XLA_MIN_STEPS
     # Plain tf.while_loop rather than autograph: converting the Python code took longer than XLA.
     run_epochs = tf.function(epochs_graph.run_epochs, jit_compile=jit_compile, autograph=False)
-    data = [_on_device(array) for array in (x_train, y_train, x_val, y_val)]
+    data = [on_device(array) for array in (x_train, y_train, x_val, y_val)]
     table = _run_in_calls(run_epochs, data, problem, seed, config.epochs, epochs_graph.slots, max_epochs_per_call,
                           log)
     if epochs_graph.early_stopping:  # like restore_best_weights=True, also when training ran to the last epoch
@@ -331,20 +331,20 @@ def _run_in_calls(run_epochs, data: list[tf.Tensor], problem: Problem, seed: int
             count = min(epochs_per_call, epochs - epoch, slots)
             for index in range(count):
                 orders[index] = shuffled_order(seed, epoch + index, rows)
-            with _without_graph_rewrites():
+            with without_graph_rewrites():
                 done, curve = run_epochs(*data, orders, tf.constant(epoch, tf.int32), tf.constant(count, tf.int32))
             done = int(done)
             history.append(curve.numpy()[:done])
             calls += 1
             if calls > 1:  # the first call includes compilation: time the later ones
-                epochs_per_call = _epochs_for_next_call(done, time.monotonic() - started, max_epochs_per_call)
+                epochs_per_call = epochs_for_next_call(done, time.monotonic() - started, max_epochs_per_call)
             stopped = done < count
             epoch += done
             if log is not None and done:
-                names = [CURVE_NAMES[name] for name in _logged(problem)]
+                names = [CURVE_NAMES[name] for name in curve_columns_of(problem)]
                 log.log_epochs([dict(zip(names, row)) for row in history[-1][:, :len(names)].tolist()])
             last_row = np.concatenate(history)[-1]  # a call may run no epoch: stopped at the previous one's end
-            progress.update(epoch, dict(zip(_logged(problem), last_row)), stopped=stopped)
+            progress.update(epoch, dict(zip(curve_columns_of(problem), last_row)), stopped=stopped)
             if stopped:
                 break
     finally:
@@ -352,13 +352,14 @@ def _run_in_calls(run_epochs, data: list[tf.Tensor], problem: Problem, seed: int
     return np.concatenate(history)
 
 
-def _epochs_for_next_call(epochs_done: int, seconds: float, cap: int | None) -> int:
+def epochs_for_next_call(epochs_done: int, seconds: float, cap: int | None) -> int:
     """About PROGRESS_INTERVAL_S of epochs at the last call's pace, at most `cap`."""
     epochs = max(1, int(PROGRESS_INTERVAL_S * epochs_done / max(seconds, 1e-6)))
     return min(epochs, cap) if cap else epochs
 
 
-def _logged(problem: Problem) -> tuple[str, ...]:
+def curve_columns_of(problem: Problem) -> tuple[str, ...]:
+    """The Keras history names a problem's curve has (accuracy for classifiers only)."""
     return CURVE_COLUMNS if problem.is_classifier else CURVE_COLUMNS[:2]
 
 
