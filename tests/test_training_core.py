@@ -7,7 +7,7 @@ import pytest
 
 from stages.core.params import ModelConfig, TrainConfig
 from stages.core.problem import Problem
-from stages.training.core import ValidationSplitError, train_network
+from stages.training.core import ValidationSplitError, train_network, train_networks
 from stages.training.engine import LOSS_FUNCTIONS, train_model
 
 REGRESSION = Problem("regression", 1)
@@ -63,3 +63,22 @@ def test_the_engine_gets_the_split_rows_and_a_bad_split_fails_before_any_trainin
         train_network(REGRESSION, MODEL, train_config(epochs=1, validation_split=0.01), x[:10], y[:10], 5,
                       engine=recording_engine)
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("engine", ["compiled", "fit"])
+def test_several_seeds_each_train_their_own_network_as_it_trains_alone(engine):
+    """Side by side (compiled) or one after another (fit): seed 7 second of three is seed 7 alone, its
+    dropout masks included, and the others are other networks; each holds out the same validation rows."""
+    x, y = tiny_regression()
+    model = MODEL.model_copy(update={"dropout": 0.2})
+    config = train_config(engine, epochs=5)
+    among = train_networks(REGRESSION, model, config, x, y, [3, 7, 11])
+    (alone,) = train_networks(REGRESSION, model, config, x, y, [7])
+
+    assert [(net.train_rows, net.validation_rows) for net in among] == [(40, 10)] * 3
+    np.testing.assert_array_equal(among[1].curve.to_numpy(), alone.curve.to_numpy())
+    for weight, lone in zip(among[1].model.get_weights(), alone.model.get_weights()):
+        np.testing.assert_array_equal(weight, lone)
+    assert not np.array_equal(among[0].model.get_weights()[0], among[1].model.get_weights()[0])
+    with pytest.raises(ValueError, match="no seeds to train"):
+        train_networks(REGRESSION, model, config, x, y, [])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import keras
 import numpy as np
@@ -15,6 +15,7 @@ from stages.core.problem import Problem
 from stages.training.engine import train_model
 from stages.training.live import EpochLog
 from stages.training.model import build_model
+from stages.training.replicas import train_seeds_compiled
 
 # An engine's signature: (model, problem, config, x_train, y_train, x_val, y_val, seed) -> learning curve.
 Engine = Callable[..., pd.DataFrame]
@@ -60,3 +61,23 @@ def train_network(problem: Problem, model_config: ModelConfig, train_config: Tra
     options = {"log": log} if log is not None else {}  # the benchmarks' engines take no log
     curve = engine(model, problem, train_config, x_train, y_train, x_val, y_val, seed, **options)
     return TrainedNetwork(model, curve, len(x_train), len(x_val))
+
+
+def train_networks(problem: Problem, model_config: ModelConfig, train_config: TrainConfig, x: np.ndarray,
+                   y: np.ndarray, seeds: Sequence[int], *, log: EpochLog | None = None) -> list[TrainedNetwork]:
+    """One network per seed on (x, y), with one validation split: the `compiled` engine trains them side by
+    side in one compiled function (stages/training/replicas.py), `fit` one after another. Each seed draws
+    its own initial weights, row orders and dropout masks, and its run does not depend on the seeds beside
+    it. The first seed's curve rows go to `log` as they come."""
+    if not seeds:
+        raise ValueError("no seeds to train")
+    (x_train, y_train), (x_val, y_val) = split_validation(x, y, train_config.validation_split)
+    seed_everything(seeds[0])
+    models = [build_model(model_config, x.shape[1], problem, seed) for seed in seeds]
+    if train_config.engine == "compiled":
+        curves = train_seeds_compiled(models, problem, train_config, x_train, y_train, x_val, y_val, seeds, log=log)
+    else:
+        curves = [train_model(model, problem, train_config, x_train, y_train, x_val, y_val, seed,
+                              log=log if index == 0 else None)
+                  for index, (model, seed) in enumerate(zip(models, seeds))]
+    return [TrainedNetwork(model, curve, len(x_train), len(x_val)) for model, curve in zip(models, curves)]
