@@ -314,6 +314,22 @@ def test_a_network_or_batch_too_large_for_memory_is_refused_before_training(tmp_
     assert snapshot(outputs) == {"m.keras": b"old model", "curve.csv": b"old curve"}
 
 
+
+@pytest.mark.parametrize(("width", "batch_size", "named"), [(4096, 32, "heart.model.width = 4096"),
+                                                            (8, 10_000_000, "heart.train.batch_size = 10000000")])
+def test_seeds_side_by_side_need_that_many_times_the_memory(monkeypatch, width, batch_size, named):
+    """The guard counts the replicas: what fits once is refused five times over, naming the same key."""
+    from stages.core import params as params_module
+
+    model = params_module.ModelConfig(width=width, depth=2, activation="relu", l2=0.0, dropout=0.0)
+    weights = params_module.network_weights(model, 13, 1) * params_module.BYTES_PER_WEIGHT
+    activations = batch_size * width * 2 * params_module.BYTES_PER_ACTIVATION
+    monkeypatch.setattr(params_module, "available_memory", lambda: 2 * (weights + activations))
+    params_module.require_network_fits("heart", model, batch_size, 13, 1, replicas=2)  # just fits
+    with pytest.raises(params_module.ParamsError, match=f"^params.yaml: {named} needs about .* GiB of memory for .*, 5 seeds side "
+                                          "by side; this machine has .* available: use a smaller value$"):
+        params_module.require_network_fits("heart", model, batch_size, 13, 1, replicas=5)
+
 @pytest.mark.parametrize("error", [MemoryError(), type("ResourceExhaustedError", (Exception,), {})("OOM allocating")],
                          ids=["MemoryError", "tensorflow-ResourceExhausted"])
 def test_running_out_of_memory_anyway_is_one_line_and_a_non_zero_exit(capsys, error):

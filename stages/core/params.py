@@ -505,14 +505,18 @@ def network_weights(model: ModelConfig, inputs: int, outputs: int) -> int:
     return hidden + model.width * outputs + outputs
 
 
-def require_network_fits(task: str, model: ModelConfig, batch_size: int, inputs: int, outputs: int) -> None:
-    """Refuse a network (or a batch) too large to train here, naming the key that makes it so."""
-    weights_bytes = network_weights(model, inputs, outputs) * BYTES_PER_WEIGHT
-    activations_bytes = batch_size * model.width * model.depth * BYTES_PER_ACTIVATION
+def require_network_fits(task: str, model: ModelConfig, batch_size: int, inputs: int, outputs: int,
+                         replicas: int = 1) -> None:
+    """Refuse a network (or a batch) too large to train here, naming the key that makes it so; `replicas`
+    networks trained side by side (seeds) need that many times the memory."""
+    weights_bytes = network_weights(model, inputs, outputs) * BYTES_PER_WEIGHT * replicas
+    activations_bytes = batch_size * model.width * model.depth * BYTES_PER_ACTIVATION * replicas
+    side_by_side = f", {replicas} seeds side by side" if replicas > 1 else ""
     if weights_bytes >= activations_bytes:
         key, value = ("width", model.width) if model.width >= model.depth else ("depth", model.depth)
         require_memory(weights_bytes + activations_bytes, f"{task}.model.{key}", value,
-                       f"a {model.width} x {model.depth} network on {inputs} inputs")
+                       f"a {model.width} x {model.depth} network on {inputs} inputs{side_by_side}")
     else:
         require_memory(weights_bytes + activations_bytes, f"{task}.train.batch_size", batch_size,
-                       f"batches of {batch_size} rows through {model.depth} layers of {model.width} units")
+                       f"batches of {batch_size} rows through {model.depth} layers of {model.width} units"
+                       f"{side_by_side}")
