@@ -106,7 +106,8 @@ def print_table(results: dict, seeds: list[int], scale: float) -> None:
         metrics = case["seed_metrics"]
         mean = statistics.mean(metrics)
         summary = f"{case['metric']} {mean:.4f} ± {case['seed_spread_sd']:.4f}"
-        print(f"{name:<10} {case['train_compiled_one_seed_s']:>13.2f}s {case['one_seed_s']:>7.2f}s {case['five_seeds_s']:>8.2f}s "
+        print(f"{name:<10} {case['train_compiled_one_seed_s']:>13.2f}s {case['one_seed_s']:>7.2f}s "
+              f"{case['five_seeds_s']:>8.2f}s "
               f"{case['ratio']:>5.2f}x  {summary:<36} {case['first_seed_alone_vs_among']:>14.2g}")
 
 

@@ -326,8 +326,8 @@ def test_seeds_side_by_side_need_that_many_times_the_memory(monkeypatch, width, 
     activations = batch_size * width * 2 * params_module.BYTES_PER_ACTIVATION
     monkeypatch.setattr(params_module, "available_memory", lambda: 2 * (weights + activations))
     params_module.require_network_fits("heart", model, batch_size, 13, 1, replicas=2)  # just fits
-    with pytest.raises(params_module.ParamsError, match=f"^params.yaml: {named} needs about .* GiB of memory for .*, 5 seeds side "
-                                          "by side; this machine has .* available: use a smaller value$"):
+    refused = f"^params.yaml: {named} needs about .* GiB of memory for .*, 5 seeds side by side; this machine has "
+    with pytest.raises(params_module.ParamsError, match=refused + ".* available: use a smaller value$"):
         params_module.require_network_fits("heart", model, batch_size, 13, 1, replicas=5)
 
 @pytest.mark.parametrize("error", [MemoryError(), type("ResourceExhaustedError", (Exception,), {})("OOM allocating")],

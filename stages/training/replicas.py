@@ -144,7 +144,8 @@ class _ReplicaEpochs:
     """What the compiled function runs for all replicas: Adam steps, whole epochs with validation at their
     end, per-replica early stopping, several epochs per call (`run_epochs`, traced once)."""
 
-    def __init__(self, network: _StackedNetwork, problem: Problem, config: TrainConfig, rows: int, seeds: Sequence[int]):
+    def __init__(self, network: _StackedNetwork, problem: Problem, config: TrainConfig, rows: int,
+                 seeds: Sequence[int]):
         self.network, self.problem, self.rows = network, problem, rows
         self.seeds = tf.constant(list(seeds), tf.int32)
         self.optimizer = keras.optimizers.Adam(config.learning_rate)
