@@ -1,4 +1,4 @@
-"""stages/core/spread.py: a result's mean and 95 % interval over seeds, and paired verdicts, against scipy."""
+"""stages/spread.py: a result's mean and 95 % interval over seeds, and paired verdicts, against scipy."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from stages.core.spread import paired_verdict, spread, t_975
+from stages.spread import paired_verdict, spread, t_975
 
 
 def test_the_t_quantile_is_scipys_for_every_count_of_seeds():

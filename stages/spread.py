@@ -1,5 +1,8 @@
 """A result over seeds: its mean and 95 % interval, and whether a change is beyond the seeds' noise.
 
+Not yet read by a stage (issue #23 wires it into evaluate, the report and the study), so it sits outside
+the folders the stages list as dependencies in dvc.yaml; it moves into one with its first stage.
+
 Pure Python and numpy, so that evaluate and the report need neither scipy nor TensorFlow: Student's t
 quantile comes from a table for few degrees of freedom and from its Cornish-Fisher expansion beyond
 (within 4e-6 of scipy.stats.t from 10 degrees of freedom on; tests/test_spread.py checks both).
