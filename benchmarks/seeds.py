@@ -7,10 +7,10 @@ For each task, in fresh Python processes (as a train stage runs), with the lab d
 - `train_compiled`, the engine the train stage runs today, with the first seed;
 - the side-by-side engine with that seed alone, and with five seeds counted from it.
 Seconds are the training's wall time (XLA compilation included; imports and data loading not). Then,
-per task: the headline test metric of each of the five seeds, their spread (standard deviation), and how
-far the first seed trained alone lands from it trained among the five (bit for bit except where XLA
-compiles a lone seed differently: stages/training/replicas.py): that difference against a tenth of the
-spread. Printed last, as JSON with --json:
+per task: the headline test metric of each of the five seeds, their mean, 95 % interval and standard
+deviation (stages/spread.py), and how far the first seed trained alone lands from it trained among the
+five (none: stages/training/replicas.py says where it could), against a tenth of the standard deviation.
+Printed last, as JSON with --json:
 `{"synthetic": {"one_seed_s": …, "five_seeds_s": …, …}, "heart": {…}, "mnist": {…}, "load": {…}}`.
 """
 
@@ -20,13 +20,13 @@ import argparse
 import gc
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from benchmarks.training import LAB_ORDER, load_case, test_metric
+from stages.spread import spread
 from stages.tasks import TASK_NAMES, load_params, load_task
 from tests.conftest import default_mirror
 
@@ -81,7 +81,7 @@ def run_case(dataset: str, seeds: list[int], scale: float) -> dict:
         runs[label] = train_in_fresh_process(dataset, engine, run_seeds, scale)
         print(f"{dataset}: {engine}, seeds {run_seeds}: {runs[label]['seconds']:.2f} s", file=sys.stderr, flush=True)
     metrics = runs["all_seeds"]["metrics"]
-    spread = statistics.stdev(metrics) if len(metrics) > 1 else float("nan")
+    over_seeds = spread(metrics)
     alone_vs_among = abs(runs["one_seed"]["metrics"][0] - metrics[0])
     return {
         "metric": load_task(dataset).HEADLINE_METRIC,
@@ -91,9 +91,9 @@ def run_case(dataset: str, seeds: list[int], scale: float) -> dict:
         "ratio": runs["all_seeds"]["seconds"] / runs["one_seed"]["seconds"],
         "seed_metrics": metrics,
         "train_compiled_metric": runs["train_compiled"]["metrics"][0],
-        "seed_spread_sd": spread,
+        "mean": over_seeds.mean, "interval_95": [over_seeds.low, over_seeds.high], "seed_spread_sd": over_seeds.sd,
         "first_seed_alone_vs_among": alone_vs_among,
-        "alone_vs_among_within_a_tenth_of_the_spread": alone_vs_among <= spread / 10,
+        "alone_vs_among_within_a_tenth_of_the_spread": alone_vs_among <= over_seeds.sd / 10,
         "epochs": runs["all_seeds"]["epochs"],
     }
 
@@ -101,14 +101,13 @@ def run_case(dataset: str, seeds: list[int], scale: float) -> dict:
 def print_table(results: dict, seeds: list[int], scale: float) -> None:
     print(f"seeds side by side, lab defaults, scale {scale:g}, seeds {seeds}")
     print(f"{'task':<10} {'train_compiled':>14} {'1 seed':>8} {'5 seeds':>9} {'ratio':>6}  "
-          f"{'metric: mean ± sd over seeds':<36} {'alone vs among':>14}")
+          f"{'metric: mean [95 % interval] over seeds':<44} {'alone vs among':>14}")
     for name, case in results.items():
-        metrics = case["seed_metrics"]
-        mean = statistics.mean(metrics)
-        summary = f"{case['metric']} {mean:.4f} ± {case['seed_spread_sd']:.4f}"
+        low, high = case["interval_95"]
+        summary = f"{case['metric']} {case['mean']:.4f} [{low:.4f}, {high:.4f}]"
         print(f"{name:<10} {case['train_compiled_one_seed_s']:>13.2f}s {case['one_seed_s']:>7.2f}s "
               f"{case['five_seeds_s']:>8.2f}s "
-              f"{case['ratio']:>5.2f}x  {summary:<36} {case['first_seed_alone_vs_among']:>14.2g}")
+              f"{case['ratio']:>5.2f}x  {summary:<44} {case['first_seed_alone_vs_among']:>14.2g}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -83,11 +83,10 @@ class _StackedNetwork:
                 index += 1
             elif isinstance(layer, keras.layers.Dropout):
                 self.dropout[index] = float(layer.rate)
-        self.l2 = [float(layer.kernel_regularizer.l2) if isinstance(layer.kernel_regularizer, keras.regularizers.L2)
-                   else 0.0 for layer in layers[0]]
-        if any(layer.kernel_regularizer is not None and not isinstance(layer.kernel_regularizer, keras.regularizers.L2)
-               for layer in layers[0]):
+        penalties = [layer.kernel_regularizer for layer in layers[0]]
+        if any(not isinstance(penalty, (keras.regularizers.L2, type(None))) for penalty in penalties):
             raise ValueError("only L2 kernel penalties train side by side")
+        self.l2 = [float(penalty.l2) if penalty is not None else 0.0 for penalty in penalties]
         self.kernels = [keras.Variable(np.stack([dense[i].kernel.numpy() for dense in layers]), name=f"kernels_{i}")
                         for i in range(len(layers[0]))]
         self.biases = [keras.Variable(np.stack([dense[i].bias.numpy() for dense in layers]), name=f"biases_{i}")
@@ -311,11 +310,12 @@ def train_seeds_compiled(models: Sequence[keras.Model], problem: Problem, config
             if calls > 1:  # the first call includes compilation: time the later ones
                 epochs_per_call = epochs_for_next_call(done, time.monotonic() - started, max_epochs_per_call)
             epoch += done
-            new_rows = history[-1][0, :ran[0] - first_before]
-            if log is not None and len(new_rows):
-                log.log_epochs([dict(zip(names, row)) for row in new_rows[:, :len(names)].tolist()])
+            new_rows = history[-1][0, :ran[0] - first_before]  # the first seed's, while it still trained
+            if len(new_rows):
+                last = new_rows[-1]
+                if log is not None:
+                    log.log_epochs([dict(zip(names, row)) for row in new_rows[:, :len(names)].tolist()])
             stopped = done < count
-            last = np.concatenate(history, axis=1)[0, ran[0] - 1]
             progress.update(int(ran[0]), dict(zip(curve_columns_of(problem), last)), stopped=stopped)
             if stopped:
                 break
