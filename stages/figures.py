@@ -3,9 +3,10 @@
     python -m stages.figures heart --metrics reports/metrics/heart.json --plots reports/plots/heart
         --data data/processed/heart --out reports/figures/heart.json
 
-It reads the task's metrics, learning curve, evaluation CSVs and the processed splits its report
-asks for (a missing or corrupt file is one line naming it), draws its learning curves and asks
-the task's figures module (stages/tasks/<task>_figures.py) for its sections. Its own stage per
+It reads the task's metrics over seeds, learning curve (the seeds' mean) and its band, evaluation
+CSVs and the processed splits its report asks for (a missing or corrupt file is one line naming it),
+draws its learning curves and asks the task's figures module (stages/tasks/<task>_figures.py) for
+its sections. Its own stage per
 task, so a task's figures are redrawn when that task's results change, not another's; `report`
 assembles the page from these files.
 """
@@ -13,13 +14,33 @@ assembles the page from these files.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
+from typing import Mapping
 
-from stages.core.errors import run_stage
+import pandas as pd
+
+from stages.core.errors import StageError, run_stage
 from stages.core.io import read_split, write_outputs
 from stages.core.results import TaskResults
-from stages.reporting.inputs import read_csv, read_metrics
+from stages.reporting.inputs import REBUILD, read_csv, read_metrics_document
+from stages.spread import Spread, spread
 from stages.tasks import TASK_NAMES, load_task, load_task_figures
+
+
+def spreads_over_seeds(seeds: Mapping[int, Mapping[str, float]]) -> dict[str, Spread]:
+    """Each metric every seed wrote as a finite number: its mean and 95 % interval over the seeds."""
+    names = [name for name in next(iter(seeds.values()))
+             if all(math.isfinite(values.get(name, math.nan)) for values in seeds.values())]
+    return {name: spread([values[name] for values in seeds.values()]) for name in names}
+
+
+def read_band(path: Path) -> pd.DataFrame:
+    """train's learning_curve_band.csv: one row per epoch and curve (a name, so not in read_csv's numbers)."""
+    band = read_csv(path, ["epoch", "mean", "low", "high", "seeds"])
+    if "curve" not in band:
+        raise StageError(f"{path} lacks column(s) curve; {REBUILD}")
+    return band
 
 
 def read_results(name: str, metrics: Path, plots_dir: Path, data_dir: Path) -> TaskResults:
@@ -27,9 +48,15 @@ def read_results(name: str, metrics: Path, plots_dir: Path, data_dir: Path) -> T
     task = load_task(name)
     curve_columns = ["epoch", "train/loss", "val/loss"] + (["train/accuracy", "val/accuracy"]
                                                            if task.PROBLEM.is_classifier else [])
+    document = read_metrics_document(metrics)
+    try:
+        seeds = dict(sorted((int(seed), values) for seed, values in document["seeds"].items()))
+    except ValueError:
+        raise StageError(f"{metrics} names seeds that are not numbers; {REBUILD}") from None
     return TaskResults(
-        name=name, title=task.TITLE, metrics=read_metrics(metrics),
+        name=name, title=task.TITLE, metrics=document["mean"], spreads=spreads_over_seeds(seeds), seeds=seeds,
         curve=read_csv(plots_dir / "learning_curve.csv", curve_columns),
+        band=read_band(plots_dir / "learning_curve_band.csv"),
         plots={file: read_csv(plots_dir / "evaluation" / file, columns) for file, columns in task.PLOT_COLUMNS.items()},
         splits={split: read_split(data_dir, split) for split in task.REPORT_SPLITS})
 
@@ -41,7 +68,7 @@ def draw(results: TaskResults):
 
     task = load_task(results.name)
     return TaskFigures(results.name, task.TITLE, task.LAB_PART, task.HEADLINE_METRIC,
-                       learning_curve_image(results.name, task.TITLE, results.curve),
+                       learning_curve_image(results.name, task.TITLE, results.curve, results.band),
                        tuple(load_task_figures(results.name).report_sections(results)))
 
 
@@ -49,7 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("task", choices=TASK_NAMES)
     parser.add_argument("--metrics", type=Path, required=True, help="the task's metrics JSON (evaluate@TASK)")
-    parser.add_argument("--plots", type=Path, required=True, help="the task's folder of learning curve and evaluation CSVs")
+    parser.add_argument("--plots", type=Path, required=True,
+                        help="the task's folder of learning curve (mean and band) and evaluation CSVs")
     parser.add_argument("--data", type=Path, required=True, help="the task's processed data folder")
     parser.add_argument("--out", type=Path, required=True, help="where to write the task's figures (JSON)")
     args = parser.parse_args(argv)

@@ -16,15 +16,15 @@ from pathlib import Path
 from stages.core.errors import run_stage
 from stages.core.io import write_outputs
 from stages.reporting.fragment import read_fragment
-from stages.reporting.inputs import read_metrics
+from stages.reporting.inputs import read_metrics_document
 from stages.reporting.lab import lab_page
 from stages.tasks import TASK_NAMES
 
 
 def build_report(metrics_dir: Path, figures_dir: Path) -> str:
-    """The page from every task's metrics and figures files, as HTML text."""
+    """The page from every task's metrics (over seeds) and figures files, as HTML text."""
     tasks = [read_fragment(figures_dir / f"{name}.json") for name in TASK_NAMES]
-    return lab_page(tasks, {name: read_metrics(metrics_dir / f"{name}.json") for name in TASK_NAMES})
+    return lab_page(tasks, {name: read_metrics_document(metrics_dir / f"{name}.json") for name in TASK_NAMES})
 
 
 def main(argv: list[str] | None = None) -> None:

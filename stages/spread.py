@@ -1,9 +1,9 @@
 """A result over seeds: its mean and 95 % interval, and whether a change is beyond the seeds' noise.
 
-Not yet read by a stage (issue #23 wires it into evaluate, the report and the study), so it sits outside
-the folders the stages list as dependencies in dvc.yaml; it moves into one with its first stage.
+Read by train (the learning curves over seeds), evaluate (each metric over seeds) and the report and
+study; a module of its own, so that a stage lists it in dvc.yaml only when it reads it.
 
-Pure Python and numpy, so that evaluate and the report need neither scipy nor TensorFlow: Student's t
+Pure Python, numpy and pandas, so that evaluate and the report need neither scipy nor TensorFlow: Student's t
 quantile comes from a table for few degrees of freedom and from its Cornish-Fisher expansion beyond
 (within 4e-6 of scipy.stats.t from 10 degrees of freedom on; tests/test_spread.py checks both).
 """
@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Optional, Sequence
+from typing import Literal, Mapping, Optional, Sequence
 
 import numpy as np
+import pandas as pd
 
 # Student's t, 97.5 % quantile (a two-sided 95 % interval), for 1 to 9 degrees of freedom.
 T_975_FEW = (12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004, 2.262157)
@@ -97,3 +98,49 @@ def paired_verdict(variation: Sequence[float], baseline: Sequence[float], higher
         return Verdict(difference, "cannot tell")
     better = (difference.mean > 0) == higher_is_better
     return Verdict(difference, "helps" if better else "hurts")
+
+
+# --- learning curves over seeds: {seed: curve}, each curve one row per epoch run (epoch, then its values) ---
+
+def seed_curves(curves: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
+    """Every seed's curve in one table: seed, epoch, then the curves' values."""
+    return pd.concat([curve.assign(seed=seed) for seed, curve in curves.items()], ignore_index=True)[
+        ["seed", *next(iter(curves.values())).columns]]
+
+
+def mean_curve(curves: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
+    """Each epoch's mean over the seeds that ran it (with early stopping, seeds stop at different epochs);
+    with one seed, its curve."""
+    if len(curves) == 1:
+        return next(iter(curves.values()))
+    return seed_curves(curves).drop(columns="seed").groupby("epoch", sort=True).mean().reset_index()
+
+
+def curve_band(curves: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
+    """One row per epoch and curve: its mean over the seeds that ran the epoch, the 95 % interval of that
+    mean (empty with one seed) and how many seeds ran it; what the report and `dvc plots` draw as a band."""
+    table = seed_curves(curves)
+    rows = []
+    for name in (column for column in table.columns if column not in ("seed", "epoch")):
+        for epoch, values in table.groupby("epoch", sort=True)[name]:
+            over_seeds = spread(values.to_numpy())
+            rows.append((epoch, name, over_seeds.mean, over_seeds.low, over_seeds.high, over_seeds.n))
+    return pd.DataFrame(rows, columns=["epoch", "curve", "mean", "low", "high", "seeds"])
+
+
+# --- metrics over seeds: evaluate's metrics file, {"mean": …, "spread": …, "seeds": {seed: …}} ---
+
+def metrics_over_seeds(per_seed: Mapping[int, Mapping[str, float]]) -> dict:
+    """Evaluate's metrics document: each metric's mean over the seeds, its spread (sd, 95 % interval of the
+    mean, n; null where one seed leaves them unknown) and every seed's value."""
+    names = list(next(iter(per_seed.values())))
+    spreads = {name: spread([values[name] for values in per_seed.values()]) for name in names}
+    return {"mean": {name: over.mean for name, over in spreads.items()},
+            "spread": {name: {"sd": over.sd, "low": over.low, "high": over.high, "n": over.n}
+                       for name, over in spreads.items()},
+            "seeds": {str(seed): dict(values) for seed, values in per_seed.items()}}
+
+
+def per_seed_values(document: Mapping, name: str) -> list[float]:
+    """One metric's value for each seed, in seed order, out of a metrics document."""
+    return [values[name] for _, values in sorted(document["seeds"].items(), key=lambda item: int(item[0]))]

@@ -1,10 +1,13 @@
-"""Stage `train@<task>`: the dense network on the task's processed train split.
+"""Stage `train@<task>`: the dense network on the task's processed train split, one per training seed.
 
-Reads its settings from the config file configure@<task> resolved from params.yaml. Writes the
-model (`.keras`), with `--export` the same network for an inference runtime (LiteRT `.tflite`,
-which evaluate@<task> loads: stages/training/export.py), and the learning curve (one row per epoch:
-train and validation loss, and accuracy for the classifiers); with `--live`, dvclive's step-wise
-metrics as it trains.
+Reads its settings from the config file configure@<task> resolved from params.yaml: `train.seeds`
+networks from seeds `seed`, `seed`+1, ..., trained side by side by the `compiled` engine. Writes the
+first seed's model (`.keras`) and, with `--export`, the same network for an inference runtime (LiteRT
+`.tflite`: stages/training/export.py), the one a user scores with; with `--seed-exports`, every seed's
+network for LiteRT, which evaluate@<task> measures. The learning curve (one row per epoch: train and
+validation loss, and accuracy for the classifiers) is each epoch's mean over the seeds; `--band` adds
+its 95 % interval, `--seed-curves` every seed's curve (stages/spread.py). With `--live`, dvclive's
+step-wise metrics of the first seed as it trains.
 """
 
 from __future__ import annotations
@@ -12,15 +15,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import tempfile
 import time
 import zipfile
 from pathlib import Path
 
+from stages.core.contract import EXPORT_SUFFIX, SEED_EXPORT_PREFIX
 from stages.core.errors import StageError, run_stage
 from stages.core.io import csv_bytes, read_split, staged_path, write_outputs
 from stages.core.params import ParamsError, TrainingConfig, require_network_fits
+from stages.spread import curve_band, mean_curve, seed_curves
 from stages.tasks import TASK_NAMES, load_task
-from stages.training.export import SUFFIX as EXPORT_SUFFIX
 
 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the zip format's earliest date, which Keras gives its other entries
@@ -85,15 +90,26 @@ def epoch_log(task: str, live: Path | None, epochs: int):
         yield EpochLogs(logs) if logs else None
 
 
+def seed_export_name(seed: int) -> str:
+    """A seed's network in the --seed-exports folder, which evaluate@<task> reads back (`seed_of`)."""
+    return f"{SEED_EXPORT_PREFIX}{seed}{EXPORT_SUFFIX}"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("task", choices=TASK_NAMES)
     parser.add_argument("--config", type=Path, required=True,
                         help="the task's training config, resolved from params.yaml by configure@TASK")
     parser.add_argument("--data", type=Path, required=True, help="the task's processed folder")
-    parser.add_argument("--model", type=Path, required=True, help="where to save the .keras model")
-    parser.add_argument("--curve", type=Path, required=True, help="where to write learning_curve.csv")
-    parser.add_argument("--export", type=Path, help=f"where to export the network for LiteRT ({EXPORT_SUFFIX})")
+    parser.add_argument("--model", type=Path, required=True, help="where to save the first seed's .keras model")
+    parser.add_argument("--curve", type=Path, required=True,
+                        help="where to write learning_curve.csv: each epoch's mean over the seeds")
+    parser.add_argument("--band", type=Path, help="where to write the curves' mean and 95 %% interval over the "
+                                                  "seeds, one row per epoch and curve (learning_curve_band.csv)")
+    parser.add_argument("--seed-curves", type=Path, help="where to write every seed's learning curve (seed_curves.csv)")
+    parser.add_argument("--export", type=Path, help=f"where to export the first seed's network for LiteRT ({EXPORT_SUFFIX})")
+    parser.add_argument("--seed-exports", type=Path, help=f"a folder for every seed's network for LiteRT "
+                                                          f"({seed_export_name(42)}, ...), which evaluate reads")
     parser.add_argument("--live", type=Path, help="a folder for dvclive's step-wise metrics (one step per epoch), "
                                                   "which DVC shows while the experiment runs")
     args = parser.parse_args(argv)
@@ -103,30 +119,56 @@ def main(argv: list[str] | None = None) -> None:
     config = read_config(args.config, args.task)
     task = load_task(args.task)
     x, y = task.features_and_target(read_split(args.data, "train"))
-    require_network_fits(args.task, config.model, config.train.batch_size, x.shape[1], task.PROBLEM.outputs)
+    seeds = config.training_seeds
+    require_network_fits(args.task, config.model, config.train.batch_size, x.shape[1], task.PROBLEM.outputs,
+                         replicas=len(seeds))
 
-    from stages.training.core import ValidationSplitError, train_network
-    from stages.training.export import export_network
+    from stages.training.core import ValidationSplitError, train_networks
+    side_by_side = f", {len(seeds)} seeds ({seeds[0]}-{seeds[-1]})" if len(seeds) > 1 else f", seed {seeds[0]}"
     print(f"train@{args.task}: {len(x)} rows, {config.train.epochs} epochs, batch {config.train.batch_size}, "
-          f"engine {config.train.engine}", flush=True)
+          f"engine {config.train.engine}{side_by_side}", flush=True)
     started = time.perf_counter()
     try:
         with epoch_log(args.task, args.live, config.train.epochs) as log:
-            trained = train_network(task.PROBLEM, config.model, config.train, x, y, config.seed, log=log)
+            trained = train_networks(task.PROBLEM, config.model, config.train, x, y, seeds, log=log)
     except ValidationSplitError as error:
         raise StageError(f"{args.task}.train.validation_split: {error}") from None
-    model, curve, last = trained.model, trained.curve, trained.curve.iloc[-1]
-    print(f"train@{args.task}: {model.name}, {trained.train_rows} train / {trained.validation_rows} validation "
-          f"rows, {len(curve)} epochs in {time.perf_counter() - started:.1f} s, "
+    first = trained[0]
+    curves = {seed: network.curve for seed, network in zip(seeds, trained)}
+    last = first.curve.iloc[-1]
+    print(f"train@{args.task}: {first.model.name}, {first.train_rows} train / {first.validation_rows} validation "
+          f"rows, {len(first.curve)} epochs in {time.perf_counter() - started:.1f} s; seed {seeds[0]}: "
           f"train/loss {last['train/loss']:.4g}, val/loss {last['val/loss']:.4g}", flush=True)
 
-    with staged_path(args.model) as temp_model, \
-            (staged_path(args.export) if args.export else contextlib.nullcontext()) as temp_export:
-        model.save(temp_model)
+    outputs = {args.curve: csv_bytes(mean_curve(curves))}
+    if args.band:
+        outputs[args.band] = csv_bytes(curve_band(curves))
+    if args.seed_curves:
+        outputs[args.seed_curves] = csv_bytes(seed_curves(curves))
+    exports = {}
+    if args.export or args.seed_exports:
+        exports = {seed: exported_bytes(network.model) for seed, network in zip(seeds, trained)}
+    if args.export:
+        outputs[args.export] = exports[seeds[0]]
+    if args.seed_exports:
+        outputs.update({args.seed_exports / seed_export_name(seed): data for seed, data in exports.items()})
+    with staged_path(args.model) as temp_model:
+        first.model.save(temp_model)
         make_reproducible(temp_model)
-        if temp_export is not None:
-            export_network(model, temp_export)
-        write_outputs({args.curve: csv_bytes(curve)})
+        write_outputs(outputs)
+    if args.seed_exports:
+        for stale in set(args.seed_exports.glob(f"*{EXPORT_SUFFIX}")) - set(outputs):  # seeds of an earlier run
+            stale.unlink()
+
+
+def exported_bytes(model) -> bytes:
+    """The network's LiteRT flatbuffer (export_network writes to a named file only)."""
+    from stages.training.export import export_network
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"network{EXPORT_SUFFIX}"
+        export_network(model, path)
+        return path.read_bytes()
 
 
 if __name__ == "__main__":

@@ -22,8 +22,11 @@ pytest_plugins = ["tests.servers"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
-# Small enough for CI's 2 cores, big enough that every stage does real work.
-TINY_EPOCHS = {"synthetic.train.epochs": 20, "heart.train.epochs": 5, "mnist.train.epochs": 1}
+# Small enough for CI's 2 cores, big enough that every stage does real work: 3 seeds (a mean, a spread, a
+# seed in the middle) for every task, which the study tests set as study.seeds, so their baseline trains nothing.
+TINY_SEEDS = 3
+TINY_RUN = {"synthetic.train.epochs": 20, "heart.train.epochs": 5, "mnist.train.epochs": 1,
+            **{f"{task}.train.seeds": TINY_SEEDS for task in ("synthetic", "heart", "mnist")}}
 # pytest-xdist's worker name ("gw0", "gw1"; empty without -n): what one worker keeps apart from the others.
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 
@@ -106,7 +109,7 @@ def build_tiny_repo(destination: Path, mirror: Path) -> Path:
     # The lab-default results committed in this checkout would make the tiny run look up to date.
     (repo / "dvc.lock").unlink(missing_ok=True)
     env = repo_env(mirror)
-    set_params(repo, TINY_EPOCHS)
+    set_params(repo, TINY_RUN)
     init_repo(repo, env)
     run(["dvc", "repro"], repo, env)
     run(["git", "add", "-A"], repo, env)

@@ -42,7 +42,7 @@ def test_a_new_task_is_its_modules_its_params_and_one_matrix_entry(workspace: Pa
     assert set(shown[""]["data"]) >= {"reports/headline/breast_cancer.json"}
     assert sorted(shown[""]["data"]["reports/headline/breast_cancer.json"]["data"]) == [
         "breast_cancer/roc_auc", "breast_cancer/val_loss"]
-    metrics = json.loads((workspace / "reports/metrics/breast_cancer.json").read_text())
+    metrics = json.loads((workspace / "reports/metrics/breast_cancer.json").read_text())["mean"]
     assert metrics["test/roc_auc"] > 0.9 and metrics["train/epochs_run"] > 0
     report = (workspace / "reports/report.html").read_text()
     assert "<h2>Breast cancer classifier</h2>" in report and "<figcaption>Breast cancer: " in report

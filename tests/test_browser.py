@@ -7,6 +7,7 @@ loads it from a CDN)."""
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -95,6 +96,96 @@ def defined_plots(repo: Path) -> int:
                                         for path in files)
 
 
+def band_plots(repo: Path) -> dict[str, str]:
+    """dvc.yaml's learning-curve plots, each a mean with its 95 % band over the seeds: div id -> the metric
+    whose curves it keeps (its template's name: learning_curve_band_<metric>[_log])."""
+    definitions = {title: props for entry in yaml.safe_load((repo / "dvc.yaml").read_text())["plots"]
+                   for title, props in entry.items()}
+    curves = {title: props["template"] for title, props in definitions.items() if title.startswith("Learning curves")}
+    assert curves and all(template.startswith("learning_curve_band_") for template in curves.values()), curves
+    return {VegaRenderer.remove_special_chars(title): template.removeprefix("learning_curve_band_").removesuffix("_log")
+            for title, template in curves.items()}
+
+
+# Draws each spec of SPECS (id -> spec) in a headless Vega view of its own: the page's views are vega-embed's,
+# out of reach, but the libraries are the page's. Returns each one's area and line items: which revision, curve
+# and epoch each is, whether it is drawn (an item with a null low or high is not), its height in px, its line's
+# dash, and which path (one line or band, a mark of its own) it is part of.
+BAND_MARKS = """
+(async () => {
+  const result = {};
+  for (const [id, spec] of Object.entries(SPECS)) {
+    const view = new vega.View(vega.parse(vegaLite.compile(spec).spec), {renderer: 'none'});
+    await view.runAsync();
+    const marks = {area: [], line: []};
+    let paths = 0;
+    (function walk(node) {
+      const path = paths++;
+      for (const item of node.items || []) {
+        if (node.marktype in marks) {
+          const y2 = node.marktype === 'area' ? item.y2 : item.y;
+          marks[node.marktype].push({rev: item.datum.rev, curve: item.datum.curve, epoch: +item.datum.epoch,
+                                     drawn: item.defined !== false && Number.isFinite(item.y) && Number.isFinite(y2),
+                                     height: Math.abs(y2 - item.y), dash: JSON.stringify(item.strokeDash ?? null), path});
+        }
+        walk(item);
+      }
+    })(view.scenegraph().root);
+    view.finalize();
+    result[id] = marks;
+  }
+  return result;
+})()
+"""
+
+
+def band_marks(specs: dict[str, dict], bands: dict[str, str]) -> str:
+    return BAND_MARKS.replace("SPECS", json.dumps({plot_id: specs[plot_id] for plot_id in bands}))
+
+
+def assert_bands_drawn(page: RenderedPage, specs: dict[str, dict], bands: dict[str, str]) -> None:
+    """Each band plot draws its metric's train and val curves, a line per revision and curve (the revisions
+    dashed apart), and a band item for every epoch whose row has a 95 % interval (low, high): none where
+    they are empty."""
+    for plot_id, metric in bands.items():
+        rows = [row for row in specs[plot_id]["data"]["values"] if row["curve"].endswith("/" + metric)]
+        assert {row["curve"] for row in rows} == {f"train/{metric}", f"val/{metric}"}, plot_id
+        with_interval = {(row["rev"], row["curve"], int(row["epoch"])) for row in rows if row["low"] and row["high"]}
+        assert with_interval, f"{plot_id}: no row of its data has a 95 % interval"
+        marks = page.script_result[plot_id]
+        lines = {(item["rev"], item["curve"]) for item in marks["line"]}
+        assert lines == {(row["rev"], row["curve"]) for row in rows}, f"{plot_id}: its lines: {lines}"
+        band = [item for item in marks["area"] if item["drawn"]]
+        drawn = {(item["rev"], item["curve"], item["epoch"]) for item in band}
+        assert drawn == with_interval, f"{plot_id}: band items unlike its rows: {sorted(drawn ^ with_interval)}"
+        assert any(item["height"] > 0 for item in band), f"{plot_id}: its band, {len(band)} items, has no height"
+        for kind, items in marks.items():
+            paths: dict[int, set] = {}
+            for item in items:
+                paths.setdefault(item["path"], set()).add((item["rev"], item["curve"]))
+            assert all(len(series) == 1 for series in paths.values()), f"{plot_id}: one {kind} path joins {paths}"
+        dashes = {(item["rev"], item["dash"]) for item in marks["line"]}
+        assert len(dashes) == len({rev for rev, _ in dashes}) == len({dash for _, dash in dashes}), \
+            f"{plot_id}: its revisions are not told apart by their dash: {dashes}"
+
+
+def as_if_one_seed_ran_the_last_epoch(band: Path) -> None:
+    """Another run's learning_curve_band.csv: the means moved, and the last epoch run by one seed (as train
+    writes it when the others stopped early: no interval, low and high empty)."""
+    with band.open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    last = max(int(row["epoch"]) for row in rows)
+    for row in rows:
+        row["mean"] = f"{0.9 * float(row['mean']):g}"
+        if int(row["epoch"]) == last:
+            row.update(low="", high="", seeds="1")
+    band.unlink()  # a DVC output: never write through a link into the cache
+    with band.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def dvc_plots(repo: Path, mirror: Path, out: Path, *args: str) -> Path:
     run(["dvc", "plots", *args, "--out", str(out)], repo, repo_env(mirror))
     return out / "index.html"
@@ -142,10 +233,13 @@ def test_study_report_draws_every_figure(chromium, tmp_path):
 
 def test_dvc_plots_show_draws_every_plot_offline_with_the_vendored_vega(chromium, workspace, mirror, tmp_path):
     html = dvc_plots(workspace, mirror, tmp_path / "show", "show")
-    plot_ids = list(plot_specs(html))
+    specs = plot_specs(html)
+    plot_ids = list(specs)
     assert len(plot_ids) == defined_plots(workspace)
-    page = open_in_browser(html, "dvc-plots-show", plot_ids, tmp_path)
+    bands = band_plots(workspace)
+    page = open_in_browser(html, "dvc-plots-show", plot_ids, tmp_path, band_marks(specs, bands))
     assert_offline_and_clean(page)
+    assert_bands_drawn(page, specs, bands)
     # The lab's plots (dvc.yaml's `plots:`) are drawn with data. The stage plot files DVC also draws in its
     # default template (ids from their paths) are left out: predictions.csv's draws no marks there (known).
     curated = [plot_id for plot_id in plot_ids if not plot_id.startswith("reports_")]
@@ -166,11 +260,29 @@ def test_dvc_plots_diff_draws_both_revisions_in_every_plot_offline(chromium, wor
     html = dvc_plots(workspace, mirror, tmp_path / "diff", "diff", "HEAD~1", "HEAD")
     specs = plot_specs(html)
     assert len(specs) == defined_plots(workspace)
+    bands = band_plots(workspace)
     for plot_id, spec in specs.items():
-        assert {row["rev"] for row in spec["data"]["values"]} == {"HEAD~1", "HEAD"}, plot_id
-    page = open_in_browser(html, "dvc-plots-diff", list(specs), tmp_path)
+        # The bands' CSV is DVC-cached, and HEAD~1 has no dvc.lock (the copy before `dvc repro`): HEAD only.
+        expected = {"HEAD"} if plot_id in bands else {"HEAD~1", "HEAD"}
+        assert {row["rev"] for row in spec["data"]["values"]} == expected, plot_id
+    page = open_in_browser(html, "dvc-plots-diff", list(specs), tmp_path, band_marks(specs, bands))
     assert_offline_and_clean(page)
     assert_plots_drawn(page, list(specs))
+    assert_bands_drawn(page, specs, bands)
+
+
+def test_dvc_plots_diff_draws_the_band_of_each_revision(chromium, workspace, mirror, tmp_path):
+    # HEAD against a workspace whose curves moved, with a last epoch that one seed ran (a gap in its band).
+    for band in workspace.glob("reports/plots/*/learning_curve_band.csv"):
+        as_if_one_seed_ran_the_last_epoch(band)
+    html = dvc_plots(workspace, mirror, tmp_path / "diff-bands", "diff", "HEAD")
+    specs, bands = plot_specs(html), band_plots(workspace)
+    for plot_id in bands:
+        assert {row["rev"] for row in specs[plot_id]["data"]["values"]} == {"HEAD", "workspace"}, plot_id
+    page = open_in_browser(html, "dvc-plots-diff-bands", list(bands), tmp_path, band_marks(specs, bands))
+    assert_offline_and_clean(page)
+    assert_plots_drawn(page, list(bands))
+    assert_bands_drawn(page, specs, bands)
 
 
 def test_without_the_offline_template_the_plots_page_is_blank_offline(chromium, workspace, mirror, tmp_path):

@@ -7,8 +7,9 @@ import json
 import pytest
 import yaml
 
-from stages.core.params import ParamsError
-from stages.tasks import apply_overrides, load_params, parse_params
+from flows.study.plan import set_params
+from stages.core.params import ParamsError, training_config
+from stages.tasks import TASK_NAMES, apply_overrides, load_params, parse_params
 from tests.conftest import REPO_ROOT
 
 
@@ -83,7 +84,12 @@ def test_study_entries_are_validated_and_duplicates_collapse(raw):
 
 @pytest.mark.parametrize(("study", "line"), [
     (5, "params.yaml: study = 5 is invalid; allowed: a mapping of keys to values"),
-    ({"variation": []}, "params.yaml: unknown key study.variation; allowed under study: variations"),
+    ({"variation": []}, "params.yaml: unknown key study.variation; allowed under study: variations, seeds"),
+    ({"seeds": 0}, "params.yaml: study.seeds = 0 is invalid; allowed: an integer from 1 to 50"),
+    ({"seeds": 2.5}, "params.yaml: study.seeds = 2.5 is invalid; allowed: an integer from 1 to 50"),
+    ({"variations": [{"name": "a", "params": {"heart.model.widht": 8}}]},
+     "params.yaml: study.variations[0] (a): unknown key heart.model.widht; allowed under heart.model: width, depth, "
+     "activation, l2, dropout"),
     ({"variations": {"name": "x"}}, "params.yaml: study.variations = {'name': 'x'} is invalid; "
                                     "allowed: a list of {name, params} entries"),
     ({"variations": [{"name": "x"}]}, "params.yaml: study.variations[0] = {'name': 'x'} is invalid; "
@@ -104,6 +110,27 @@ def test_study_messages_word_for_word(raw, study, line):
     with pytest.raises(ParamsError) as error:
         parse_params(raw)
     assert str(error.value) == line
+
+
+@pytest.mark.parametrize(("value", "allowed"), [(0, "an integer from 1 to 50"), (-3, "an integer from 1 to 50"),
+                                                 (2.5, "an integer from 1 to 50"), (1000, "an integer from 1 to 50"),
+                                                 ("five", "an integer from 1 to 50")])
+def test_train_seeds_out_of_range_are_one_line_naming_the_key(raw, value, allowed):
+    raw["heart"]["train"]["seeds"] = value
+    with pytest.raises(ParamsError) as error:
+        parse_params(raw)
+    assert str(error.value) == f"params.yaml: heart.train.seeds = {value!r} is invalid; allowed: {allowed}"
+
+
+def test_seeds_count_from_seed_and_the_study_applies_its_count_to_every_task(raw):
+    raw["seed"], raw["mnist"]["train"]["seeds"] = 7, 3
+    assert training_config(raw, "mnist").training_seeds == [7, 8, 9]
+    raw["study"] = {"seeds": 4, "variations": [{"name": "base", "params": {}},
+                                               {"name": "one", "params": {"heart.train.seeds": 1}}]}
+    base, one = parse_params(raw).study
+    assert set_params(base) == [f"{task}.train.seeds=4" for task in TASK_NAMES]
+    assert set_params(one) == ["heart.train.seeds=1", *(f"{task}.train.seeds=4" for task in TASK_NAMES
+                                                      if task != "heart")]  # its own count wins
 
 
 @pytest.mark.parametrize(("edit", "line"), [

@@ -23,8 +23,9 @@ from tests.conftest import repo_env, run, set_params
 MODEL = "models/synthetic.keras"
 # Everything the synthetic chain writes after the data, the model file included (the train stage
 # drops the save time and memory addresses Keras writes into it), and its LiteRT export.
-OUTPUTS = [MODEL, "models/synthetic.tflite", "reports/metrics/synthetic.json", "reports/plots/synthetic/learning_curve.csv",
-           "reports/plots/synthetic/evaluation/predictions.csv"]
+OUTPUTS = [MODEL, "models/synthetic.tflite", "models/synthetic.seeds/seed-43.tflite", "reports/metrics/synthetic.json",
+           "reports/plots/synthetic/learning_curve.csv", "reports/plots/synthetic/learning_curve_band.csv",
+           "reports/plots/synthetic/seed_curves.csv", "reports/plots/synthetic/evaluation/predictions.csv"]
 DATA_STAGES = ["generate", "preprocess@synthetic"]  # their outputs are compared by the hashes in dvc.lock
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from stages.tasks import TASK_NAMES
-from tests.conftest import REPO_ROOT, TINY_EPOCHS, repo_env, run, set_params
+from tests.conftest import REPO_ROOT, TINY_RUN, repo_env, run, set_params
 from tests.imports import closure_files
 from tests.test_pipeline_e2e import stages_run
 
@@ -104,7 +104,7 @@ def test_a_change_to_one_task_redraws_that_tasks_figures_and_the_page_only(works
     tasks' figures stages do not run (their inputs did not change)."""
     env = repo_env(mirror)
     figures_before = {task: (workspace / f"reports/figures/{task}.json").read_bytes() for task in TASK_NAMES}
-    set_params(workspace, {"heart.train.epochs": TINY_EPOCHS["heart.train.epochs"] + 1})
+    set_params(workspace, {"heart.train.epochs": TINY_RUN["heart.train.epochs"] + 1})
     ran = stages_run(run(["dvc", "repro"], workspace, env).stdout)
     assert {"train@heart", "evaluate@heart", "figures@heart", "report"} <= ran
     assert not {"figures@synthetic", "figures@mnist"} & ran, ran
@@ -112,4 +112,4 @@ def test_a_change_to_one_task_redraws_that_tasks_figures_and_the_page_only(works
     assert all((workspace / f"reports/figures/{task}.json").read_bytes() == figures_before[task]
                for task in TASK_NAMES if task != "heart")
     report = (workspace / "reports/report.html").read_text()
-    assert f"Heart disease: {TINY_EPOCHS['heart.train.epochs'] + 1} epochs" in report
+    assert f"Heart disease: {TINY_RUN['heart.train.epochs'] + 1} epochs" in report

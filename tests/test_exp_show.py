@@ -26,8 +26,15 @@ GLANCE = ["dvc", "exp", "show", "--no-pager", "--only-changed",
 EPOCHS = [f"{task}/epoch" for task in TASK_NAMES]  # reports/live/<task>/metrics.json
 
 
-def headline_names(tasks=TASK_NAMES) -> list[str]:
-    return [headline_name(task, short) for task in tasks for short in headline_choice(task)]
+def headline_names(tasks=TASK_NAMES, margins: bool = True) -> list[str]:
+    """Each task's headline columns, and (`margins`) its headline metric's margin over the seeds."""
+    names = []
+    for task in tasks:
+        for short, metric in headline_choice(task).items():
+            names.append(headline_name(task, short))
+            if margins and metric == load_task(task).HEADLINE_METRIC:
+                names.append(f"{headline_name(task, short)}±")
+    return names
 
 
 def significant_digits(text: str) -> int:
@@ -41,6 +48,13 @@ def test_headline_values_are_rounded_and_named_uniquely():
     assert significant(0.049125447812) == 0.04913 and significant(20) == 20  # counts stay as they are
     assert headline_metrics("synthetic", metrics) == {
         "synthetic/rel_mse": 0.04913, "synthetic/ood_mse": 31.83, "synthetic/val_loss": 1.148}
+    # Over seeds: the headline metric's margin (its mean's 95 % interval's half-width, 2 digits) beside it, and
+    # only its: one column more per task. None where one seed leaves it unknown.
+    margins = {"test/relative_mse": 0.000612345, "ood/mse_vs_truth": 2.3456, "val/loss": 0.01}
+    assert headline_metrics("synthetic", metrics, margins) == {
+        "synthetic/rel_mse": 0.04913, "synthetic/rel_mse±": 0.00061, "synthetic/ood_mse": 31.83,
+        "synthetic/val_loss": 1.148}
+    assert headline_metrics("synthetic", metrics, {"test/relative_mse": None}) == headline_metrics("synthetic", metrics)
     names = headline_names()
     assert len(names) == len(set(names))  # unique: DVC names the columns without their file's path
     for task in TASK_NAMES:  # a run's one-line summary (flows.pipeline.headline) shows it

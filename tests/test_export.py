@@ -26,6 +26,7 @@ from stages import evaluate
 from stages.core.errors import StageError
 from stages.evaluate import INSTALL, load_exported
 from stages.core.io import read_split
+from stages.core.params import TrainingConfig
 from stages.tasks import TASK_NAMES, load_task
 from tests.conftest import REPO_ROOT, repo_env
 from tests.test_stages import assert_one_line_error, run_main, snapshot
@@ -74,6 +75,18 @@ def test_the_export_gives_keras_outputs_to_float32_rounding_and_the_same_classes
         assert np.array_equal(served.argmax(axis=1), expected.argmax(axis=1))
 
 
+@pytest.mark.parametrize("task_name", TASK_NAMES)
+def test_every_seed_is_exported_and_the_first_is_the_model_a_user_scores_with(built_repo: Path, task_name: str):
+    config = TrainingConfig.model_validate_json((built_repo / f"data/config/{task_name}.json").read_bytes())
+    folder = built_repo / f"models/{task_name}.seeds"
+    assert sorted(path.name for path in folder.iterdir()) == sorted(
+        f"seed-{seed}.tflite" for seed in config.training_seeds)
+    first = (folder / f"seed-{config.seed}.tflite").read_bytes()
+    assert first == (built_repo / f"models/{task_name}.tflite").read_bytes()
+    if config.train.seeds > 1:  # each seed its own network
+        assert (folder / f"seed-{config.seed + 1}.tflite").read_bytes() != first
+
+
 def test_rows_of_another_width_are_refused_in_one_line(built_repo: Path):
     predict = load_exported(built_repo / "models/heart.tflite")
     with pytest.raises(StageError, match="heart.tflite takes rows of 27 features"):
@@ -105,8 +118,9 @@ def test_the_serving_example_scores_raw_rows_as_keras_does_without_tensorflow(bu
 
 # --- bad input: one line, exit 2, earlier outputs untouched ---
 
-def evaluate_args(folder: Path, model: Path) -> list[str]:
-    return ["heart", "--data", str(folder / "processed"), "--model", str(model), "--curve", str(folder / "curve.csv"),
+def evaluate_args(folder: Path, models: Path) -> list[str]:
+    return ["heart", "--data", str(folder / "processed"), "--models", str(models),
+            "--seed-curves", str(folder / "seed_curves.csv"),
             "--metrics", str(folder / "out" / "heart.json"), "--headline", str(folder / "out" / "headline.json"),
             "--plots", str(folder / "out" / "evaluation")]
 
@@ -119,28 +133,31 @@ def old_outputs(tmp_path: Path) -> dict[str, bytes]:
     return snapshot(tmp_path / "out")
 
 
-@pytest.mark.parametrize(("content", "fragments"), [
-    (None, ["heart.tflite is missing", "dvc repro"]),
-    (b"not a flatbuffer", ["heart.tflite is not a LiteRT model", "dvc repro --force"]),
-    (b"TFL3" * 64, ["heart.tflite is not a LiteRT model"]),
+@pytest.mark.parametrize(("name", "content", "fragments"), [
+    (None, None, ["heart.seeds holds no trained networks", "dvc repro"]),
+    ("seed-42.tflite", b"not a flatbuffer", ["seed-42.tflite is not a LiteRT model", "dvc repro --force"]),
+    ("seed-42.tflite", b"TFL3" * 64, ["seed-42.tflite is not a LiteRT model"]),
+    ("best.tflite", b"TFL3" * 64, ["best.tflite: not a seed export (seed-<n>.tflite)", "dvc repro --force"]),
 ])
-def test_a_missing_or_damaged_export_is_one_line_naming_it(tmp_path, capsys, old_outputs, content, fragments):
-    model = tmp_path / "heart.tflite"
+def test_a_missing_or_damaged_export_is_one_line_naming_it(tmp_path, capsys, old_outputs, name, content, fragments):
+    models = tmp_path / "heart.seeds"
+    models.mkdir()
     if content is not None:
-        model.write_bytes(content)
-    assert run_main("evaluate", evaluate.main, evaluate_args(tmp_path, model)) == 2
-    assert_one_line_error(capsys, str(model), *fragments)
+        (models / name).write_bytes(content)
+    assert run_main("evaluate", evaluate.main, evaluate_args(tmp_path, models)) == 2
+    assert_one_line_error(capsys, str(models / (name or "")), *fragments)
     assert snapshot(tmp_path / "out") == old_outputs
 
 
 def test_no_runtime_installed_is_one_line_with_the_install_command(tmp_path, old_outputs, mirror):
-    model = tmp_path / "heart.tflite"
+    model = tmp_path / "heart.seeds" / "seed-42.tflite"
+    model.parent.mkdir()
     model.write_bytes(b"whatever: the runtime is looked for first")
     # `None` in sys.modules makes `import ai_edge_litert` raise ImportError, as when it is not installed.
     probe = textwrap.dedent(f"""
         import runpy, sys
         sys.modules["ai_edge_litert"] = None
-        sys.argv = ["stages.evaluate", *{evaluate_args(tmp_path, model)!r}]
+        sys.argv = ["stages.evaluate", *{evaluate_args(tmp_path, model.parent)!r}]
         runpy.run_module("stages.evaluate", run_name="__main__", alter_sys=True)
     """)
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, env=repo_env(mirror),

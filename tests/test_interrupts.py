@@ -18,7 +18,7 @@ from typing import Callable
 import psutil
 
 from flows.processes import stop_process_group
-from tests.conftest import TINY_EPOCHS, repo_env, run, set_params
+from tests.conftest import TINY_RUN, repo_env, run, set_params
 from tests.servers import free_port, start_prefect_server
 
 # Long enough that train@synthetic is still running whenever the signal comes (minutes), train@heart
@@ -173,7 +173,7 @@ def test_interrupted_pipeline_stops_its_stages_in_one_line_and_leaves_no_lock(wo
         assert half_done(workspace, env) == {}
 
         server = start_prefect_server(server_env, port, folder / "server-again.log")
-        set_params(workspace, TINY_EPOCHS)  # the same run, without minutes of training
+        set_params(workspace, TINY_RUN)  # the same run, without minutes of training
         again = subprocess.run([sys.executable, "-m", "flows.pipeline"], cwd=workspace,
                                env={**env, "PREFECT_API_URL": url}, capture_output=True, text=True, timeout=600)
         assert again.returncode == 0, again.stderr[-3000:]

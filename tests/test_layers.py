@@ -56,23 +56,27 @@ RULES = (
     Rule("stages.training imports only stages.core",
          lambda importer: within(importer, "stages.training"),
          lambda imported: within(imported, "stages.core", "stages.training")),
-    Rule("stages.reporting imports only stages.core",
+    Rule("stages.reporting imports only stages.core and stages.spread",
          lambda importer: within(importer, "stages.reporting"),
-         lambda imported: within(imported, "stages.core", "stages.reporting")),
+         lambda imported: within(imported, "stages.core", "stages.spread", "stages.reporting")),
+    Rule("stages.spread (results over seeds) imports no other stages module",
+         lambda importer: importer == "stages.spread", lambda imported: not within(imported, "stages")),
     Rule("stages.tasks imports only stages.core (its task modules, which every stage of a task imports)",
          lambda importer: within(importer, "stages.tasks") and not is_task_figures(importer),
          lambda imported: within(imported, "stages.core", "stages.tasks") and not is_task_figures(imported)),
-    Rule("a task's figures module imports only stages.core, stages.tasks and stages.reporting",
-         is_task_figures, lambda imported: within(imported, "stages.core", "stages.tasks", "stages.reporting")),
+    Rule("a task's figures module imports only stages.core, stages.spread, stages.tasks and stages.reporting",
+         is_task_figures,
+         lambda imported: within(imported, "stages.core", "stages.spread", "stages.tasks", "stages.reporting")),
     Rule("only the integration module imports Prefect in stages/",
          lambda importer: within(importer, "stages") and importer != INTEGRATION,
          lambda imported: not within(imported, "prefect"), watches=("prefect",)),
     Rule("nothing in stages/training or stages/tasks imports the integration",
          lambda importer: within(importer, "stages.training", "stages.tasks"),
          lambda imported: not within(imported, INTEGRATION)),
-    Rule("a stage main imports only stages.tasks, training, reporting and core",
+    Rule("a stage main imports only stages.tasks, training, reporting, spread and core",
          lambda importer: importer in {f"stages.{main}" for main in STAGE_MAINS},
-         lambda imported: within(imported, "stages.tasks", "stages.training", "stages.reporting", "stages.core")),
+         lambda imported: within(imported, "stages.tasks", "stages.training", "stages.reporting", "stages.spread",
+                                 "stages.core")),
 )
 
 
@@ -171,6 +175,7 @@ def test_a_broken_rule_is_named_with_its_file_line_and_import(tmp_path: Path):
         "stages/tasks/heart.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import stages.fetch\n"
                                  "else:\n    import stages.training\n",
         "stages/preprocess.py": "from stages import fetch, generate\nimport stages.tasks.heart\n",
+        "stages/spread.py": "from stages.core.io import csv_bytes\n",
     })
     found = {rule.name: violations(root, rule) for rule in RULES}
     assert found == {
@@ -178,12 +183,13 @@ def test_a_broken_rule_is_named_with_its_file_line_and_import(tmp_path: Path):
         RULES[1].name: ["stages/core/errors.py:2 imports flows.pipeline"],
         RULES[2].name: ["stages/training/model.py:1 imports stages.reporting.page"],
         RULES[3].name: [],
-        RULES[4].name: ["stages/tasks/heart.py:5 imports stages.training",
+        RULES[4].name: ["stages/spread.py:1 imports stages.core.io"],
+        RULES[5].name: ["stages/tasks/heart.py:5 imports stages.training",
                         "stages/tasks/mnist.py:1 imports stages.tasks.mnist_figures"],
-        RULES[5].name: ["stages/tasks/mnist_figures.py:2 imports stages.training.model"],
-        RULES[6].name: ["stages/training/progress.py:2 imports prefect.artifacts"],
-        RULES[7].name: ["stages/training/progress.py:1 imports stages.core.tracking"],
-        RULES[8].name: ["stages/preprocess.py:1 imports stages.fetch",
+        RULES[6].name: ["stages/tasks/mnist_figures.py:2 imports stages.training.model"],
+        RULES[7].name: ["stages/training/progress.py:2 imports prefect.artifacts"],
+        RULES[8].name: ["stages/training/progress.py:1 imports stages.core.tracking"],
+        RULES[9].name: ["stages/preprocess.py:1 imports stages.fetch",
                         "stages/preprocess.py:1 imports stages.generate"],
     }
 

@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from tests.conftest import TINY_EPOCHS, repo_env, run, set_params
+from tests.conftest import TINY_RUN, repo_env, run, set_params
 
 ALL_STAGES = {
     "generate", "fetch@heart", "fetch@mnist", "preprocess@synthetic", "preprocess@heart", "preprocess@mnist",
@@ -28,9 +28,11 @@ def test_repro_builds_every_output(built_repo: Path):
                  "reports/plots/mnist/evaluation/confusion.csv", "reports/report.html"]:
         assert (built_repo / path).is_file(), path
     for dataset in ("synthetic", "heart", "mnist"):
-        metrics = json.loads((built_repo / f"reports/metrics/{dataset}.json").read_text())
-        assert metrics["train/epochs_run"] <= TINY_EPOCHS[f"{dataset}.train.epochs"]
-    assert json.loads((built_repo / "reports/metrics/mnist.json").read_text())["test/accuracy"] > 0.8
+        document = json.loads((built_repo / f"reports/metrics/{dataset}.json").read_text())
+        assert sorted(document["seeds"], key=int) == [str(42 + k) for k in range(TINY_RUN[f"{dataset}.train.seeds"])]
+        for values in document["seeds"].values():
+            assert values["train/epochs_run"] <= TINY_RUN[f"{dataset}.train.epochs"]
+    assert json.loads((built_repo / "reports/metrics/mnist.json").read_text())["mean"]["test/accuracy"] > 0.8
 
 
 def test_second_repro_runs_nothing_and_noise_change_reruns_the_synthetic_chain(workspace: Path, mirror: Path):

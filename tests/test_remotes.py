@@ -161,7 +161,7 @@ def test_an_experiment_pushed_from_one_clone_shows_with_its_metrics_in_another(
     # Its data came too: applied, the experiment's model and report are there and up to date.
     run(["dvc", "exp", "apply", EXPERIMENT], other, env)
     assert dvc_json(other, env, "status") == {}
-    assert json.loads((other / "reports/metrics/synthetic.json").read_text())["train/epochs_run"] == 3
+    assert json.loads((other / "reports/metrics/synthetic.json").read_text())["mean"]["train/epochs_run"] == 3
     assert (other / "models/synthetic.keras").is_file() and (other / "reports/report.html").is_file()
 
 

@@ -1,5 +1,6 @@
 """The figures stages and the report stage on tiny hand-made inputs: one self-contained page, its
-figures, captions and table, and one-line failures that leave the previous outputs alone."""
+figures, captions and table, results over seeds (mean, band, interval), and one-line failures that
+leave the previous outputs alone."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.collections import PolyCollection
 
 import subprocess
 import sys
@@ -20,7 +22,9 @@ from stages import report
 from stages.core.errors import StageError, run_stage
 from stages.core.io import csv_bytes, parquet_bytes, write_outputs
 from stages.core.results import TaskResults
-from stages.reporting import figures, inputs, page
+from stages.reporting import figures, inputs, lab, page
+from stages.reporting.fragment import read_fragment
+from stages.spread import curve_band, mean_curve, metrics_over_seeds
 from stages.tasks import TASK_NAMES, heart, heart_figures, mnist, mnist_figures, synthetic_figures
 from tests.conftest import REPO_ROOT
 from stages.tasks.synthetic import DOMAIN_SCHEMA
@@ -44,18 +48,43 @@ METRICS = {
     "mnist": {"train/loss": 0.1, "val/loss": 0.2, "train/accuracy": 0.95, "val/accuracy": 0.9, "train/epochs_run": 3,
               "test/accuracy": 2 / 3, "test/macro_f1": 0.61, "test/accuracy_digit_4": 0.5},
 }
+# Seeds as train counts them from `seed`: synthetic ran one, the classifiers three, each metric (but the
+# counts) shifted by -0.01, 0, +0.01 from METRICS, whose values stay the means.
+SEEDS = {"synthetic": [42], "heart": [42, 43, 44], "mnist": [42, 43, 44]}
+SEED_SHIFTS = (-0.01, 0.0, 0.01)
+
+
+def metrics_document(name: str) -> dict:
+    """evaluate@<task>'s metrics over the task's SEEDS, around METRICS."""
+    shifts = SEED_SHIFTS if len(SEEDS[name]) > 1 else (0.0,)
+    return metrics_over_seeds({seed: {key: value if isinstance(value, int) else value + shift
+                                      for key, value in METRICS[name].items()}
+                               for seed, shift in zip(SEEDS[name], shifts)})
+
+
+def seed_curves(name: str) -> dict[int, pd.DataFrame]:
+    """Each seed's learning curve, as train holds them: the seeds apart by 0.1 in loss, 0.02 in accuracy."""
+    curves = {}
+    for index, seed in enumerate(SEEDS[name]):
+        shift = index - (len(SEEDS[name]) - 1) / 2
+        curve = pd.DataFrame({"epoch": [1, 2, 3], "train/loss": [3.0, 2.0, 1.0], "val/loss": [3.5, 2.5, 1.1]})
+        curve[["train/loss", "val/loss"]] += 0.1 * shift
+        if name != "synthetic":
+            curve = curve.assign(**{"train/accuracy": [0.5, 0.7, 0.9], "val/accuracy": [0.5, 0.6, 0.8]})
+            curve[["train/accuracy", "val/accuracy"]] += 0.02 * shift
+        curves[seed] = curve
+    return curves
 
 
 def make_inputs(root: Path) -> dict[str, Path]:
     """Every file the report reads, tiny, laid out as dvc.yaml lays them out."""
     metrics, plots, data = root / "metrics", root / "plots", root / "data"
-    outputs: dict[Path, bytes] = {metrics / f"{name}.json": json.dumps(values).encode()
-                                  for name, values in METRICS.items()}
+    outputs: dict[Path, bytes] = {metrics / f"{name}.json": json.dumps(metrics_document(name)).encode()
+                                  for name in METRICS}
     for name in TASK_NAMES:
-        curve = pd.DataFrame({"epoch": [1, 2, 3], "train/loss": [3.0, 2.0, 1.0], "val/loss": [3.5, 2.5, 1.1]})
-        if name != "synthetic":
-            curve = curve.assign(**{"train/accuracy": [0.5, 0.7, 0.9], "val/accuracy": [0.5, 0.6, 0.8]})
-        outputs[plots / name / "learning_curve.csv"] = csv_bytes(curve)
+        curves = seed_curves(name)
+        outputs[plots / name / "learning_curve.csv"] = csv_bytes(mean_curve(curves))
+        outputs[plots / name / "learning_curve_band.csv"] = csv_bytes(curve_band(curves))
 
     x_grid = np.linspace(-8, 8, 33)
     outputs[plots / "synthetic" / "evaluation" / "predictions.csv"] = csv_bytes(pd.DataFrame({
@@ -151,6 +180,50 @@ def test_captions_carry_numbers_computed_from_the_inputs(built):
     assert "most frequent confusion 1 → 7 (1 image)" in page
 
 
+# --- results over seeds ---
+
+def test_learning_curves_are_captioned_with_their_seed_count(built):
+    _, text = built
+    assert text.count("final val accuracy 80.00 %; mean over 3 seeds; band: 95 % interval of the mean.") == 2
+    assert "Synthetic regression: 3 epochs; final train/val loss 1.000 / 1.100 (lowest val loss 1.100 at " \
+           "epoch 3); one seed." in text
+
+
+def test_intro_gives_each_headline_as_its_mean_and_margin_over_several_seeds(built):
+    intro = re.search(r'<p class="intro">(.*?)</p>', built[1]).group(1)
+    # ROC AUC 0.89, 0.90, 0.91: the 95 % interval's half-width is t(2) * 0.01 / sqrt(3) = 0.0248
+    assert "Heart disease (Test ROC AUC 0.9000 ± 0.025 over 3 seeds)" in intro
+    assert "MNIST (Test accuracy 0.6667 ± 0.025 over 3 seeds)" in intro
+    assert "Synthetic regression (Test relative MSE 0.01235)" in intro   # one seed: no interval
+
+
+def test_metrics_table_says_its_values_are_means_over_the_seeds(built):
+    assert "All metrics written by the evaluate stages, the mean over each task&#x27;s seeds (1, 3), to 4 " \
+           "significant digits." in built[1]
+
+
+@pytest.mark.parametrize("accuracies, said", [  # the seeds' test accuracies; where the notebook's 0.9839 falls
+    ([0.9772, 0.9790, 0.9800, 0.9835, 0.9800],
+     "Test accuracy 0.9799 ± 0.0028 (95 % interval of the mean over 5 seeds; seeds 0.9772–0.9835); the lab "
+     "notebook's 0.9839 (one run of the same network) lies above every seed and outside the interval."),
+    ([0.980, 0.984, 0.988], "lies within the seeds' range and inside the interval."),
+    ([0.980, 0.982], "lies above every seed and inside the interval."),   # two seeds: a wide interval
+    ([0.990, 0.991, 0.992], "lies below every seed and outside the interval."),
+    ([0.990], "Test accuracy 0.9900 (one seed, so no interval); the lab notebook's 0.9839 (one run of the same "
+              "network) is below it."),
+])
+def test_mnist_caption_places_the_notebooks_test_accuracy_among_the_seeds(tmp_path, accuracies, said):
+    paths = make_inputs(tmp_path)
+    seeds = {42 + index: {**METRICS["mnist"], "test/accuracy": accuracy} for index, accuracy in enumerate(accuracies)}
+    (paths["metrics"] / "mnist.json").write_text(json.dumps(metrics_over_seeds(seeds)))
+    figures_stage.main(figures_argv(paths, "mnist"))
+    (section,) = [section for section in read_fragment(paths["figures"] / "mnist.json").sections
+                  if section.title == "MNIST confusion matrix"]
+    assert section.caption.startswith("Test accuracy ") and said in section.caption
+    assert "The matrix shows seed 42's network" in section.caption   # evaluate's plots: the first seed's
+    assert mnist_figures.NOTEBOOK_TEST_ACCURACY == 0.9839
+
+
 def test_mispredicted_gallery_lists_exactly_the_wrong_rows_as_true_over_predicted(built):
     _, page = built
     alt = re.search(r'alt="(mispredicted test digits[^"]*)"', page).group(1)
@@ -186,6 +259,8 @@ def assert_fails_in_one_line(stage: str, main, out: Path, named: str, capsys) ->
     ("metrics/heart.json", "delete"),
     ("metrics/mnist.json", "{not json"),
     ("plots/synthetic/learning_curve.csv", "delete"),
+    ("plots/heart/learning_curve_band.csv", "delete"),
+    ("plots/mnist/learning_curve_band.csv", "epoch,mean,low,high,seeds\n1,1.0,0.5,1.5,3\n"),  # no curve column
     ("plots/synthetic/evaluation/predictions.csv", "x,y_true\n1,2\n"),   # columns missing
     ("plots/heart/evaluation/roc.csv", "\xff\xfe\x00garbage"),
     ("plots/mnist/evaluation/confusion.csv", "index,actual,predicted\n99,1,2\n"),  # row beyond the test split
@@ -242,10 +317,14 @@ def test_the_report_assembles_and_draws_nothing(built, tmp_path):
     assert out.read_text() == page_text
 
 
-def test_metrics_that_are_not_a_flat_object_of_numbers_are_refused(tmp_path):
+@pytest.mark.parametrize("document", [
+    {"test/accuracy": 0.9},                                              # one run's flat metrics, from before seeds
+    {"mean": {"test/accuracy": 0.9}, "seeds": {"42": {"test/accuracy": {"nested": 1}}}},
+])
+def test_metrics_that_are_not_evaluates_numbers_over_seeds_are_refused(tmp_path, document):
     path = tmp_path / "heart.json"
-    path.write_text(json.dumps({"test/accuracy": {"nested": 1}}))
-    with pytest.raises(StageError, match="flat JSON object"):
+    path.write_text(json.dumps(document))
+    with pytest.raises(StageError, match="metrics over seeds"):
         inputs.read_metrics(path)
 
 
@@ -275,6 +354,32 @@ def test_learning_curve_has_log_epochs_and_an_accuracy_panel_only_for_classifier
     assert [line.get_label() for line in classifier.axes[1].lines] == ["train/accuracy", "val/accuracy"]
 
 
+def test_learning_curve_shades_each_curves_interval_only_with_several_seeds():
+    several = seed_curves("heart")
+
+    def bands(curves, band=True):
+        fig = figures.learning_curve_figure(mean_curve(curves), "t", curve_band(curves) if band else None)
+        return fig, [[c for c in ax.collections if isinstance(c, PolyCollection)] for ax in fig.axes]
+
+    fig, (loss, accuracy) = bands(several)
+    assert len(loss) == len(accuracy) == 2   # train and val on each panel
+    assert fig.axes[0].get_yscale() == "log" and all(ax.get_xscale() == "log" for ax in fig.axes)
+    interval = curve_band(several).query("curve == 'train/loss'")
+    heights = loss[0].get_paths()[0].vertices[:, 1]
+    assert (heights.min(), heights.max()) == pytest.approx((interval["low"].min(), interval["high"].max()))
+    assert np.allclose(loss[0].get_facecolor()[0][:3], fig.axes[0].lines[0].get_color())   # its curve's colour
+    assert bands({42: several[42]})[1] == [[], []]   # one seed: the band file's low/high are empty
+    assert bands(several, band=False)[1] == [[], []]
+
+
+def test_mean_and_margin_gives_the_half_width_and_seed_count_only_for_several_seeds():
+    several = metrics_over_seeds({42: {"test/accuracy": 0.97}, 43: {"test/accuracy": 0.98},
+                                  44: {"test/accuracy": 0.99}})
+    assert lab.mean_and_margin(several, "test/accuracy") == "0.9800 ± 0.025 over 3 seeds"
+    assert lab.mean_and_margin(metrics_over_seeds({42: {"test/accuracy": 0.97}}), "test/accuracy") == "0.9700"
+    assert lab.mean_and_margin(several, "test/roc_auc") == "n/a"
+
+
 def test_extrapolation_figure_shades_both_sides_outside_the_domain():
     x = np.linspace(-8, 8, 17)
     grid = pd.DataFrame({"x": x, "y_true": x, "y_pred": x, "region": np.where(np.abs(x) <= 5, "domain", "extrapolation")})
@@ -297,8 +402,9 @@ def test_confusion_counts_cover_every_label_even_when_absent():
 def test_heart_confusion_matrix_names_the_classes():
     confusion = pd.DataFrame({"actual": [0, 0, 1, 1, 1, 0], "predicted": [0, 1, 1, 1, 1, 0]})
     (section,) = heart_figures.report_sections(TaskResults(
-        "heart", "Heart disease", METRICS["heart"], pd.DataFrame(),
-        {"roc.csv": pd.DataFrame({"fpr": [0.0, 1.0], "tpr": [0.0, 1.0]}), "confusion.csv": confusion}, {}))
+        "heart", "Heart disease", METRICS["heart"], spreads={}, seeds={42: METRICS["heart"]}, curve=pd.DataFrame(),
+        band=pd.DataFrame(), plots={"roc.csv": pd.DataFrame({"fpr": [0.0, 1.0], "tpr": [0.0, 1.0]}),
+                                    "confusion.csv": confusion}, splits={}))
     assert "0 missed and 1 false alarms" in section.caption  # the caption reads the counts by class code
     fig = figures.confusion_figure(confusion, list(heart.CLASS_NAMES), "t", list(heart.CLASS_NAMES.values()))
     ax = fig.axes[0]

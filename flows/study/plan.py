@@ -10,7 +10,7 @@ from flows import dvc_adapter
 from flows.git_workspace import RemoteError, git_output
 from flows.processes import log_without_tracebacks
 from stages.core.params import ParamsError, StudyVariation
-from stages.tasks import load_params
+from stages.tasks import TASK_NAMES, load_params
 
 # What each experiment reproduces: every `evaluate@…` stage and what it needs, so metrics, learning
 # curves and predictions are fresh whatever a variation changes; the lab's report.html is left out
@@ -51,8 +51,12 @@ def plan(root: Path, only: Optional[Sequence[str]]) -> list[StudyVariation]:
 
 
 def set_params(variation: StudyVariation) -> list[str]:
-    """The `-S` values of `dvc exp run`: `key=value`, as a user types them (params.yaml holds every key)."""
-    return [dvc_adapter.override_text(key, value) for key, value in variation.overrides]
+    """The `-S` values of `dvc exp run`: `key=value`, as a user types them (params.yaml holds every key);
+    then study.seeds as every task's `train.seeds` the variation does not set itself."""
+    own = [key for key, _ in variation.overrides]
+    seeds = [] if variation.seeds is None else [
+        (key, variation.seeds) for key in (f"{task}.train.seeds" for task in TASK_NAMES) if key not in own]
+    return [dvc_adapter.override_text(key, value) for key, value in [*variation.overrides, *seeds]]
 
 
 def head_commit(root: Path) -> str:

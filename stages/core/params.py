@@ -65,7 +65,11 @@ Finite = Annotated[float, Field(allow_inf_nan=False)]
 Interval = Annotated[tuple[Finite, Finite], Field(strict=False), AfterValidator(_increasing),
                      Allowed("[low, high] with low < high")]
 Share = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
-Seed = Annotated[int, Field(ge=0, description="one seed for data, splits, initialisation and shuffling")]
+Seed = Annotated[int, Field(ge=0, description="data generation and splits, and the first training seed")]
+# Training seeds, counted from `seed`. More than MAX_SEEDS is a typo, not a study: 5 already answer most questions.
+MAX_SEEDS = 50
+Seeds = Annotated[int, Field(ge=1, le=MAX_SEEDS, description="training seeds, counted from `seed`: each draws its "
+                             "own initial weights, row orders and dropout masks; the data and splits stay those of `seed`")]
 
 
 class ModelConfig(ParamsModel):
@@ -104,6 +108,7 @@ class TrainConfig(ParamsModel):
     learning_rate: float = Field(gt=0, allow_inf_nan=False, description="Adam's step size")
     validation_split: Share = Field(description="the last share of the train rows, as Keras takes it")
     early_stopping_patience: int = Field(ge=0, description="epochs without val/loss improvement; 0 = off")
+    seeds: Seeds = 1
 
 
 class TaskConfig(ParamsModel):
@@ -124,10 +129,16 @@ class TrainingConfig(ParamsModel):
     model: ModelConfig
     train: TrainConfig
 
+    @property
+    def training_seeds(self) -> list[int]:
+        """`train.seeds` seeds counted from `seed`; the first trains the model a user scores with."""
+        return list(range(self.seed, self.seed + self.train.seeds))
+
 
 class StudyVariation(ParamsModel):
     name: str
     overrides: tuple[tuple[str, Any], ...]  # (dotted params key, value), in the order given
+    seeds: Optional[int] = None  # study.seeds: every task's train.seeds, unless the variation sets it itself
 
 
 class Params(ParamsModel):
@@ -184,6 +195,8 @@ class Study(ParamsModel):
     variations: Annotated[tuple[Annotated[StudyEntry, Allowed("a mapping with exactly the keys name and params")], ...],
                           Field(strict=False), Allowed("a list of {name, params} entries")] = Field(
         default=(), description="each runs as a DVC experiment named after it; the same params twice run once")
+    seeds: Seeds = Field(default=5, description="training seeds of every task in every variation and the baseline, "
+                                                "compared seed by seed")
 
     @model_validator(mode="before")
     @classmethod
@@ -278,7 +291,9 @@ def allowed_text(info: FieldInfo) -> str:
         return ", ".join(options)
     bounds = _bounds(info)
     if annotation is int or int in options:
-        low = bounds.get("ge")
+        low, high = bounds.get("ge"), bounds.get("le")
+        if low is not None and high is not None:
+            return f"an integer from {low} to {high}"
         return f"an integer >= {low}" if low is not None else "an integer"
     low = float(bounds.get("ge", bounds.get("gt", -math.inf)))
     high = float(bounds.get("le", bounds.get("lt", math.inf)))
@@ -367,15 +382,15 @@ def resolved_model(shared: ModelConfig, overrides: ModelOverrides) -> ModelConfi
     return shared.model_copy(update=overrides.model_dump(exclude_none=True))
 
 
-def distinct_variations(entries: tuple[StudyEntry, ...]) -> tuple[StudyVariation, ...]:
-    """The study's entries in order; one listed again with the same params runs once."""
+def distinct_variations(entries: tuple[StudyEntry, ...], seeds: Optional[int] = None) -> tuple[StudyVariation, ...]:
+    """The study's entries in order, each trained on `seeds` seeds; one listed again with the same params runs once."""
     seen: set[tuple] = set()
     variations = []
     for entry in entries:
         key = tuple(sorted((k, repr(v)) for k, v in entry.params.items()))
         if key not in seen:
             seen.add(key)
-            variations.append(StudyVariation(name=entry.name, overrides=tuple(entry.params.items())))
+            variations.append(StudyVariation(name=entry.name, overrides=tuple(entry.params.items()), seeds=seeds))
     return tuple(variations)
 
 
@@ -387,7 +402,7 @@ def parse_params(raw: Any, model: type[ParamsFile]) -> Params:
         section = getattr(file, name)
         tasks[name] = TaskConfig(data=section.data, model=resolved_model(file.model, section.model),
                                  train=section.train)
-    study = distinct_variations(file.study.variations) if isinstance(file.study, Study) else ()
+    study = distinct_variations(file.study.variations, file.study.seeds) if isinstance(file.study, Study) else ()
     return Params(seed=file.seed, model=file.model, tasks=tasks, study=study)
 
 

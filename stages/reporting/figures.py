@@ -63,10 +63,13 @@ class _PlainLogFormatter(ticker.LogFormatter):
         return f"{x:.3g}"
 
 
-def learning_curve_figure(curve: pd.DataFrame, title: str) -> Figure:
-    """Train and validation loss (and accuracy, when the curve has it) against a log-scaled epoch axis."""
+def learning_curve_figure(curve: pd.DataFrame, title: str, band: pd.DataFrame | None = None) -> Figure:
+    """Train and validation loss (and accuracy, when the curve has it) against a log-scaled epoch axis;
+    `band` (train's learning_curve_band.csv: epoch, curve, low, high) shades each curve's 95 % interval
+    over the seeds, where it has one (not with one seed)."""
     panels = [("loss", "loss")] + ([("accuracy", "accuracy")] if "train/accuracy" in curve else [])
     curve = curve[curve["epoch"] > 0]
+    band = band[(band["epoch"] > 0) & band["low"].notna() & band["high"].notna()] if band is not None else None
     with matplotlib.rc_context(STYLE):
         fig, axes = new_figure(4.2 * len(panels), 3.2, ncols=len(panels), squeeze=False)
         for ax, (metric, label) in zip(axes[0], panels):
@@ -74,6 +77,10 @@ def learning_curve_figure(curve: pd.DataFrame, title: str) -> Figure:
                 column = f"{split}/{metric}"
                 if column in curve:
                     ax.plot(curve["epoch"], curve[column], color=color, label=column)
+                interval = band[band["curve"] == column] if band is not None else ()
+                if len(interval):  # on a log axis, an interval reaching below zero runs off the bottom
+                    ax.fill_between(interval["epoch"], interval["low"], interval["high"], color=color, alpha=0.2,
+                                    linewidth=0)
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(_PlainLogFormatter())
             ax.xaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
@@ -87,7 +94,13 @@ def learning_curve_figure(curve: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
-def curve_caption(title: str, curve: pd.DataFrame) -> str:
+def seeds_phrase(band: pd.DataFrame | None) -> str:
+    """How many seeds the curves are the mean of, as the caption says it."""
+    seeds = int(band["seeds"].max()) if band is not None and len(band) else 1
+    return f"mean over {seeds} seeds; band: 95 % interval of the mean" if seeds > 1 else "one seed"
+
+
+def curve_caption(title: str, curve: pd.DataFrame, band: pd.DataFrame | None = None) -> str:
     last = curve.iloc[-1]
     text = f"{title}: {len(curve)} epochs; final train/val loss {format_value(last['train/loss'])} / " \
            f"{format_value(last['val/loss'])}"
@@ -95,13 +108,14 @@ def curve_caption(title: str, curve: pd.DataFrame) -> str:
     text += f" (lowest val loss {format_value(best['val/loss'])} at epoch {int(best['epoch'])})"
     if "val/accuracy" in curve:
         text += f"; final val accuracy {100 * float(last['val/accuracy']):.2f} %"
-    return text + "."
+    return f"{text}; {seeds_phrase(band)}."
 
 
-def learning_curve_image(name: str, title: str, curve: pd.DataFrame) -> Image:
-    """A task's learning curves as the page shows them, captioned with the final and lowest losses."""
-    return image(learning_curve_figure(curve, f"{title} learning curves"), f"{name} learning curves",
-                 curve_caption(title, curve))
+def learning_curve_image(name: str, title: str, curve: pd.DataFrame, band: pd.DataFrame | None = None) -> Image:
+    """A task's learning curves as the page shows them (the mean over the seeds, with its band), captioned
+    with the final and lowest losses and the seed count."""
+    return image(learning_curve_figure(curve, f"{title} learning curves", band), f"{name} learning curves",
+                 curve_caption(title, curve, band))
 
 
 def roc_auc(roc: pd.DataFrame) -> float:

@@ -14,17 +14,24 @@ from stages.core.errors import StageError
 REBUILD = "run `dvc repro` to rebuild it"
 
 
-def read_metrics(path: Path) -> dict[str, float]:
+def read_metrics_document(path: Path) -> dict:
+    """Evaluate's metrics file: {"mean": {metric: value}, "spread": …, "seeds": {seed: {metric: value}}}."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise StageError(f"{path} is missing; run `dvc repro` to build it") from None
     except (ValueError, UnicodeDecodeError) as error:
         raise StageError(f"{path} is not valid JSON ({error}); {REBUILD}") from None
-    if not isinstance(data, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                             for v in data.values()):
-        raise StageError(f"{path} is not a flat JSON object of numbers; {REBUILD}")
+    flat = [data.get("mean"), *(data.get("seeds") or {}).values()] if isinstance(data, dict) else [None]
+    if not isinstance(data, dict) or not data.get("seeds") or not all(isinstance(values, dict) and values and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()) for values in flat):
+        raise StageError(f"{path} is not evaluate's metrics over seeds (numbers under mean and seeds); {REBUILD}")
     return data
+
+
+def read_metrics(path: Path) -> dict[str, float]:
+    """Each metric's mean over the seeds, from evaluate's metrics file."""
+    return read_metrics_document(path)["mean"]
 
 
 def read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:

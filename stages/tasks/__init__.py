@@ -42,7 +42,8 @@ class TaskModule(Protocol):
     PROBLEM: Problem                             # regression / binary / multiclass, output units
     HEADLINE_METRIC: str                         # the one metric a run's summary shows
     # optional: HEADLINE_METRICS: Mapping[str, str], `dvc exp show`'s columns, short name -> metric, HEADLINE_METRIC
-    # among them (see headline_choice)
+    # among them (see headline_choice); HIGHER_IS_BETTER: Mapping[str, bool], metric -> which way it improves,
+    # where its name does not say (see higher_is_better)
     RAW_FILES: tuple[str, ...]                   # what generate/fetch writes to data/raw/<task>/
     EVALUATION_SPLITS: tuple[str, ...]           # processed splits `evaluate` takes
     REPORT_SPLITS: tuple[str, ...]               # processed splits its figures module's report_sections takes
@@ -86,14 +87,35 @@ def headline_choice(name: str) -> dict[str, str]:
     return dict(getattr(task, "HEADLINE_METRICS", default))
 
 
-def headline_metrics(name: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The task's headline_choice out of evaluate's metrics, under their headline names, to 4 significant digits."""
+def headline_metrics(name: str, metrics: Mapping[str, Any], margins: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The task's headline_choice out of evaluate's metrics (their means over the seeds), under their headline
+    names, to 4 significant digits; with several seeds, the task's HEADLINE_METRIC's margin (the half-width of
+    its mean's 95 % interval, 2 digits) beside it as `<name>±`. One margin, not one per column: `dvc exp show`
+    stays narrow; the seed count is a param (`<task>.train.seeds`), every other spread in evaluate's metrics file."""
     chosen = headline_choice(name)
     missing = [key for key in chosen.values() if key not in metrics]
     if missing:
         raise KeyError(f"stages/tasks/{name}.py HEADLINE_METRICS names {', '.join(missing)}, "
                        "which evaluate does not write")
-    return {headline_name(name, short): significant(metrics[key]) for short, key in chosen.items()}
+    headline: dict[str, Any] = {}
+    main = load_task(name).HEADLINE_METRIC
+    for short, key in chosen.items():
+        headline[headline_name(name, short)] = significant(metrics[key])
+        if key == main and margins is not None and margins.get(key) is not None:
+            headline[f"{headline_name(name, short)}±"] = significant(float(margins[key]), 2)
+    return headline
+
+
+LOWER_IS_BETTER_WORDS = ("loss", "mse", "error")  # in a metric's name: smaller is better (the rest: accuracy, auc, f1)
+
+
+def higher_is_better(name: str, metric: str) -> bool:
+    """Which way a metric of task `name` improves: its module's HIGHER_IS_BETTER says, else its name does
+    (a loss, an MSE or an error falls as it improves, anything else rises)."""
+    declared = getattr(load_task(name), "HIGHER_IS_BETTER", {})
+    if metric in declared:
+        return bool(declared[metric])
+    return not any(word in metric.rsplit("/", 1)[-1] for word in LOWER_IS_BETTER_WORDS)
 
 
 def load_task_figures(name: str) -> TaskFiguresModule:

@@ -11,12 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # train checks --export's name with SUFFIX before it loads TensorFlow
+if TYPE_CHECKING:
     import keras
-
-SUFFIX = ".tflite"   # what `model.export(format="litert")` requires of the path
 
 
 def export_network(model: keras.Model, path: Path) -> None:
-    """Write `model`'s inference graph (dropout off) to `path`, whose name ends in SUFFIX."""
+    """Write `model`'s inference graph (dropout off) to `path`, whose name ends in
+    stages.core.contract.EXPORT_SUFFIX."""
     model.export(str(path), format="litert", verbose=False)
