@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from prefect import get_run_logger, task
 
@@ -14,19 +14,24 @@ from flows import dvc_adapter
 from flows.notices import publish_report_link
 from flows.processes import stage_env
 from flows.study.plan import StudyError
-from stages.core.params import StudyVariation
+from stages.core.contract import METRICS_DOCUMENT
+from stages.core.params import Params, StudyVariation
 from stages.core.tracking import read_stage_records
-from stages.tasks import parse_params
+from stages.tasks import TASK_NAMES, parse_params
 
 REPORT = Path("reports/study.html")
-# `dvc exp show` has the headline metrics (HEADLINE's values); every metric is in DETAILS, in DVC's cache.
+# `dvc exp show` has the headline metrics (HEADLINE's values); every metric, over the seeds, is in
+# reports/metrics/<task>.json, in DVC's cache.
 METRICS = "reports/headline/synthetic.json"
-DETAILS = "reports/metrics/synthetic.json"
-CURVE = "reports/plots/synthetic/learning_curve.csv"
+LAB_TASK = "synthetic"  # the task of the lab's questions: read whatever the variations change
 PREDICTIONS = "reports/plots/synthetic/evaluation/predictions.csv"
 ARTIFACT_KEY = "study-run"  # table: the experiments, best val/loss first
 REPORT_ARTIFACT_KEY = "study-report"  # link: file:// URL of reports/study.html
 HEADLINE = ("val/loss", "test/relative_mse", "ood/mse_vs_truth")  # each in synthetic.HEADLINE_METRICS: in dvc exp show
+
+
+def curve_file(task: str, name: str = "learning_curve.csv") -> str:
+    return f"reports/plots/{task}/{name}"
 
 
 def _get(data: Any, dotted: str) -> Any:
@@ -78,8 +83,39 @@ def _dvc_show(root: Path, rev: str, path: str) -> str:
                          "`dvc exp apply` it and `dvc repro` to rebuild it") from None
 
 
+def tasks_to_read(params: Mapping[str, Params]) -> list[str]:
+    """The lab's task, and every task whose resolved config differs between the experiments (`params`: each
+    one's params.yaml, resolved): the tasks the page answers for."""
+    configs = list(params.values())
+    changed = [name for name in TASK_NAMES if name != LAB_TASK and any(
+        (p.seed, p.task(name)) != (configs[0].seed, configs[0].task(name)) for p in configs[1:])]
+    return [LAB_TASK, *changed]
+
+
+def read_task(root: Path, rev: str, name: str, params: Params):
+    """One task's results in experiment `rev`: metrics over the seeds (DVC's cache), mean curve (its commit)."""
+    import io
+
+    import pandas as pd
+
+    from stages.reporting.study import TaskRun
+    from stages.tasks import headline_choice, higher_is_better, load_task
+
+    document = json.loads(_dvc_show(root, rev, METRICS_DOCUMENT.format(task=name)))
+    seed_curves = {}
+    if name == LAB_TASK:  # the lab's questions follow each seed's curve
+        table = pd.read_csv(io.StringIO(_dvc_show(root, rev, curve_file(name, "seed_curves.csv"))))
+        seed_curves = {int(seed): curve.drop(columns="seed") for seed, curve in table.groupby("seed")}
+    return TaskRun(title=load_task(name).TITLE, config=params.task(name), metrics=document["mean"],
+                   seeds={int(seed): values for seed, values in document["seeds"].items()},
+                   curve=pd.read_csv(io.StringIO(_git_show(root, rev, curve_file(name)))),
+                   judged={metric: higher_is_better(name, metric) for metric in headline_choice(name).values()},
+                   seed_curves=seed_curves)
+
+
 def read_experiments(root: Path, head: str, variations: Sequence[StudyVariation], stage_report: Path) -> list:
-    """Each variation's experiment: params and metrics from `dvc exp show --json`, CSVs from its commit."""
+    """Each variation's experiment: params from `dvc exp show --json`, metrics over the seeds and curves from its
+    commit, for the lab's task and each task a variation changes."""
     import io
 
     import pandas as pd
@@ -95,16 +131,15 @@ def read_experiments(root: Path, head: str, variations: Sequence[StudyVariation]
         reason = failure_reason(read_stage_records(stage_report), failed[0])
         raise StudyError(f"experiment(s) {', '.join(failed)} failed; {failed[0]}: {reason} "
                          f"(`dvc queue logs {failed[0]}`)")
+    params = {v.name: parse_params(found[v.name]["params"], with_study=False) for v in variations}
+    tasks = tasks_to_read(params)
     experiments = []
     for variation in variations:
-        shown = found[variation.name]
-        params = parse_params(shown["params"], with_study=False)
+        shown, resolved = found[variation.name], params[variation.name]
         experiments.append(StudyExperiment(
             name=variation.name, rev=shown["rev"],
-            overrides={key: _get(shown["params"], key) for key, _ in variation.overrides},
-            seed=params.seed, config=params.task("synthetic"),
-            metrics=json.loads(_dvc_show(root, shown["rev"], DETAILS)),
-            curve=pd.read_csv(io.StringIO(_git_show(root, shown["rev"], CURVE))),
+            overrides={key: _get(shown["params"], key) for key, _ in variation.overrides}, seed=resolved.seed,
+            tasks={name: read_task(root, shown["rev"], name, resolved) for name in tasks},
             predictions=pd.read_csv(io.StringIO(_git_show(root, shown["rev"], PREDICTIONS)))))
     return experiments
 
