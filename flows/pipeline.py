@@ -269,20 +269,69 @@ def stage_rows(stages: list[StageRecord]) -> list[dict]:
     return [{"stage": s.name, "status": s.status, "seconds": s.seconds} for s in stages]
 
 
-def metric_rows(metrics: dict) -> list[dict]:
+def metric_rows(metrics: dict, verdicts: Optional[dict] = None) -> list[dict]:
     """One row per metric of a `dvc metrics diff --json` (the headline files: dvc.yaml's `metrics`): file,
-    metric, old (HEAD), new (this run), change; numbers to 4 significant digits (the table is read, not
-    computed with), the changed metrics first."""
+    metric, old (HEAD), new (this run), change, and whether the change is beyond the seeds' noise (`verdicts`,
+    by file and metric: seed_verdicts); numbers to 4 significant digits (the table is read, not computed
+    with), the changed metrics first."""
     from stages.tasks import significant
 
     rows = [{"file": path, "metric": name, "old": significant(value.get("old")),
-             "new": significant(value.get("new")), "change": significant(value.get("diff"))}
+             "new": significant(value.get("new")), "change": significant(value.get("diff")),
+             "beyond seed noise?": (verdicts or {}).get((path, name), "")}
             for path, values in metrics.items() for name, value in values.items()]
     return sorted(rows, key=lambda row: not row["change"])  # stable: DVC's order within each group
 
 
+def seed_verdicts(root: Path, metrics: dict) -> dict[tuple[str, str], str]:
+    """(headline file, metric) -> whether this run's change of a headline metric is beyond the seeds' noise:
+    its seeds against HEAD's, seed by seed (stages/spread.py, `paired_verdict`), for each changed metric of a
+    task whose evaluate wrote several seeds on both sides. HEAD's values come from DVC's cache."""
+    from dvc.api import read
+    from dvc.exceptions import DvcException
+
+    from stages.core.contract import METRICS_DOCUMENT
+    from stages.spread import paired_verdict
+    from stages.tasks import TASK_NAMES, headline_choice, higher_is_better
+
+    documents: dict[str, tuple] = {}
+
+    def both_sides(task: str) -> tuple:
+        if task not in documents:
+            path = METRICS_DOCUMENT.format(task=task)
+            try:
+                old = json.loads(read(path, repo=str(root), rev="HEAD"))
+                new = json.loads((root / path).read_text())
+                documents[task] = (old["seeds"], new["seeds"])
+            except (DvcException, OSError, ValueError, KeyError, TypeError) as error:
+                # not in the local cache, written before seeds, no commit yet: the table says so, the run goes on
+                documents[task] = (None, f"HEAD's seeds unreadable ({type(error).__name__}): `dvc pull` them")
+        return documents[task]
+
+    verdicts = {}
+    for path, values in metrics.items():
+        task = Path(path).stem
+        for name, value in values.items():
+            short = name.partition("/")[2]
+            metric = headline_choice(task).get(short) if task in TASK_NAMES else None
+            if metric is None or not value.get("diff"):
+                continue
+            old, new = both_sides(task)
+            if old is None:
+                verdicts[(path, name)] = new
+                continue
+            seeds = sorted(set(old) & set(new), key=int)
+            if len(seeds) < 2:
+                verdicts[(path, name)] = "cannot tell: fewer than 2 seeds on both sides"
+                continue
+            verdicts[(path, name)] = paired_verdict([new[s][metric] for s in seeds], [old[s][metric] for s in seeds],
+                                                    higher_is_better(task, metric)).sentence()
+    return verdicts
+
+
 def publish_summary(run_name: str, outcome: str, stages: list[StageRecord], metrics: dict,
-                    report: Optional[str], experiment: Optional[str], commit: Optional[str]) -> None:
+                    report: Optional[str], experiment: Optional[str], commit: Optional[str],
+                    verdicts: Optional[dict] = None) -> None:
     """The run's results as Prefect artifacts: the stages and the metrics as tables, the report as a link."""
     from prefect.artifacts import create_table_artifact
 
@@ -292,7 +341,7 @@ def publish_summary(run_name: str, outcome: str, stages: list[StageRecord], metr
     if commit:
         notes.append(f"Recorded as commit `{commit[:10]}`.")
     create_table_artifact(key=ARTIFACT_KEY, table=stage_rows(stages), description=" ".join(notes))
-    create_table_artifact(key=METRICS_ARTIFACT_KEY, table=metric_rows(metrics),
+    create_table_artifact(key=METRICS_ARTIFACT_KEY, table=metric_rows(metrics, verdicts),
                           description=f"Metrics of pipeline run `{run_name}` against the last commit "
                                       "(`dvc metrics diff --all HEAD`)" + ("" if metrics else ": no metrics yet"))
     if report and Path(report).exists():
@@ -389,9 +438,11 @@ def _run_pipeline(root: Path, targets: Optional[list[str]], force_fetch: bool, o
         report = project.report_path()
         report = str(root / report) if report else None
         metrics: dict = {}
+        verdicts: dict = {}
         experiment = commit = None
         try:
             metrics = metrics_diff(root, stage_env(False))  # before `record` commits: the change this run made
+            verdicts = seed_verdicts(root, metrics)
             if failure is None and overrides:
                 experiment = save_as_experiment(root, run_name, log)
             if failure is None and record:
@@ -408,7 +459,7 @@ def _run_pipeline(root: Path, targets: Optional[list[str]], force_fetch: bool, o
                "commit": commit}
     # A clone's report goes with the clone: with `record` it is in the pushed commit's data (`dvc pull`).
     publish_summary(run_name, "Failed" if failure else "Completed", records, metrics, None if in_clone else report,
-                    experiment, commit)
+                    experiment, commit, verdicts)
     counts = {status: sum(r.status == status for r in records) for status in ("ran", "skipped", "failed", "not run")}
     log.info(f"{counts['ran']} stage(s) ran, {counts['skipped']} skipped, {counts['failed']} failed, "
              f"{counts['not run']} not run" + (f"; report: {report}" if report else ""))

@@ -18,8 +18,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+from dvc.api import read as dvc_read
 
-from tests.conftest import REPO_ROOT, repo_env, run, set_params
+from stages.spread import paired_verdict
+from tests.conftest import REPO_ROOT, TINY_SEEDS, repo_env, run, set_params
 
 prefect = pytest.importorskip("prefect")
 
@@ -99,11 +101,19 @@ def test_a_run_publishes_tables_a_report_link_and_training_progress_and_notifies
     assert json.loads(artifacts["pipeline-run"].data) == [
         {"stage": stage["name"], "status": stage["status"], "seconds": stage["seconds"]} for stage in summary["stages"]]
     metrics = {(row["file"], row["metric"]): row for row in json.loads(artifacts["pipeline-metrics"].data)}
-    mse = json.loads((workspace / "reports/metrics/synthetic.json").read_text())["test/relative_mse"]
+    document = json.loads((workspace / "reports/metrics/synthetic.json").read_text())
     row = metrics[("reports/headline/synthetic.json", "synthetic/rel_mse")]
-    assert row["new"] == float(f"{mse:.4g}")  # the artifact's 4 significant digits
+    assert row["new"] == float(f"{document['mean']['test/relative_mse']:.4g}")  # the artifact's 4 significant digits
     assert row["change"] == pytest.approx(row["new"] - row["old"], abs=1e-3 * max(abs(row["new"]), abs(row["old"])))
-    assert metrics[("reports/headline/mnist.json", "mnist/accuracy")]["change"] == 0
+    # Beyond the seeds' noise? This run's seeds against the last commit's (DVC's cache), seed by seed.
+    before = json.loads(dvc_read("reports/metrics/synthetic.json", repo=str(workspace), rev="HEAD"))
+    seeds = sorted(document["seeds"], key=int)
+    assert len(seeds) == TINY_SEEDS and seeds == sorted(before["seeds"], key=int)
+    expected = paired_verdict([document["seeds"][s]["test/relative_mse"] for s in seeds],
+                              [before["seeds"][s]["test/relative_mse"] for s in seeds], higher_is_better=False)
+    assert row["beyond seed noise?"] == expected.sentence() and f"{TINY_SEEDS} seeds" in expected.sentence()
+    unchanged = metrics[("reports/headline/mnist.json", "mnist/accuracy")]
+    assert unchanged["change"] == 0 and unchanged["beyond seed noise?"] == ""
     report_url = (workspace / "reports/report.html").resolve().as_uri()
     assert artifacts["pipeline-report"].data == f"[reports/report.html]({report_url})"
 
@@ -249,10 +259,13 @@ def test_the_study_table_lists_experiments_best_val_loss_first():
          "ood/mse_vs_truth": 2.0},
         {"experiment": "wide", "changes": "model.width=128", "val/loss": 0.2, "test/relative_mse": 0.3,
          "ood/mse_vs_truth": None}]
-    assert metric_rows({"m.json": {"test/mse": {"old": 1.0, "new": 0.5, "diff": -0.5}}}) == [
-        {"file": "m.json", "metric": "test/mse", "old": 1.0, "new": 0.5, "change": -0.5}]
+    noise = "beyond seed noise?"
+    assert metric_rows({"m.json": {"test/mse": {"old": 1.0, "new": 0.5, "diff": -0.5}}},
+                       {("m.json", "test/mse"): "helps: -0.5 [-0.6, -0.4] over 5 seeds"}) == [
+        {"file": "m.json", "metric": "test/mse", "old": 1.0, "new": 0.5, "change": -0.5,
+         noise: "helps: -0.5 [-0.6, -0.4] over 5 seeds"}]
     # Rounded to 4 significant digits, the changed ones first (an unchanged metric has no diff).
     assert metric_rows({"m.json": {"train/epochs_run": {"old": 20, "new": 20},
                                    "val/loss": {"old": 1.23456789, "new": 1.11111111, "diff": -0.12345678}}}) == [
-        {"file": "m.json", "metric": "val/loss", "old": 1.235, "new": 1.111, "change": -0.1235},
-        {"file": "m.json", "metric": "train/epochs_run", "old": 20, "new": 20, "change": None}]
+        {"file": "m.json", "metric": "val/loss", "old": 1.235, "new": 1.111, "change": -0.1235, noise: ""},
+        {"file": "m.json", "metric": "train/epochs_run", "old": 20, "new": 20, "change": None, noise: ""}]
