@@ -20,7 +20,10 @@ from tests.conftest import repo_env, run
 # The documented command (docs: "Compare experiments"): every headline column kept, the other columns
 # only where an experiment differs, the dependencies' hash columns left out.
 GLANCE = ["dvc", "exp", "show", "--no-pager", "--only-changed",
-          "--keep", r"(synthetic|heart|mnist)/(?!epoch)", "--drop", r"(data|models|reports|stages)/"]
+          "--keep", r"(synthetic|heart|mnist)/(?!epoch)[^±]*$", "--drop", r"(data|models|reports|stages)/|.*±"]
+# Its companion: each task's headline metric's margin over the seeds, and the changed params.
+MARGINS = ["dvc", "exp", "show", "--no-pager", "--only-changed",
+           "--keep", r".*±", "--drop", r"(data|models|reports|stages)/|(synthetic|heart|mnist)/"]
 
 
 EPOCHS = [f"{task}/epoch" for task in TASK_NAMES]  # reports/live/<task>/metrics.json
@@ -85,11 +88,20 @@ def test_exp_show_at_200_columns_shows_every_headline_metric_and_the_changed_par
     assert "…" not in table and max(map(len, lines)) <= 200, table
     header = lines[1].split()
     assert header[:2] == ["Experiment", "Created"]
-    assert set(header[2:]) == {*headline_names(), "model.width"}, header  # no other column
+    assert set(header[2:]) == {*headline_names(margins=False), "model.width"}, header  # no other column
     columns = header[2:]
     row = dict(zip(columns, next(line.split() for line in lines if "[narrow]" in line)[-len(columns):]))
     shown = json.loads((workspace / "reports/headline/synthetic.json").read_text())  # the experiment's results
     assert row["model.width"] == "8" and float(row["synthetic/rel_mse"]) == shown["synthetic/rel_mse"], row
+
+    margins = run(MARGINS, workspace, env).stdout
+    print(margins)
+    lines = margins.splitlines()
+    assert "…" not in margins and max(map(len, lines)) <= 200, margins
+    header = lines[1].split()
+    assert header[2:] == [*(name for name in headline_names() if name.endswith("±")), "model.width"], header
+    row = dict(zip(header[2:], next(line.split() for line in lines if "[narrow]" in line)[-len(header) + 2:]))
+    assert float(row["synthetic/rel_mse±"]) == shown["synthetic/rel_mse±"] > 0, row
     # Plain `dvc exp show` has them too, only more besides: no metric column holds detail.
     plain = json.loads(run(["dvc", "exp", "show", "--json"], workspace, env).stdout)
     metric_names = {name for commit in plain for data in [commit.get("data") or {}]
