@@ -24,7 +24,7 @@ from PIL import Image
 from tests.conftest import REPO_ROOT, repo_env, run
 from tests.test_docs import build_docs, copy_docs
 from tests.headless_chromium import CHROMIUM, INSTALL_HINT, PAGE_WIDTH, RenderedPage, render
-from tests.test_study import curve, experiment
+from tests.test_study import PARAMS, curve, experiment, task_run
 from stages.reporting.study import build_study_report
 
 OFFLINE_PLOTS = REPO_ROOT / ".dvc" / "plots" / "html"
@@ -219,16 +219,25 @@ def assert_readable(page: RenderedPage) -> None:
     assert "`" not in page.text, [line for line in page.text.splitlines() if "`" in line]
 
 
-def test_study_report_draws_every_figure(chromium, tmp_path):
-    experiments = [experiment("baseline"),
+def test_study_report_draws_every_figure_and_each_changed_tasks_section(chromium, tmp_path):
+    heart = {"test/roc_auc": 0.89, "test/accuracy": 0.8, "val/loss": 0.4}
+    wider = PARAMS.task("heart").model_copy(update={"model": PARAMS.task("heart").model.model_copy(update={"width": 128})})
+    experiments = [experiment("baseline", heart=task_run("heart", heart)),
                    experiment("batch-120", {"synthetic.train.batch_size": 120}, train={"batch_size": 120},
-                              loss_curve=curve(2000, 300, 0.005))]
+                              loss_curve=curve(2000, 300, 0.005), heart=task_run("heart", heart)),
+                   experiment("heart-width-128", {"heart.model.width": 128},
+                              heart=task_run("heart", {**heart, "test/roc_auc": 0.91}, config=wider))]
     html = tmp_path / "reports" / "study.html"
     html.parent.mkdir()
     html.write_text(build_study_report(experiments, "0123456789abcdef"), encoding="utf-8")
     page = open_in_browser(html, "study", [], tmp_path)
     assert_offline_and_clean(page)
     assert_images_drawn(page, 2)
+    # Heart's own answer and table, as a reader sees them: judged seed by seed, mean ± margin.
+    assert "Heart disease: does each change help, hurt, or can we not tell?" in page.text
+    assert re.search(r"heart-width-128 \(model\.width 64 → 128\): test/roc_auc 0\.8900 → 0\.9100 \(helps: \+0\.02 \[",
+                     page.text), page.text[:3000]
+    assert "Final metrics, Heart disease" in page.text and re.search(r"0\.9100 ± 0\.0\d+", page.text)
 
 
 def test_dvc_plots_show_draws_every_plot_offline_with_the_vendored_vega(chromium, workspace, mirror, tmp_path):
