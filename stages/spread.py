@@ -140,7 +140,3 @@ def metrics_over_seeds(per_seed: Mapping[int, Mapping[str, float]]) -> dict:
                        for name, over in spreads.items()},
             "seeds": {str(seed): dict(values) for seed, values in per_seed.items()}}
 
-
-def per_seed_values(document: Mapping, name: str) -> list[float]:
-    """One metric's value for each seed, in seed order, out of a metrics document."""
-    return [values[name] for _, values in sorted(document["seeds"].items(), key=lambda item: int(item[0]))]

@@ -149,6 +149,17 @@ def test_a_missing_or_damaged_export_is_one_line_naming_it(tmp_path, capsys, old
     assert snapshot(tmp_path / "out") == old_outputs
 
 
+def test_seed_curves_of_another_run_are_one_line_naming_both_files(built_repo, tmp_path, capsys, old_outputs):
+    models = tmp_path / "heart.seeds"
+    models.mkdir()
+    (models / "seed-42.tflite").write_bytes((built_repo / "models/heart.tflite").read_bytes())
+    (tmp_path / "seed_curves.csv").write_text("seed,epoch,train/loss,val/loss\n7,1,0.5,0.6\n")
+    assert run_main("evaluate", evaluate.main, evaluate_args(tmp_path, models)) == 2
+    assert_one_line_error(capsys, "seed_curves.csv and", "come from different runs (seeds [7] against [42])",
+                          "dvc repro")
+    assert snapshot(tmp_path / "out") == old_outputs
+
+
 def test_no_runtime_installed_is_one_line_with_the_install_command(tmp_path, old_outputs, mirror):
     model = tmp_path / "heart.seeds" / "seed-42.tflite"
     model.parent.mkdir()

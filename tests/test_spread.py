@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
-from stages.spread import paired_verdict, spread, t_975
+from stages.spread import curve_band, mean_curve, metrics_over_seeds, paired_verdict, seed_curves, spread, t_975
 
 
 def test_the_t_quantile_is_scipys_for_every_count_of_seeds():
@@ -74,3 +75,40 @@ def test_pairing_is_seed_by_seed():
     with pytest.raises(ValueError, match="paired seeds: 2 values against 3"):
         paired_verdict([1.0, 2.0], [1.0, 2.0, 3.0], higher_is_better=True)
     assert paired_verdict([0.9], [0.8], higher_is_better=True).sentence() == "cannot tell from one seed: +0.1"
+
+
+# --- results over seeds: learning curves and metrics documents ---
+
+def seed_curve(epochs: int, offset: float) -> pd.DataFrame:
+    epoch = np.arange(1, epochs + 1)
+    return pd.DataFrame({"epoch": epoch, "train/loss": 1.0 / epoch + offset, "val/loss": 2.0 / epoch + offset})
+
+
+def test_curves_over_seeds_average_each_epoch_over_the_seeds_that_ran_it():
+    curves = {42: seed_curve(4, 0.0), 43: seed_curve(3, 0.3), 44: seed_curve(4, 0.6)}  # 43 stopped early
+    table = seed_curves(curves)
+    assert list(table.columns) == ["seed", "epoch", "train/loss", "val/loss"] and len(table) == 11
+    mean = mean_curve(curves)
+    assert mean["epoch"].tolist() == [1, 2, 3, 4]
+    assert mean["val/loss"].tolist() == pytest.approx([2.3, 1.3, 2 / 3 + 0.3, 0.5 + 0.3])  # epoch 4: seeds 42, 44
+    band = curve_band(curves).set_index(["curve", "epoch"])
+    assert band.loc[("val/loss", 3), "seeds"] == 3 and band.loc[("val/loss", 4), "seeds"] == 2
+    expected = stats.t.interval(0.95, 2, loc=np.mean([2 / 3, 2 / 3 + 0.3, 2 / 3 + 0.6]),
+                                scale=stats.sem([2 / 3, 2 / 3 + 0.3, 2 / 3 + 0.6]))
+    assert (band.loc[("val/loss", 3), "low"], band.loc[("val/loss", 3), "high"]) == pytest.approx(expected, rel=1e-5)
+    assert mean_curve({42: curves[42]}) is curves[42]  # one seed: its own curve, to the bit
+    lone = curve_band({42: curves[42]})
+    assert lone["low"].isna().all() and lone["high"].isna().all() and (lone["seeds"] == 1).all()
+
+
+def test_the_metrics_document_holds_each_seed_and_each_metrics_spread():
+    per_seed = {43: {"test/accuracy": 0.97, "val/loss": 0.12}, 42: {"test/accuracy": 0.98, "val/loss": 0.10},
+                44: {"test/accuracy": 0.99, "val/loss": 0.11}}
+    document = metrics_over_seeds(per_seed)
+    assert document["mean"] == pytest.approx({"test/accuracy": 0.98, "val/loss": 0.11})
+    over = spread([0.97, 0.98, 0.99])
+    assert document["spread"]["test/accuracy"] == pytest.approx(
+        {"sd": over.sd, "low": over.low, "high": over.high, "n": 3})
+    assert list(document["seeds"]) == ["43", "42", "44"] and document["seeds"]["43"] == per_seed[43]
+    one = metrics_over_seeds({42: {"val/loss": 0.1}})
+    assert one["spread"]["val/loss"] == {"sd": None, "low": None, "high": None, "n": 1}
