@@ -14,7 +14,6 @@ assembles the page from these files.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 from typing import Mapping
 
@@ -24,15 +23,13 @@ from stages.core.errors import StageError, run_stage
 from stages.core.io import read_split, write_outputs
 from stages.core.results import TaskResults
 from stages.reporting.inputs import REBUILD, read_csv, read_metrics_document
-from stages.spread import Spread, spread
+from stages.spread import Spread
 from stages.tasks import TASK_NAMES, load_task, load_task_figures
 
 
-def spreads_over_seeds(seeds: Mapping[int, Mapping[str, float]]) -> dict[str, Spread]:
-    """Each metric every seed wrote as a finite number: its mean and 95 % interval over the seeds."""
-    names = [name for name in next(iter(seeds.values()))
-             if all(math.isfinite(values.get(name, math.nan)) for values in seeds.values())]
-    return {name: spread([values[name] for values in seeds.values()]) for name in names}
+def spreads_of(document: Mapping) -> dict[str, Spread]:
+    """Each metric's spread over the seeds, as evaluate wrote it (stages/spread.py, metrics_over_seeds)."""
+    return {name: Spread(document["mean"][name], **over) for name, over in document["spread"].items()}
 
 
 def read_band(path: Path) -> pd.DataFrame:
@@ -54,7 +51,7 @@ def read_results(name: str, metrics: Path, plots_dir: Path, data_dir: Path) -> T
     except ValueError:
         raise StageError(f"{metrics} names seeds that are not numbers; {REBUILD}") from None
     return TaskResults(
-        name=name, title=task.TITLE, metrics=document["mean"], spreads=spreads_over_seeds(seeds), seeds=seeds,
+        name=name, title=task.TITLE, metrics=document["mean"], spreads=spreads_of(document), seeds=seeds,
         curve=read_csv(plots_dir / "learning_curve.csv", curve_columns),
         band=read_band(plots_dir / "learning_curve_band.csv"),
         plots={file: read_csv(plots_dir / "evaluation" / file, columns) for file, columns in task.PLOT_COLUMNS.items()},

@@ -320,12 +320,14 @@ def test_the_report_assembles_and_draws_nothing(built, tmp_path):
 @pytest.mark.parametrize("document", [
     {"test/accuracy": 0.9},                                              # one run's flat metrics, from before seeds
     {"mean": {"test/accuracy": 0.9}, "seeds": {"42": {"test/accuracy": {"nested": 1}}}},
+    [{"mean": {}}],                                                      # not an object at all
+    {"mean": {"test/accuracy": 0.9}, "seeds": {"42": {"test/accuracy": 0.9}}},  # no spread
 ])
 def test_metrics_that_are_not_evaluates_numbers_over_seeds_are_refused(tmp_path, document):
     path = tmp_path / "heart.json"
     path.write_text(json.dumps(document))
     with pytest.raises(StageError, match="metrics over seeds"):
-        inputs.read_metrics(path)
+        inputs.read_metrics_document(path)
 
 
 # --- the pure pieces ---

@@ -24,14 +24,18 @@ def read_metrics_document(path: Path) -> dict:
         raise StageError(f"{path} is not valid JSON ({error}); {REBUILD}") from None
     flat = [data.get("mean"), *(data.get("seeds") or {}).values()] if isinstance(data, dict) else [None]
     if not isinstance(data, dict) or not data.get("seeds") or not all(isinstance(values, dict) and values and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()) for values in flat):
-        raise StageError(f"{path} is not evaluate's metrics over seeds (numbers under mean and seeds); {REBUILD}")
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()) for values in flat) \
+            or not _spread_of_each(data):
+        raise StageError(f"{path} is not evaluate's metrics over seeds (numbers under mean and seeds, and each "
+                         f"one's spread); {REBUILD}")
     return data
 
 
-def read_metrics(path: Path) -> dict[str, float]:
-    """Each metric's mean over the seeds, from evaluate's metrics file."""
-    return read_metrics_document(path)["mean"]
+def _spread_of_each(data: dict) -> bool:
+    """A spread (sd, low, high, n) for each mean, as stages/spread.py's metrics_over_seeds writes it."""
+    spreads = data.get("spread")
+    return isinstance(spreads, dict) and set(spreads) == set(data["mean"]) and all(
+        isinstance(over, dict) and set(over) == {"sd", "low", "high", "n"} for over in spreads.values())
 
 
 def read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
