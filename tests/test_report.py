@@ -401,6 +401,47 @@ def test_confusion_counts_cover_every_label_even_when_absent():
     assert counts.to_numpy().tolist() == [[1, 0, 1], [0, 0, 0], [0, 0, 1]]
 
 
+def test_style_palette_and_scores_are_seaborns_and_scikit_learns_without_importing_them():
+    """The figures stage writes out seaborn's style and palette and scores with numpy and pandas (importing
+    seaborn loads scipy.stats: about 1 s of the stage); here they are held equal to the libraries'."""
+    import seaborn as sns
+    from sklearn import metrics as skm
+
+    seaborn_style = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=0.8)}
+    assert figures.STYLE == {key: value for key, value in seaborn_style.items() if key != "image.cmap"}
+    assert [figures.TRAIN_COLOR, figures.TEST_COLOR, figures.TRUTH_COLOR, figures.FIT_COLOR] == \
+        list(sns.color_palette("deep", 4))
+    rng = np.random.default_rng(0)
+    actual, score = rng.integers(0, 2, 200), rng.random(200)
+    fpr, tpr, _ = skm.roc_curve(actual, score)
+    assert figures.roc_auc(pd.DataFrame({"fpr": fpr, "tpr": tpr})) == pytest.approx(skm.auc(fpr, tpr), abs=1e-12)
+    actual, predicted = rng.integers(0, 10, 500), rng.integers(0, 9, 500)  # digit 9 never predicted
+    counts = figures.confusion_counts(pd.DataFrame({"actual": actual, "predicted": predicted}), list(range(10)))
+    assert counts.to_numpy().tolist() == skm.confusion_matrix(actual, predicted, labels=list(range(10))).tolist()
+
+
+def test_confusion_heatmap_colours_and_annotates_its_cells_as_seaborn_does():
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
+    counts = np.array([[50, 3, 0], [7, 20, 13], [0, 1, 99]])
+    share = counts / counts.sum(axis=1, keepdims=True)
+    drawn = {}
+    for name, draw in {
+            "ours": lambda ax: figures.heatmap(ax, share, counts, ["a", "b", "c"], "share", fontsize=10),
+            "seaborn": lambda ax: sns.heatmap(share, annot=counts, fmt="d", cmap="Blues", vmin=0, vmax=1, ax=ax,
+                                              square=True, xticklabels=["a", "b", "c"], yticklabels=["a", "b", "c"])}.items():
+        ax = Figure().subplots()
+        draw(ax)
+        mesh = ax.collections[0]
+        drawn[name] = ([(text.get_position(), text.get_text(), text.get_color()) for text in ax.texts],
+                       mesh.cmap(mesh.norm(np.ravel(mesh.get_array()))),  # each cell's colour
+                       ax.get_ylim(), [tick.get_text() for tick in ax.get_yticklabels()])
+    ours, theirs = drawn["ours"], drawn["seaborn"]
+    assert ours[0] == theirs[0]  # each count, where it is, dark or white
+    assert np.allclose(ours[1], theirs[1]) and ours[2] == theirs[2] and ours[3] == theirs[3]
+
+
 def test_heart_confusion_matrix_names_the_classes():
     confusion = pd.DataFrame({"actual": [0, 0, 1, 1, 1, 0], "predicted": [0, 1, 1, 1, 1, 0]})
     (section,) = heart_figures.report_sections(TaskResults(

@@ -1,7 +1,8 @@
 """No stage loads what it does not use: only train imports TensorFlow (and Keras); evaluate serves the
 exported network with LiteRT; configure, which writes one JSON file, reads no data and loads no
-pandas or pyarrow; only the report draws (matplotlib, seaborn); scikit-learn (and the scipy it
-brings) only where preprocess fits a scaler or splits."""
+pandas or pyarrow; only the figures stages draw, with matplotlib alone (seaborn would load scipy.stats,
+about 1 s); scikit-learn (and the scipy it brings) only where preprocess fits a scaler or splits; the
+report, which assembles JSON, no pandas."""
 
 from __future__ import annotations
 
@@ -36,8 +37,8 @@ NOT_LOADED = {
     "preprocess": TENSORFLOW | DRAWING,
     "configure": TENSORFLOW | DRAWING | SCIKIT | {"pandas", "pyarrow"},
     "evaluate": TENSORFLOW | DRAWING | SCIKIT,
-    "figures": TENSORFLOW,
-    "report": TENSORFLOW | DRAWING | SCIKIT,  # it assembles the figures@<task> fragments
+    "figures": TENSORFLOW | SCIKIT | {"seaborn"},
+    "report": TENSORFLOW | DRAWING | SCIKIT | {"pandas", "pyarrow"},  # it assembles the figures@<task> fragments
 }
 
 

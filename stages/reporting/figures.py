@@ -4,7 +4,9 @@ ROC curves, confusion matrices, image grids). What only one task draws lives wit
 
 Figures are built on a bare Figure (no pyplot state) inside STYLE, so the global rcParams of
 whoever imports this module are left alone; PNGs carry no software version, so the same input
-gives the same bytes.
+gives the same bytes. Neither seaborn nor scikit-learn is imported: seaborn loads scipy.stats (about
+1 s of a 2.6 s figures stage), so its style, palette and heatmap look are written out here
+(tests/test_report.py holds them equal to seaborn's).
 """
 
 from __future__ import annotations
@@ -20,18 +22,33 @@ matplotlib.use("Agg")  # no display, and the same pixels on every machine
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib import ticker  # noqa: E402
+from matplotlib import colors, ticker  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from sklearn import metrics as skm  # noqa: E402
 
 from stages.reporting.page import Image, format_value  # noqa: E402
 
 # Pixels per inch of the PNGs, shown at their own size: at 130 the small figures (4.2 in) are ~550 px
 # wide and the tick labels ~15 px tall, readable at a laptop's 1400 px without zooming.
 DPI = 130
-STYLE = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=0.8)}
-TRAIN_COLOR, TEST_COLOR, TRUTH_COLOR, FIT_COLOR = sns.color_palette("deep", 4)
+# seaborn's axes_style("whitegrid") and plotting_context("notebook", font_scale=0.8), but for its default
+# colormap ("rocket", which only importing seaborn registers): each drawing names its own.
+STYLE = {
+    "figure.facecolor": "white", "axes.facecolor": "white", "axes.labelcolor": ".15", "text.color": ".15",
+    "xtick.direction": "out", "ytick.direction": "out", "xtick.color": ".15", "ytick.color": ".15",
+    "axes.axisbelow": True, "axes.grid": True, "axes.edgecolor": ".8", "grid.color": ".8", "grid.linestyle": "-",
+    "font.family": ["sans-serif"],
+    "font.sans-serif": ["Arial", "DejaVu Sans", "Liberation Sans", "Bitstream Vera Sans", "sans-serif"],
+    "lines.solid_capstyle": "round", "patch.edgecolor": "w", "patch.force_edgecolor": True,
+    "xtick.top": False, "ytick.right": False, "xtick.bottom": False, "ytick.left": False,
+    "axes.spines.left": True, "axes.spines.bottom": True, "axes.spines.right": True, "axes.spines.top": True,
+    "axes.linewidth": 1.25, "grid.linewidth": 1, "lines.linewidth": 1.5, "lines.markersize": 6, "patch.linewidth": 1,
+    "xtick.major.width": 1.25, "ytick.major.width": 1.25, "xtick.minor.width": 1, "ytick.minor.width": 1,
+    "xtick.major.size": 6, "ytick.major.size": 6, "xtick.minor.size": 4, "ytick.minor.size": 4,
+    "font.size": 12 * 0.8, "axes.labelsize": 12 * 0.8, "axes.titlesize": 12 * 0.8, "legend.title_fontsize": 12 * 0.8,
+    "xtick.labelsize": 11 * 0.8, "ytick.labelsize": 11 * 0.8, "legend.fontsize": 11 * 0.8,
+}
+DEEP = ("#4c72b0", "#dd8452", "#55a868", "#c44e52")  # seaborn's "deep" palette, its first four
+TRAIN_COLOR, TEST_COLOR, TRUTH_COLOR, FIT_COLOR = (colors.to_rgb(color) for color in DEEP)
 
 
 def figure_to_png(fig: Figure, dpi: int = DPI) -> bytes:
@@ -119,8 +136,8 @@ def learning_curve_image(name: str, title: str, curve: pd.DataFrame, band: pd.Da
 
 
 def roc_auc(roc: pd.DataFrame) -> float:
-    """Area under the ROC curve (`fpr`, `tpr`), as scikit-learn computes it."""
-    return float(skm.auc(roc["fpr"], roc["tpr"]))
+    """Area under the ROC curve (`fpr`, `tpr`, in evaluate's order: fpr rising), by trapezoids."""
+    return float(np.trapezoid(roc["tpr"], roc["fpr"]))
 
 
 def roc_figure(roc: pd.DataFrame, title: str) -> Figure:
@@ -138,8 +155,8 @@ def roc_figure(roc: pd.DataFrame, title: str) -> Figure:
 
 def confusion_counts(confusion: pd.DataFrame, labels: Sequence) -> pd.DataFrame:
     """Counts of (`actual`, `predicted`) pairs as a labels x labels frame, zero where a pair never occurs."""
-    counts = skm.confusion_matrix(confusion["actual"], confusion["predicted"], labels=list(labels))
-    return pd.DataFrame(counts, index=list(labels), columns=list(labels))
+    counts = pd.crosstab(confusion["actual"], confusion["predicted"])
+    return counts.reindex(index=list(labels), columns=list(labels), fill_value=0).rename_axis(index=None, columns=None)
 
 
 def confusion_figure(confusion: pd.DataFrame, labels: Sequence, title: str,
@@ -153,11 +170,30 @@ def confusion_figure(confusion: pd.DataFrame, labels: Sequence, title: str,
     size = 2.5 + 0.45 * len(labels)
     with matplotlib.rc_context(STYLE):
         fig, ax = new_figure(size + 1, size)
-        sns.heatmap(share, annot=counts, fmt="d", cmap="Blues", vmin=0, vmax=1, square=True, ax=ax,
-                    cbar_kws={"label": "share of the actual class"}, annot_kws={"fontsize": 8 if len(labels) > 5 else 10})
+        heatmap(ax, share.to_numpy(), counts.to_numpy(), list(counts.index), "share of the actual class",
+                fontsize=8 if len(labels) > 5 else 10)
         ax.set(xlabel="predicted", ylabel="actual", title=title)
-        ax.tick_params(axis="y", rotation=0)
     return fig
+
+
+def heatmap(ax, values: np.ndarray, counts: np.ndarray, labels: Sequence, label: str, fontsize: float) -> None:
+    """seaborn.heatmap(values, annot=counts, cmap="Blues", vmin=0, vmax=1, square=True) as it looks: cells
+    from the top left, each count dark on a light cell and white on a dark one, a labelled colour bar."""
+    colormap = matplotlib.colormaps["Blues"]
+    mesh = ax.pcolormesh(values, cmap=colormap, vmin=0, vmax=1)
+    ax.set(xlim=(0, values.shape[1]), ylim=(values.shape[0], 0), aspect="equal")
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_xticks(np.arange(len(labels)) + 0.5, labels)
+    ax.set_yticks(np.arange(len(labels)) + 0.5, labels)
+    linear = np.asarray(colormap(values))[..., :3]  # each cell's colour, to relative luminance (as seaborn)
+    linear = np.where(linear <= 0.03928, linear / 12.92, ((linear + 0.055) / 1.055) ** 2.4)
+    luminance = linear @ np.array([0.2126, 0.7152, 0.0722])
+    for (row, column), count in np.ndenumerate(counts):
+        ax.text(column + 0.5, row + 0.5, str(count), ha="center", va="center", fontsize=fontsize,
+                color=".15" if luminance[row, column] > 0.408 else "w")
+    ax.figure.colorbar(mesh, ax=ax, label=label).outline.set_visible(False)
 
 
 def digit_grid_figure(images: np.ndarray, titles: Sequence[str], columns: int = 8,

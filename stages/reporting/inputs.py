@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
-
-import pandas as pd
+from typing import TYPE_CHECKING, Sequence
 
 from stages.core.errors import StageError
+
+if TYPE_CHECKING:  # the report stage reads only JSON: pandas (0.25 s) is loaded where a CSV is read
+    import pandas as pd
 
 REBUILD = "run `dvc repro` to rebuild it"
 
@@ -39,6 +40,8 @@ def _spread_of_each(data: dict) -> bool:
 
 
 def read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
+    import pandas as pd
+
     try:
         frame = pd.read_csv(path)
     except FileNotFoundError:
@@ -49,6 +52,8 @@ def read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
 
 
 def check_columns(frame: pd.DataFrame, columns: Sequence[str], path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     missing = [column for column in columns if column not in frame.columns]
     if missing:
         raise StageError(f"{path} lacks column(s) {', '.join(missing)}; {REBUILD}")
