@@ -107,8 +107,13 @@ def iteration_side(repo: Path, env: dict[str, str]) -> dict:
     run(["git", "commit", "-qm", "lab defaults built", "--allow-empty"], repo, env)
     set_params(repo, HEART_CHANGE)
     heart_s, heart_stages = timed_stages(["dvc", "repro"], repo, env)
-    run(["git", "checkout", "--", "."], repo, env)  # back to the lab defaults: params, lock, metrics files
-    timed(["dvc", "checkout", "-f"], repo, env)     # and the models, data and report they record
+    # Back to the lab defaults: params, lock and metrics files from the commit (not `git checkout -- .`:
+    # core.autostage left the heart change's dvc.lock in the index), then the outputs they record.
+    run(["git", "reset", "-q", "--hard"], repo, env)
+    timed(["dvc", "checkout", "-f"], repo, env)
+    status = run(["dvc", "status", "--json"], repo, env).stdout.strip()
+    if status not in ("{}", ""):
+        raise SystemExit(f"orchestration: error: not back at the lab defaults before the variation: {status}")
     variation_s, variation_stages = timed_stages(SYNTHETIC_VARIATION, repo, env)
     return {"stages_s": stages, "heart_change_s": round(heart_s, 2), "train_heart_s": heart_stages["train@heart"],
             "heart_change_stages_s": heart_stages, "synthetic_variation_s": round(variation_s, 2),
