@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -147,7 +146,9 @@ def main(argv: list[str] | None = None) -> None:
         outputs[args.seed_curves] = csv_bytes(seed_curves(curves))
     exports = {}
     if args.export or args.seed_exports:
-        exports = {seed: exported_bytes(network.model) for seed, network in zip(seeds, trained)}
+        from stages.training.export import exported_network
+
+        exports = {seed: exported_network(network.model) for seed, network in zip(seeds, trained)}
     if args.export:
         outputs[args.export] = exports[seeds[0]]
     if args.seed_exports:
@@ -159,16 +160,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.seed_exports:
         for stale in set(args.seed_exports.glob(f"*{EXPORT_SUFFIX}")) - set(outputs):  # seeds of an earlier run
             stale.unlink()
-
-
-def exported_bytes(model) -> bytes:
-    """The network's LiteRT flatbuffer (export_network writes to a named file only)."""
-    from stages.training.export import export_network
-
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / f"network{EXPORT_SUFFIX}"
-        export_network(model, path)
-        return path.read_bytes()
 
 
 if __name__ == "__main__":
