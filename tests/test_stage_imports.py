@@ -53,3 +53,17 @@ def test_each_stage_loads_only_the_packages_it_uses(workspace: Path, mirror: Pat
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.splitlines()[-1]) == [], f"{stage} loads what it does not use"
+
+
+def test_keras_loads_for_training_without_scikit_learn_or_matplotlib_which_stay_importable():
+    """stages/training marks them absent while Keras loads (its estimator wrappers and image gallery would
+    import them: 1.1 s of the train stage's start-up), and only then."""
+    probe = ("import sys\n"
+             "import stages.training.core\n"
+             "loaded = sorted({name.split('.')[0] for name in sys.modules} & {'sklearn', 'matplotlib', 'keras'})\n"
+             "import sklearn.preprocessing, matplotlib.figure\n"
+             "print(loaded)")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).resolve().parents[1],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[-1] == "['keras']"
