@@ -109,7 +109,25 @@ def test_each_variation_of_the_local_queue_is_a_task_run_with_its_state_and_head
     assert variations["broken"].message.startswith("train: error: ") and "validation_split" in variations["broken"].message
     assert variations["narrow"].type.value == "COMPLETED"
     metrics = experiments_at_head(workspace, env)["narrow"]["data"]["metrics"]["reports/headline/synthetic.json"]["data"]
-    assert f"val/loss {metrics['synthetic/val_loss']:.4g}" in variations["narrow"].message, variations["narrow"].message
+    assert f"synthetic/val_loss {metrics['synthetic/val_loss']:.4g}" in variations["narrow"].message, \
+        variations["narrow"].message
+
+
+def test_a_variations_task_run_shows_the_headline_of_the_tasks_it_changes():
+    from flows.study.local_queue import headline_of, variation_tasks
+    from stages.core.params import StudyVariation
+
+    def tasks(*keys):
+        return variation_tasks(StudyVariation(name="v", overrides=tuple((key, 1) for key in keys)))
+
+    assert tasks("heart.model.width") == ["heart"]
+    assert tasks("synthetic.model.l2", "mnist.train.epochs") == ["mnist", "synthetic"]  # in TASK_NAMES order
+    assert tasks() == tasks("model.width") == tasks("seed") == ["synthetic"]  # the baseline, shared keys
+    shown = {"synthetic/val_loss": 1.2, "heart/val_loss": 0.45, "heart/roc_auc": 0.9, "heart/accuracy": 0.8,
+             "heart/roc_auc±": 0.01, "mnist/accuracy": "n/a"}
+    assert list(headline_of(shown, ["heart"]).items()) == \
+        [("heart/roc_auc", 0.9), ("heart/accuracy", 0.8), ("heart/val_loss", 0.45)]  # the task's headline order
+    assert headline_of(shown, ["mnist"]) == {}  # not a number: left out
 
 
 def test_a_variation_stops_waiting_when_the_study_stops_following_the_queue(tmp_path: Path, monkeypatch):
@@ -120,5 +138,5 @@ def test_a_variation_stops_waiting_when_the_study_stops_following_the_queue(tmp_
     monkeypatch.setattr(study.dvc_adapter, "busy_queue_entries", lambda root: next(polls, []))
     monkeypatch.setattr(study, "FOLLOW_INTERVAL_S", 0.0)
     monkeypatch.setattr(study, "_STOPPED", {report})  # run_queue ended on an error or Ctrl-C
-    state = study.follow_variation.fn(tmp_path, "0" * 40, "narrow", report)
+    state = study.follow_variation.fn(tmp_path, "0" * 40, "narrow", ["synthetic"], report)
     assert state.is_failed() and state.message == "narrow: the study stopped following the queue before it ended"

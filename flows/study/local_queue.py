@@ -8,7 +8,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -18,11 +18,11 @@ from prefect.states import Completed, Failed, State
 from flows import dvc_adapter
 from flows.processes import stage_env
 from flows.study.plan import TARGETS, StudyError, set_params
-from flows.study.results import HEADLINE, experiments_of, failure_reason
+from flows.study.results import LAB_TASK, experiments_of, failure_reason
 from stages.core.contract import STAGE_REPORT_ENV
 from stages.core.params import StudyVariation
 from stages.core.tracking import read_stage_records
-from stages.tasks import headline_choice, headline_name
+from stages.tasks import TASK_NAMES, headline_choice, headline_name
 
 
 @task(name="clear previous")
@@ -79,10 +79,24 @@ FOLLOW_INTERVAL_S = 2.0
 _STOPPED: set[Path] = set()  # the stage reports of studies whose queue run ended on an error or interrupt
 
 
+def variation_tasks(variation: StudyVariation) -> list[str]:
+    """The tasks whose headline a variation's task run shows: those its overrides name (`heart.model.width`:
+    heart), in TASK_NAMES order; the lab's own task when it names none (the baseline, a shared `model` key)."""
+    named = {key.split(".", 1)[0] for key, _ in variation.overrides}
+    return [task for task in TASK_NAMES if task in named] or [LAB_TASK]
+
+
+def headline_of(shown: Mapping[str, Any], tasks: Sequence[str]) -> dict[str, float]:
+    """The headline columns of `tasks` (synthetic/val_loss, heart/roc_auc, ...) in an experiment's metrics
+    as `dvc exp show` has them, those with a number."""
+    columns = [headline_name(task, short) for task in tasks for short in headline_choice(task)]
+    return {column: shown[column] for column in columns if isinstance(shown.get(column), (int, float))}
+
+
 @task(name="variation", task_run_name="{name}", cache_policy=NO_CACHE)
-def follow_variation(root: Path, head: str, name: str, stage_report: Path) -> State:
-    """One queued variation, from its start in DVC's queue to its end: Completed with its headline
-    metrics, or Failed with the line of the stage that failed."""
+def follow_variation(root: Path, head: str, name: str, tasks: list[str], stage_report: Path) -> State:
+    """One queued variation, from its start in DVC's queue to its end: Completed with the headline metrics
+    of `tasks`, or Failed with the line of the stage that failed."""
     while name in dvc_adapter.busy_queue_entries(root):
         if stage_report in _STOPPED:  # the study does not wait for the queue any more: neither do we
             return Failed(message=f"{name}: the study stopped following the queue before it ended")
@@ -96,27 +110,26 @@ def follow_variation(root: Path, head: str, name: str, stage_report: Path) -> St
         return Failed(message=str(error))
     if name not in found:
         return Failed(message=failure_reason(records, name))
-    shown = found[name]["metrics"]  # the headline file's names: synthetic/val_loss for val/loss
-    columns = {metric: headline_name("synthetic", short) for short, metric in headline_choice("synthetic").items()}
-    metrics = {metric: shown.get(columns[metric]) for metric in HEADLINE}
-    text = ", ".join(f"{metric} {value:.4g}" for metric, value in metrics.items() if isinstance(value, (int, float)))
+    metrics = headline_of(found[name]["metrics"], tasks)
+    text = ", ".join(f"{column} {value:.4g}" for column, value in metrics.items())
     get_run_logger().info(f"{name}: {text}")
     return Completed(message=text, data=metrics)
 
 
-def follow_variations(root: Path, head: str, names: list[str], stage_report: Path, done: threading.Event) -> list:
+def follow_variations(root: Path, head: str, tasks: dict[str, list[str]], stage_report: Path,
+                      done: threading.Event) -> list:
     """Start a `follow_variation` task run for each variation when the queue starts it (in a thread of
     the flow run, while `run_queue` follows the queue); the others once `done` is set. Their futures."""
     followed: dict[str, Any] = {}
     while True:
         finished = done.wait(FOLLOW_INTERVAL_S)
         try:
-            started = names if finished else dvc_adapter.running_queue_entries(root)
+            started = list(tasks) if finished else dvc_adapter.running_queue_entries(root)
         except Exception:  # the queue's state unreadable for a moment: ask again
             started = []
         for name in started:
-            if name in names and name not in followed:
-                followed[name] = follow_variation.submit(root, head, name, stage_report)
+            if name in tasks and name not in followed:
+                followed[name] = follow_variation.submit(root, head, name, tasks[name], stage_report)
         if finished:
             return list(followed.values())
 
@@ -128,8 +141,8 @@ def run_on_local_queue(root: Path, head: str, variations: list[StudyVariation], 
     for variation in variations:
         queue_experiment(root, variation)
     done, follower = threading.Event(), ThreadPoolExecutor(1, thread_name_prefix="follow")
-    following = follower.submit(contextvars.copy_context().run, follow_variations, root, head, names,
-                                stage_report, done)
+    following = follower.submit(contextvars.copy_context().run, follow_variations, root, head,
+                                {variation.name: variation_tasks(variation) for variation in variations}, stage_report, done)
     try:
         run_queue(root, jobs, names, stage_report)
     except BaseException:
