@@ -58,7 +58,9 @@ def test_overrides_become_set_params_as_users_type_them():
 def test_experiments_of_reads_the_baseline_commits_named_experiments():
     def exp(name, rev, width, metrics=True, error=None):
         data = {"params": {"params.yaml": {"data": {"synthetic": {"model": {"width": width}}}}},
-                "metrics": {"reports/headline/synthetic.json": {"data": {"synthetic/val_loss": 1.5}}} if metrics else {}}
+                "metrics": {"reports/headline/synthetic.json": {"data": {"synthetic/val_loss": 1.5}},
+                            "reports/headline/heart.json": {"data": {"heart/roc_auc": 0.9}},
+                            "reports/live/heart/metrics.json": {"data": {"heart/epoch": 37}}} if metrics else {}}
         return {"name": name, "revs": [{"rev": rev, "name": name, "data": data, "error": error}]}
 
     shown = [{"rev": "workspace", "data": {}},
@@ -71,6 +73,7 @@ def test_experiments_of_reads_the_baseline_commits_named_experiments():
     assert found["wide"]["rev"] == "e1"
     assert found["wide"]["params"]["synthetic"]["model"]["width"] == 128
     assert found["wide"]["metrics"] == {"synthetic/val_loss": 1.5}
+    assert found["wide"]["headline"] == {"synthetic/val_loss": 1.5, "heart/roc_auc": 0.9}  # every task's, no more
 
 
 def test_a_failed_experiment_is_explained_by_its_own_stage_record():

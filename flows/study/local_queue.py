@@ -110,7 +110,7 @@ def follow_variation(root: Path, head: str, name: str, tasks: list[str], stage_r
         return Failed(message=str(error))
     if name not in found:
         return Failed(message=failure_reason(records, name))
-    metrics = headline_of(found[name]["metrics"], tasks)
+    metrics = headline_of(found[name]["headline"], tasks)
     text = ", ".join(f"{column} {value:.4g}" for column, value in metrics.items())
     get_run_logger().info(f"{name}: {text}")
     return Completed(message=text, data=metrics)

@@ -22,7 +22,8 @@ from stages.tasks import TASK_NAMES, parse_params
 REPORT = Path("reports/study.html")
 # `dvc exp show` has the headline metrics (HEADLINE's values); every metric, over the seeds, is in
 # reports/metrics/<task>.json, in DVC's cache.
-METRICS = "reports/headline/synthetic.json"
+HEADLINE_FOLDER = "reports/headline/"  # evaluate@<task>'s headline files (dvc.yaml): dvc exp show's columns
+METRICS = f"{HEADLINE_FOLDER}synthetic.json"
 LAB_TASK = "synthetic"  # the task of the lab's questions: read whatever the variations change
 PREDICTIONS = "reports/plots/synthetic/evaluation/predictions.csv"
 ARTIFACT_KEY = "study-run"  # table: the experiments, best val/loss first
@@ -41,7 +42,8 @@ def _get(data: Any, dotted: str) -> Any:
 
 
 def experiments_of(shown: list[dict], head: str) -> dict[str, dict]:
-    """name -> {rev, params, metrics} for the experiments of commit `head` in `dvc exp show --json` output."""
+    """name -> {rev, params, metrics, headline} for the experiments of commit `head` in `dvc exp show --json`
+    output: `metrics` the lab task's headline file, `headline` every task's columns (`heart/roc_auc`, ...)."""
     found: dict[str, dict] = {}
     for commit in shown:
         if commit.get("rev") != head:
@@ -53,8 +55,10 @@ def experiments_of(shown: list[dict], head: str) -> dict[str, dict]:
             # A failed run is listed too, with an error and its starting point's data: not a result.
             if experiment.get("name") and METRICS in metrics and not rev.get("error"):
                 params = ((data.get("params") or {}).get("params.yaml") or {}).get("data")
+                headline = {column: value for path, file in metrics.items() if path.startswith(HEADLINE_FOLDER)
+                            for column, value in ((file or {}).get("data") or {}).items()}
                 found[experiment["name"]] = {"rev": rev["rev"], "params": params,
-                                             "metrics": metrics[METRICS].get("data") or {}}
+                                             "metrics": metrics[METRICS].get("data") or {}, "headline": headline}
     return found
 
 
