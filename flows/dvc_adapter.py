@@ -228,6 +228,13 @@ class DvcProject:
         url = self.repo.config.get("remote", {}).get(name, {}).get("url") if name else None
         return f"{name} ({url})" if name else None
 
+    def metrics_diff(self) -> dict:
+        """`dvc metrics diff HEAD --all --json` in this process (a `dvc` process costs 0.6 s more): the
+        workspace's metrics against the last commit, {} before one."""
+        if self.repo.scm.no_commits:
+            return {}
+        return self.repo.metrics.diff(a_rev="HEAD", all=True).get("diff", {})
+
     def report_path(self) -> Optional[str]:
         stage = next((s for s in self.repo.index.stages if s.addressing == "report"), None)
         return self._relative(stage.outs[0].fs_path) if stage and stage.outs else None

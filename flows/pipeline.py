@@ -32,7 +32,7 @@ from uuid import UUID
 from prefect import flow, get_run_logger, task
 from prefect.states import Failed, State
 
-from flows.dvc_adapter import (DvcError, DvcProject, apply_param_overrides, error_line, find_root, metrics_diff,
+from flows.dvc_adapter import (DvcError, DvcProject, apply_param_overrides, error_line, find_root,
                                override_text, parse_param_overrides, repro_args, restore_recorded_outputs,
                                save_experiment, stream_dvc)
 from flows.git_workspace import (GitSource, RecordRefused, RemoteError, credentials_env, fresh_clone, record_results,
@@ -287,6 +287,10 @@ def seed_verdicts(root: Path, metrics: dict) -> dict[tuple[str, str], str]:
     """(headline file, metric) -> whether this run's change of a headline metric is beyond the seeds' noise:
     its seeds against HEAD's, seed by seed (stages/spread.py, `paired_verdict`), for each changed metric of a
     task whose evaluate wrote several seeds on both sides. HEAD's values come from DVC's cache."""
+    changed = {(path, name): Path(path).stem for path, values in metrics.items() for name, value in values.items()
+               if value.get("diff")}  # (headline file, metric) -> its task
+    if not changed:  # nothing moved (a run that found every stage up to date): nothing to load or read
+        return {}
     from dvc.api import read
     from dvc.exceptions import DvcException
 
@@ -309,23 +313,20 @@ def seed_verdicts(root: Path, metrics: dict) -> dict[tuple[str, str], str]:
         return documents[task]
 
     verdicts = {}
-    for path, values in metrics.items():
-        task = Path(path).stem
-        for name, value in values.items():
-            short = name.partition("/")[2]
-            metric = headline_choice(task).get(short) if task in TASK_NAMES else None
-            if metric is None or not value.get("diff"):
-                continue
-            old, new = both_sides(task)
-            if old is None:
-                verdicts[(path, name)] = new
-                continue
-            seeds = sorted(set(old) & set(new), key=int)
-            if len(seeds) < 2:
-                verdicts[(path, name)] = "cannot tell: fewer than 2 seeds on both sides"
-                continue
-            verdicts[(path, name)] = paired_verdict([new[s][metric] for s in seeds], [old[s][metric] for s in seeds],
-                                                    higher_is_better(task, metric)).sentence()
+    for (path, name), owner in changed.items():
+        metric = headline_choice(owner).get(name.partition("/")[2]) if owner in TASK_NAMES else None
+        if metric is None:
+            continue
+        old, new = both_sides(owner)
+        if old is None:
+            verdicts[(path, name)] = new
+            continue
+        seeds = sorted(set(old) & set(new), key=int)
+        if len(seeds) < 2:
+            verdicts[(path, name)] = "cannot tell: fewer than 2 seeds on both sides"
+            continue
+        verdicts[(path, name)] = paired_verdict([new[s][metric] for s in seeds], [old[s][metric] for s in seeds],
+                                                higher_is_better(owner, metric)).sentence()
     return verdicts
 
 
@@ -441,7 +442,7 @@ def _run_pipeline(root: Path, targets: Optional[list[str]], force_fetch: bool, o
         verdicts: dict = {}
         experiment = commit = None
         try:
-            metrics = metrics_diff(root, stage_env(False))  # before `record` commits: the change this run made
+            metrics = project.metrics_diff()  # before `record` commits: the change this run made
             verdicts = seed_verdicts(root, metrics)
             if failure is None and overrides:
                 experiment = save_as_experiment(root, run_name, log)

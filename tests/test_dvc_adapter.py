@@ -159,6 +159,22 @@ def test_metrics_diff_is_dvcs_json_and_a_failing_command_says_dvcs_error(tiny: P
         dvc_adapter.run_dvc(tiny, ["repro", "nope"], env)
 
 
+def test_the_projects_metrics_diff_in_process_is_the_commands_json(tiny: Path, env):
+    project = DvcProject(tiny)
+    try:
+        assert project.metrics_diff() == {} == dvc_adapter.metrics_diff(tiny, env)  # no metrics yet
+    finally:
+        project.close()
+    built(tiny, env)
+    (tiny / "metrics.json").write_text('{"score": 3, "extra": 0.5}\n')  # a changed metric and a new one
+    project = DvcProject(tiny)
+    try:
+        assert project.metrics_diff() == dvc_adapter.metrics_diff(tiny, env) == {"metrics.json": {
+            "score": {"old": 1, "new": 3, "diff": 2}, "extra": {"old": None, "new": 0.5}}}
+    finally:
+        project.close()
+
+
 def test_a_failed_dvc_command_is_reported_by_its_error_not_its_closing_footer():
     stderr = ["WARNING: some warning", "ERROR: unexpected error - boom", "",
               "Having any troubles? Hit us up at https://dvc.org/support, we are always happy to help!"]
