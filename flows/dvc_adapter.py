@@ -139,7 +139,9 @@ def experiment_pull_args(git_remote: str, names: Sequence[str]) -> list[str]:
 
 
 def metrics_diff(root: Path, env: dict[str, str]) -> dict:
-    """`dvc metrics diff HEAD --all --json`: the workspace's metrics against the last commit ({} before one)."""
+    """`dvc metrics diff HEAD --all --json`: the workspace's metrics against the last commit ({} before one).
+    For a caller with no repository open (flows.first_run after `make pipeline`); a flow, which holds a
+    DvcProject, asks its `metrics_diff` instead (the same JSON, tested, without a second `dvc` process)."""
     head = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD^{commit}"], cwd=root, capture_output=True)
     if head.returncode != 0:
         return {}
